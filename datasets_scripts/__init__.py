@@ -1,0 +1,1 @@
+"""MELD and IEMOCAP release folders -> datasets.DatasetDict."""
