@@ -106,8 +106,9 @@ class MagtkdFusionConfig(PreTrainedConfig):
 
     @property
     def speaker_table_size(self) -> int:
-        """Rows of the speaker embedding: the known speakers plus a padding row unless padding reuses one."""
-        return max(self.num_speakers, self.speaker_padding_index + 1)
+        """Rows of the speaker embedding: the known speakers plus one (the padding row by default; released tables
+        have this extra row too, although they pad with index 2)."""
+        return self.num_speakers + 1
 
     def _check_values(self):
         if self.hidden_size <= 0 or self.num_attention_heads <= 0:
@@ -173,7 +174,7 @@ class MagtkdFusionConfig(PreTrainedConfig):
         """Released IEMOCAP settings; see [`~MagtkdFusionConfig.from_preset`]."""
         return cls.from_preset("iemocap", **kwargs)
 
-    def fusion_config(self) -> "MagtkdFusionConfig":
+    def to_fusion_config(self) -> "MagtkdFusionConfig":
         """The fusion-only config holding this config's fusion fields."""
         field_names = {name for name in MagtkdFusionConfig.__dataclass_fields__}
         values = {name: value for name, value in self.to_dict().items() if name in field_names}

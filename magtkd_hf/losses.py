@@ -1,0 +1,135 @@
+"""MAGTKD's distillation losses (spec section 4) and the fusion loss (spec section 6).
+
+All functions take per-sample tensors: logits (n, C), features (n, H), labels (n,). Callers select the real, labelled
+utterances first.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def pearson_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Row-wise Pearson correlation of `a` and `b` (n, d) -> (n,): cosine similarity of the centred rows."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_logit_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 2.0,
+    inter_weight: float = 1.0,
+    intra_weight: float = 1.0,
+) -> torch.Tensor:
+    """
+    The DIST logit-relation loss (Huang et al. 2022): `tau^2 * (inter_weight * inter + intra_weight * intra)`, where
+    `inter = 1 - mean_n Pearson(p_s[n, :], p_t[n, :])` (across classes) and
+    `intra = 1 - mean_c Pearson(p_s[:, c], p_t[:, c])` (across the batch), with `p = softmax(logits / tau)`.
+
+    Args:
+        student_logits, teacher_logits (`torch.Tensor` of shape `(n, C)`).
+    Returns:
+        `torch.Tensor`: a scalar.
+    """
+    student_probs = (student_logits / temperature).softmax(dim=1)
+    teacher_probs = (teacher_logits / temperature).softmax(dim=1)
+    inter = 1 - pearson_correlation(student_probs, teacher_probs).mean()
+    intra = 1 - pearson_correlation(student_probs.t(), teacher_probs.t()).mean()
+    return temperature**2 * (inter_weight * inter + intra_weight * intra)
+
+
+def feature_relation_loss(
+    student_features: torch.Tensor, teacher_features: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """
+    KL(softmax(S_tt / t) || softmax(S_ts / t)), averaged over rows, where S_tt = h_t h_t^T and S_ts = h_t h_s^T are the
+    cosine-similarity matrices of the unit-length teacher and student features.
+
+    Args:
+        student_features, teacher_features (`torch.Tensor` of shape `(n, H)`).
+    Returns:
+        `torch.Tensor`: a scalar.
+    """
+    teacher = F.normalize(teacher_features, p=2, dim=1)
+    student = F.normalize(student_features, p=2, dim=1)
+    teacher_relation = teacher @ teacher.t()
+    cross_relation = teacher @ student.t()
+    return F.kl_div(
+        torch.log_softmax(cross_relation / temperature, dim=1),
+        torch.softmax(teacher_relation / temperature, dim=1),
+        reduction="batchmean",
+    )
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    student_features: torch.Tensor | None = None,
+    teacher_features: torch.Tensor | None = None,
+    logit_weight: float = 1.0,
+    feature_weight: float = 0.0,
+    logit_temperature: float = 2.0,
+    inter_weight: float = 1.0,
+    intra_weight: float = 1.0,
+    feature_temperature: float = 1.0,
+) -> torch.Tensor:
+    """
+    `CE(z_s, y) + logit_weight * L_logit(z_s, z_t) + feature_weight * L_feat(h_s, h_t)`: the student objective of
+    stage 2 (spec section 4) and the anchor term K of the fusion loss (spec section 6). The feature term is skipped
+    when `feature_weight` is 0. Nothing is detached: the caller decides whether the teacher gets gradients.
+    """
+    loss = F.cross_entropy(student_logits, labels)
+    if logit_weight:
+        loss = loss + logit_weight * dist_logit_loss(
+            student_logits, teacher_logits, logit_temperature, inter_weight, intra_weight
+        )
+    if feature_weight:
+        loss = loss + feature_weight * feature_relation_loss(student_features, teacher_features, feature_temperature)
+    return loss
+
+
+def fusion_loss(
+    logits: torch.Tensor,
+    audio_logits: torch.Tensor,
+    video_logits: torch.Tensor,
+    text_anchor: torch.Tensor,
+    audio_anchor: torch.Tensor,
+    video_anchor: torch.Tensor,
+    labels: torch.Tensor,
+    audio_weight: float,
+    video_weight: float,
+    feature_loss: bool,
+    logit_temperature: float = 2.0,
+    inter_weight: float = 1.0,
+    intra_weight: float = 1.0,
+    feature_temperature: float = 1.0,
+) -> torch.Tensor:
+    """
+    `CE(z, y) + audio_weight * K(z_a', z, F_a, F_t) + video_weight * K(z_v', z, F_v, F_t)` (spec section 6): the
+    audio and video anchors' heads are distilled from the final prediction `z`, which is not detached (as released).
+
+    Args:
+        logits, audio_logits, video_logits (`torch.Tensor` of shape `(n, C)`): over the n labelled utterances.
+        text_anchor, audio_anchor, video_anchor (`torch.Tensor` of shape `(n, H)`).
+        labels (`torch.Tensor` of shape `(n,)`).
+    """
+    anchor_term = dict(
+        logit_weight=1.0,
+        feature_weight=1.0 if feature_loss else 0.0,
+        logit_temperature=logit_temperature,
+        inter_weight=inter_weight,
+        intra_weight=intra_weight,
+        feature_temperature=feature_temperature,
+    )
+    loss = F.cross_entropy(logits, labels)
+    if audio_weight:
+        loss = loss + audio_weight * distillation_loss(
+            audio_logits, logits, labels, audio_anchor, text_anchor, **anchor_term
+        )
+    if video_weight:
+        loss = loss + video_weight * distillation_loss(
+            video_logits, logits, labels, video_anchor, text_anchor, **anchor_term
+        )
+    return loss

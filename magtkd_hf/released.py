@@ -1,0 +1,261 @@
+"""Bring the authors' released artefacts in: fusion checkpoints (spec section 7) and stage-3 feature pickles (spec
+section 5), without ever running code from a file."""
+
+import io
+import logging
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+
+from .configuration_magtkd import FEATURE_SOURCES, IEMOCAP_LABELS, MELD_LABELS, MagtkdFusionConfig
+from .features import feature_dataset_features
+from .modeling_magtkd import MagtkdFusionModel
+
+logger = logging.getLogger(__name__)
+
+RELEASED_LABELS = {"meld": MELD_LABELS, "iemocap": IEMOCAP_LABELS}
+_MODALITY_NAMES = {"t": "text", "a": "audio", "v": "video"}
+# Released encoder names of each anchor's (self, first cross, second cross) paths; the released text anchor runs all
+# three of its paths through `t_t` and `t_t_gate`.
+_ANCHOR_PATHS = {"a": ("a_a", "t_a", "v_a"), "v": ("v_v", "t_v", "a_v"), "t": ("t_t",)}
+_UNUSED_RELEASED_KEYS = re.compile(
+    r"^(a_t|v_t|a_t_gate|v_t_gate|fc)\.|\.pos_emb\.pe$|\.transformer_inter\.0\.layer_norm\."
+)
+_BLOCK_KEYS = {
+    "self_attn.proj_q": "query",
+    "self_attn.proj_k": "key",
+    "self_attn.proj_v": "value",
+    "self_attn.fc": "attention_output",
+    "feed_forward.w_1": "feed_forward.intermediate",
+    "feed_forward.w_2": "feed_forward.output",
+    "feed_forward.layer_norm": "feed_forward.layer_norm",
+}
+
+
+def released_fusion_key_map() -> dict[str, str]:
+    """Released fusion state-dict key -> `MagtkdFusionModel` key (every used key)."""
+    mapping = {"speaker_embeddings.weight": "speaker_embeddings.weight"}
+    for modality, encoders in _ANCHOR_PATHS.items():
+        name = _MODALITY_NAMES[modality]
+        for parameter in ("weight", "bias"):
+            for index, encoder in enumerate(encoders):
+                for released, ours in _BLOCK_KEYS.items():
+                    mapping[f"{encoder}.transformer_inter.0.{released}.{parameter}"] = (
+                        f"{name}_anchor.blocks.{index}.{ours}.{parameter}"
+                    )
+                mapping[f"{encoder}_gate.fc.{parameter}"] = f"{name}_anchor.gates.{index}.dense.{parameter}"
+            mapping[f"features_reduce_{modality}.{parameter}"] = f"{name}_anchor.reduce.{parameter}"
+            mapping[f"w_{modality}.{parameter}"] = f"{name}_head.{parameter}"
+    return mapping
+
+
+def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A pickled torch state dict, loaded with `weights_only=True` (no code runs)."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for bad or unsafe files
+        raise ValueError(f"Cannot load {path} as a state dict with weights_only=True: {error}") from error
+    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ValueError(f"{path} is not a state dict (a mapping of names to tensors).")
+    return dict(state_dict)
+
+
+def released_fusion_config(state_dict: Mapping[str, torch.Tensor], dataset: str) -> MagtkdFusionConfig:
+    """The fusion config matching a released checkpoint's shapes and the dataset's released settings."""
+    dataset = dataset.lower()
+    if dataset not in RELEASED_LABELS:
+        raise ValueError(f"Unknown dataset {dataset!r}; expected one of {sorted(RELEASED_LABELS)}.")
+    for key in ("speaker_embeddings.weight", "w_t.weight", "t_t.transformer_inter.0.self_attn.proj_q.weight"):
+        if key not in state_dict:
+            raise ValueError(f"Not a released MAGTKD fusion checkpoint: key {key!r} is missing.")
+    num_labels, hidden_size = state_dict["w_t.weight"].shape
+    if num_labels != len(RELEASED_LABELS[dataset]):
+        raise ValueError(
+            f"Key 'w_t.weight' has {num_labels} classes but released {dataset} models have "
+            f"{len(RELEASED_LABELS[dataset])}."
+        )
+    speaker_rows = state_dict["speaker_embeddings.weight"].shape[0]
+    num_heads = MagtkdFusionConfig().num_attention_heads
+    return MagtkdFusionConfig.from_preset(
+        dataset,
+        released_speaker_table=True,
+        hidden_size=hidden_size,
+        intermediate_size=state_dict["t_t.transformer_inter.0.feed_forward.w_1.weight"].shape[0],
+        num_attention_heads=num_heads,
+        num_speakers=speaker_rows - 1,
+        share_text_anchor_block=True,
+    )
+
+
+def convert_released_fusion_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model: MagtkdFusionModel
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """
+    Rename a released fusion state dict to `model`'s keys, checking every shape.
+
+    Returns:
+        `(converted_state_dict, unused_keys)`: the unused keys are the released model's dead weights (`a_t`, `v_t`,
+        their gates, `fc`, the per-block second LayerNorm) and its fixed positional buffers.
+    Raises:
+        `ValueError` naming the key, for a missing, unexpected or wrongly shaped key.
+    """
+    key_map = released_fusion_key_map()
+    expected = model.state_dict()
+    converted, unused, unexpected = {}, [], []
+    for key, tensor in state_dict.items():
+        if key in key_map:
+            target = key_map[key]
+            if tuple(tensor.shape) != tuple(expected[target].shape):
+                raise ValueError(
+                    f"Key {key!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[target].shape)} "
+                    f"(for {target!r})."
+                )
+            converted[target] = tensor
+        elif _UNUSED_RELEASED_KEYS.search(key):
+            unused.append(key)
+        else:
+            unexpected.append(key)
+    if unexpected:
+        raise ValueError(f"Keys not in the released fusion layout: {unexpected[:10]}")
+    missing = sorted(set(key_map) - set(state_dict))
+    if missing:
+        raise ValueError(f"Keys of the released fusion layout are missing: {missing[:10]}")
+    return converted, sorted(unused)
+
+
+def load_released_fusion(path: str | Path, dataset: str) -> tuple[MagtkdFusionModel, list[str]]:
+    """
+    A released `multimodal_fusion_best.bin` -> (`MagtkdFusionModel` computing what the released model computes,
+    the released keys that were dropped as unused).
+    """
+    state_dict = load_torch_state_dict(path)
+    model = MagtkdFusionModel(released_fusion_config(state_dict, dataset))
+    converted, unused = convert_released_fusion_state_dict(state_dict, model)
+    model.load_state_dict(converted, strict=True)
+    return model.eval(), unused
+
+
+# --- stage-3 feature pickles -----------------------------------------------------------------------------------------
+
+# The only globals a pickle of plain containers and numpy arrays needs.
+_ALLOWED_PICKLE_GLOBALS = {
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
+}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for a global outside the plain-data allow-list; nothing from it was executed."""
+
+
+class PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles only plain containers, numbers, strings and numpy arrays; any other global is refused by name."""
+
+    def find_class(self, module: str, name: str):
+        canonical = module.replace("numpy.core.", "numpy._core.", 1) if module.startswith("numpy.core.") else module
+        if (canonical, name) not in _ALLOWED_PICKLE_GLOBALS:
+            raise UnsafePickleError(
+                f"Refusing to unpickle global '{module}.{name}': only plain containers, numbers, strings and numpy "
+                "arrays are admitted."
+            )
+        return super().find_class(canonical, name)
+
+
+def load_plain_pickle(path: str | Path):
+    """Load a pickle of plain data with [`PlainDataUnpickler`]; numpy object arrays are refused as well."""
+    with open(path, "rb") as handle:
+        data = PlainDataUnpickler(io.BufferedReader(handle)).load()
+    _reject_object_arrays(data, str(path))
+    return data
+
+
+def _reject_object_arrays(value, path):
+    if isinstance(value, np.ndarray) and value.dtype.hasobject:
+        raise UnsafePickleError(f"{path}: numpy arrays of Python objects are not admitted.")
+    if isinstance(value, Mapping):
+        for item in value.values():
+            _reject_object_arrays(item, path)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _reject_object_arrays(item, path)
+
+
+_RELEASED_FEATURE_KEYS = (*FEATURE_SOURCES, "speakers", "labels", "vids", "dia2utt")
+
+
+def released_features_to_dataset(
+    data: Mapping, source: str = "", label_names=None, speaker_indexing: str = "conversation"
+) -> datasets.Dataset:
+    """
+    One released stage-3 feature dict (spec section 5) -> a features dataset, one row per conversation in `vids`
+    order. `speaker_indexing="conversation"` re-indexes speakers by order of first appearance in each conversation
+    (this package's default); `"released"` keeps the released ids (MELD: the global 304-name map).
+    """
+    missing = [key for key in _RELEASED_FEATURE_KEYS if key not in data]
+    if missing:
+        raise ValueError(f"{source}: not a released feature file, keys {missing} are missing.")
+    if speaker_indexing not in ("conversation", "released"):
+        raise ValueError(f"speaker_indexing must be 'conversation' or 'released', got {speaker_indexing!r}.")
+    first = data["vids"][0]
+    hidden_size = int(np.asarray(data["text"][first][0]).shape[-1])
+    rows = {column: [] for column in feature_dataset_features(hidden_size, label_names)}
+    for dialogue in data["vids"]:
+        num_utterances = len(data["labels"][dialogue])
+        for key in (*FEATURE_SOURCES, "speakers", "dia2utt"):
+            if len(data[key][dialogue]) != num_utterances:
+                raise ValueError(
+                    f"{source}: conversation {dialogue!r} has {len(data[key][dialogue])} entries in {key!r} but "
+                    f"{num_utterances} labels."
+                )
+        rows["dialogue_id"].append(str(dialogue))
+        rows["utterance_ids"].append([str(utterance) for utterance in data["dia2utt"][dialogue]])
+        for feature in FEATURE_SOURCES:
+            array = np.stack([np.asarray(vector, dtype=np.float32) for vector in data[feature][dialogue]])
+            if array.shape != (num_utterances, hidden_size):
+                raise ValueError(
+                    f"{source}: conversation {dialogue!r}, {feature!r} features have shape {array.shape}, expected "
+                    f"({num_utterances}, {hidden_size})."
+                )
+            rows[feature].append(array)
+        speakers = [int(speaker) for speaker in data["speakers"][dialogue]]
+        rows["speaker_ids"].append(_first_appearance(speakers) if speaker_indexing == "conversation" else speakers)
+        rows["labels"].append([int(label) for label in data["labels"][dialogue]])
+    dataset = datasets.Dataset.from_dict(rows, features=feature_dataset_features(hidden_size, label_names))
+    dataset.info.description = f"MAGTKD stage-3 features imported from {Path(source).name}; speakers: {speaker_indexing}."
+    return dataset
+
+
+def _first_appearance(speakers: list[int]) -> list[int]:
+    order = {}
+    return [order.setdefault(speaker, len(order)) for speaker in speakers]
+
+
+def import_released_features(
+    split_files: Mapping[str, str | Path],
+    output_dir: str | Path | None = None,
+    dataset: str | None = None,
+    speaker_indexing: str = "conversation",
+) -> datasets.DatasetDict:
+    """
+    The authors' stage-3 feature pickles, one per split (`{"train": path, "validation": path, "test": path}`), ->
+    a `DatasetDict`, saved to `output_dir` when given. Each pickle is read with [`PlainDataUnpickler`].
+    """
+    label_names = RELEASED_LABELS[dataset.lower()] if dataset else None
+    splits = {}
+    for split, path in split_files.items():
+        splits[split] = released_features_to_dataset(load_plain_pickle(path), str(path), label_names, speaker_indexing)
+        logger.info("%s: %d conversations from %s", split, len(splits[split]), path)
+    dataset_dict = datasets.DatasetDict(splits)
+    if output_dir is not None:
+        dataset_dict.save_to_disk(str(output_dir))
+    return dataset_dict

@@ -1,0 +1,164 @@
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from magtkd_hf import MagtkdConfig, MagtkdFusionConfig, MagtkdFusionModel
+from magtkd_hf.losses import fusion_loss
+
+HIDDEN, HEADS = 32, 4
+
+
+def tiny_config(**overrides):
+    settings = dict(hidden_size=HIDDEN, num_attention_heads=HEADS, intermediate_size=HIDDEN)
+    return MagtkdFusionConfig(**{**settings, **overrides})
+
+
+def make_batch(lengths, seed=0, num_labels=7):
+    generator = torch.Generator().manual_seed(seed)
+    batch_size, length = len(lengths), max(lengths)
+    mask = (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).long()
+    labels = torch.randint(0, num_labels, (batch_size, length), generator=generator).masked_fill(mask == 0, -100)
+    return {
+        "text_features": torch.randn(batch_size, length, HIDDEN, generator=generator),
+        "audio_features": torch.randn(batch_size, length, HIDDEN, generator=generator),
+        "video_features": torch.randn(batch_size, length, HIDDEN, generator=generator),
+        "speaker_ids": torch.randint(0, 3, (batch_size, length), generator=generator),
+        "attention_mask": mask,
+        "labels": labels,
+    }
+
+
+def test_forward_shapes_and_every_parameter_gets_a_gradient():
+    model = MagtkdFusionModel(tiny_config())
+    output = model(**make_batch([5, 3, 1]))
+    assert output.logits.shape == output.audio_logits.shape == output.video_logits.shape == (3, 5, 7)
+    assert output.text_anchor_hidden_states.shape == (3, 5, HIDDEN)
+    assert torch.isfinite(output.loss)
+    output.loss.backward()
+    no_grad = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert no_grad == []
+
+
+def test_a_conversation_alone_equals_it_batched_beside_longer_ones():
+    model = MagtkdFusionModel(tiny_config()).eval()
+    batch = make_batch([6, 2, 4], seed=1)
+    batch.pop("labels")
+    together = model(**batch).logits
+    for index, length in enumerate([6, 2, 4]):
+        alone = model(**{key: value[index : index + 1, :length] for key, value in batch.items()}).logits
+        torch.testing.assert_close(alone[0], together[index, :length], atol=1e-6, rtol=0)
+    # padded positions' inputs never reach real utterances
+    noisy = dict(batch)
+    for key in ("text_features", "audio_features", "video_features"):
+        noisy[key] = batch[key].masked_fill(batch["attention_mask"][..., None] == 0, 1e3)
+    noisy["speaker_ids"] = batch["speaker_ids"].masked_fill(batch["attention_mask"] == 0, 999)
+    torch.testing.assert_close(model(**noisy).logits, together, atol=1e-6, rtol=0)
+
+
+def test_loss_ignores_label_minus_100_and_uses_the_labelled_utterances():
+    model = MagtkdFusionModel(tiny_config(anchor_feature_loss=True)).eval()
+    batch = make_batch([4, 4], seed=2)
+    batch["labels"][0, 1] = -100
+    output = model(**batch)
+    keep = batch["labels"] != -100
+    expected = fusion_loss(
+        output.logits[keep], output.audio_logits[keep], output.video_logits[keep],
+        output.text_anchor_hidden_states[keep], output.audio_anchor_hidden_states[keep],
+        output.video_anchor_hidden_states[keep], batch["labels"][keep],
+        audio_weight=0.01, video_weight=0.08, feature_loss=True,
+    )
+    torch.testing.assert_close(output.loss, expected)
+    batch["labels"][:] = -100
+    assert model(**batch).loss.item() == 0.0
+
+
+def test_self_attention_path_is_chosen_by_the_call_site_not_by_tensor_values():
+    model = MagtkdFusionModel(tiny_config(dropout=0.5)).train()
+    calls = []
+    for anchor in (model.audio_anchor, model.video_anchor, model.text_anchor):
+        anchor.input_dropout.register_forward_hook(lambda module, args, out: calls.append(1))
+    batch = make_batch([3, 2], seed=3)
+    same = batch["text_features"]
+    batch.update(audio_features=same.clone(), video_features=same.clone())
+    model(**batch)
+    assert len(calls) == 12  # 2 cross paths x (queries + keys/values) x 3 anchors, even with equal modalities
+
+
+def test_unshared_text_anchor_has_its_own_blocks_and_runs():
+    shared = MagtkdFusionModel(tiny_config())
+    own = MagtkdFusionModel(tiny_config(share_text_anchor_block=False))
+    assert len(shared.text_anchor.blocks) == 1 and len(own.text_anchor.blocks) == 3
+    assert own.num_parameters() > shared.num_parameters()
+    assert torch.isfinite(own(**make_batch([3, 2])).loss)
+
+
+def test_save_and_load_give_equal_outputs(tmp_path):
+    model = MagtkdFusionModel(tiny_config()).eval()
+    batch = make_batch([4, 2], seed=4)
+    expected = model(**batch)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    assert type(AutoConfig.from_pretrained(tmp_path)) is MagtkdFusionConfig
+    for loaded in (AutoModel.from_pretrained(tmp_path), MagtkdFusionModel.from_pretrained(tmp_path)):
+        assert type(loaded) is MagtkdFusionModel
+        output = loaded.eval()(**batch)
+        torch.testing.assert_close(output.logits, expected.logits, atol=0, rtol=0)
+        torch.testing.assert_close(output.loss, expected.loss)
+
+
+def test_bfloat16_forward_and_backward():
+    model = MagtkdFusionModel(tiny_config()).to(torch.bfloat16)
+    batch = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in make_batch([3, 2]).items()}
+    output = model(**batch)
+    assert output.logits.dtype == torch.bfloat16 and torch.isfinite(output.loss)
+    output.loss.backward()
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = MagtkdFusionModel(tiny_config())
+    batch = make_batch([3, 2])
+    with pytest.raises(ValueError, match="speaker_ids must lie in"):
+        model(**{**batch, "speaker_ids": batch["speaker_ids"] + 20})
+    with pytest.raises(ValueError, match="audio_features"):
+        model(**{**batch, "audio_features": batch["audio_features"][..., :8]})
+    with pytest.raises(ValueError, match="no utterance"):
+        model(**{**batch, "attention_mask": torch.zeros_like(batch["attention_mask"])})
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(hidden_size=30, num_attention_heads=4), "divisible"),
+        (dict(id2label={0: "a", 1: "b"}, label2id={"a": 1, "b": 0}), "disagrees"),
+        (dict(dropout=1.5), "dropout"),
+        (dict(num_speakers=3, speaker_padding_index=7), "speaker_padding_index"),
+        (dict(video_feature_source="audio"), "video_feature_source"),
+    ],
+)
+def test_invalid_config_values_raise(settings, message):
+    with pytest.raises(ValueError, match=message):
+        MagtkdFusionConfig(**settings)
+
+
+def test_presets_and_unknown_preset():
+    meld = MagtkdConfig.for_meld()
+    assert meld.id2label[0] == "anger" and meld.num_labels == 7
+    assert meld.text_config.hidden_size == 1024 and meld.audio_config.hidden_size == 768
+    assert meld.video_config.num_frames == 8 and meld.audio_config.mask_time_length == 3
+    iemocap = MagtkdFusionConfig.for_iemocap(released_speaker_table=True)
+    assert [iemocap.id2label[i] for i in range(6)] == ["ang", "exc", "fru", "hap", "neu", "sad"]
+    assert (iemocap.audio_anchor_loss_weight, iemocap.video_anchor_loss_weight) == (0.7, 0.8)
+    assert iemocap.anchor_feature_loss and iemocap.video_feature_source == "video"
+    assert iemocap.speaker_table_size == 3 and iemocap.speaker_padding_index == 2
+    assert MagtkdFusionConfig.for_meld(released_speaker_table=True).speaker_table_size == 305
+    with pytest.raises(ValueError, match="Unknown preset"):
+        MagtkdFusionConfig.from_preset("cmu-mosei")
+
+
+def test_end_to_end_config_round_trips_with_its_encoder_configs(tmp_path):
+    config = MagtkdConfig(text_config={"hidden_size": 64, "num_hidden_layers": 1}, hidden_size=HIDDEN,
+                          num_attention_heads=HEADS)
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert type(loaded) is MagtkdConfig and loaded.text_config.hidden_size == 64
+    assert loaded.text_config.model_type == "roberta" and loaded.to_fusion_config().hidden_size == HIDDEN

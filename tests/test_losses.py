@@ -1,0 +1,85 @@
+import math
+
+import torch
+
+from magtkd_hf.losses import dist_logit_loss, distillation_loss, feature_relation_loss, fusion_loss
+
+
+def pearson(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / (a.norm() * b.norm() + 1e-8))
+
+
+def direct_dist(student, teacher, tau, beta, gamma):
+    p_s = torch.softmax(student / tau, dim=1)
+    p_t = torch.softmax(teacher / tau, dim=1)
+    n, c = p_s.shape
+    inter = 1 - sum(pearson(p_s[i], p_t[i]) for i in range(n)) / n
+    intra = 1 - sum(pearson(p_s[:, j], p_t[:, j]) for j in range(c)) / c
+    return tau**2 * (beta * inter + gamma * intra)
+
+
+def direct_feature_loss(student, teacher, t):
+    h_t = teacher / teacher.norm(dim=1, keepdim=True)
+    h_s = student / student.norm(dim=1, keepdim=True)
+    p = torch.softmax(h_t @ h_t.T / t, dim=1)
+    q = torch.softmax(h_t @ h_s.T / t, dim=1)
+    n = p.shape[0]
+    return float(sum(p[i, j] * math.log(p[i, j] / q[i, j]) for i in range(n) for j in range(n)) / n)
+
+
+def test_dist_loss_matches_the_formula():
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(5, 4, generator=generator), torch.randn(5, 4, generator=generator)
+    for tau, beta, gamma in ((2.0, 1.0, 1.0), (1.0, 0.5, 2.0)):
+        expected = direct_dist(student.double(), teacher.double(), tau, beta, gamma)
+        assert abs(float(dist_logit_loss(student, teacher, tau, beta, gamma)) - expected) < 1e-5
+
+
+def test_dist_loss_is_zero_when_student_equals_teacher_and_grads_reach_the_student():
+    teacher = torch.randn(6, 3)
+    assert abs(float(dist_logit_loss(teacher.clone(), teacher))) < 1e-5
+    student = torch.randn(6, 3, requires_grad=True)
+    loss = dist_logit_loss(student, teacher)
+    assert loss > 0
+    loss.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_feature_relation_loss_matches_the_formula():
+    generator = torch.Generator().manual_seed(1)
+    student, teacher = torch.randn(4, 8, generator=generator), torch.randn(4, 8, generator=generator)
+    for t in (1.0, 0.5):
+        expected = direct_feature_loss(student.double(), teacher.double(), t)
+        assert abs(float(feature_relation_loss(student, teacher, t)) - expected) < 1e-5
+    assert abs(float(feature_relation_loss(teacher, teacher))) < 1e-6
+
+
+def test_distillation_loss_weights_each_term():
+    generator = torch.Generator().manual_seed(2)
+    z_s, z_t = torch.randn(5, 4, generator=generator), torch.randn(5, 4, generator=generator)
+    h_s, h_t = torch.randn(5, 8, generator=generator), torch.randn(5, 8, generator=generator)
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    ce = torch.nn.functional.cross_entropy(z_s, labels)
+    total = distillation_loss(z_s, z_t, labels, h_s, h_t, logit_weight=0.1, feature_weight=1.0)
+    expected = ce + 0.1 * dist_logit_loss(z_s, z_t) + feature_relation_loss(h_s, h_t)
+    assert torch.allclose(total, expected)
+    assert torch.allclose(distillation_loss(z_s, z_t, labels, logit_weight=0.0), ce)
+
+
+def test_fusion_loss_adds_weighted_anchor_terms_and_teacher_gets_gradients():
+    generator = torch.Generator().manual_seed(3)
+    z, z_a, z_v = (torch.randn(6, 3, generator=generator, requires_grad=True) for _ in range(3))
+    f_t, f_a, f_v = (torch.randn(6, 8, generator=generator) for _ in range(3))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    ce = torch.nn.functional.cross_entropy
+    loss = fusion_loss(z, z_a, z_v, f_t, f_a, f_v, labels, audio_weight=0.7, video_weight=0.8, feature_loss=True)
+    k_a = ce(z_a, labels) + dist_logit_loss(z_a, z) + feature_relation_loss(f_a, f_t)
+    k_v = ce(z_v, labels) + dist_logit_loss(z_v, z) + feature_relation_loss(f_v, f_t)
+    assert torch.allclose(loss, ce(z, labels) + 0.7 * k_a + 0.8 * k_v)
+    z_only = z.detach().requires_grad_()
+    fusion_loss(z_only, z_a.detach(), z_v.detach(), f_t, f_a, f_v, labels, 0.0, 0.0, False).backward()
+    ce_grad = z_only.grad.clone()
+    z_only.grad = None
+    fusion_loss(z_only, z_a.detach(), z_v.detach(), f_t, f_a, f_v, labels, 0.7, 0.8, False).backward()
+    assert not torch.allclose(z_only.grad, ce_grad)  # the DIST terms reach the (not detached) teacher
