@@ -25,18 +25,20 @@ MELD_CSV_COLUMNS = (
 )
 
 
-def _encode_video_frames(container, stream, num_frames: int, size: int) -> None:
+def _encode_video_frames(container, stream, num_frames: int, size: int, colour=None) -> None:
     for index in range(num_frames):
         image = np.full((size, size, 3), (index * 23) % 256, dtype=np.uint8)
+        if colour is not None:  # a coloured square on the changing grey background
+            image[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = colour
         for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
 
 
-def _encode_sine(container, stream, duration: float, sample_rate: int) -> None:
+def _encode_sine(container, stream, duration: float, sample_rate: int, tone_hz: float = 440.0) -> None:
     time = np.arange(int(duration * sample_rate)) / sample_rate
-    samples = (0.1 * np.sin(2 * np.pi * 440.0 * time)).astype(np.float32)
+    samples = (0.1 * np.sin(2 * np.pi * tone_hz * time)).astype(np.float32)
     for start in range(0, len(samples), 1024):
         frame = av.AudioFrame.from_ndarray(samples[None, start : start + 1024], format="fltp", layout="mono")
         frame.sample_rate = sample_rate
@@ -47,17 +49,26 @@ def _encode_sine(container, stream, duration: float, sample_rate: int) -> None:
 
 
 def write_tiny_mp4(
-    path: PathLike, duration: float = 0.3, size: int = 16, fps: int = 10, sample_rate: int = 16000
+    path: PathLike,
+    duration: float = 0.3,
+    size: int = 16,
+    fps: int = 10,
+    sample_rate: int = 16000,
+    colour: Optional[Sequence[int]] = None,
+    tone_hz: float = 440.0,
 ) -> Path:
-    """A real H.264 + AAC MP4 of `duration` seconds, `size` x `size` pixels (a few kilobytes)."""
+    """
+    A real H.264 + AAC MP4 of `duration` seconds, `size` x `size` pixels (a few kilobytes): grey frames (with a
+    `colour` RGB square when given) and a quiet `tone_hz` sine.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = size, size, "yuv420p"
         audio = container.add_stream("aac", rate=sample_rate, layout="mono")
-        _encode_video_frames(container, video, max(1, round(duration * fps)), size)
-        _encode_sine(container, audio, duration, sample_rate)
+        _encode_video_frames(container, video, max(1, round(duration * fps)), size, colour)
+        _encode_sine(container, audio, duration, sample_rate, tone_hz)
     return path
 
 
