@@ -218,6 +218,8 @@ class MagtkdConfig(MagtkdFusionConfig):
                 "max_position_embeddings": 514,
                 "type_vocab_size": 1,
                 "layer_norm_eps": 1e-5,
+                # roberta-large's 50,265 tokens plus the 9 speaker tokens <s1>..<s9> (the released text model's rows)
+                "vocab_size": 50274,
             },
         ),
         "audio_config": SubConfigSpec(
@@ -229,6 +231,20 @@ class MagtkdConfig(MagtkdFusionConfig):
     text_config: dict | PreTrainedConfig | None = None
     audio_config: dict | PreTrainedConfig | None = None
     video_config: dict | PreTrainedConfig | None = None
+
+    def _check_values(self):
+        super()._check_values()
+        # The audio and video encoders' features enter the fusion as they are (spec sections 3 and 6); the text
+        # feature goes through W_t, so any text width works.
+        for name in ("audio_config", "video_config"):
+            encoder_config = getattr(self, name, None)
+            encoder_hidden = getattr(encoder_config, "hidden_size", None)
+            if encoder_hidden is not None and encoder_hidden != self.hidden_size:
+                raise ValueError(
+                    f"`{name}.hidden_size` ({encoder_hidden}) must equal the fusion `hidden_size` ({self.hidden_size}): "
+                    f"the {name.split('_')[0]} encoder's feature enters the fusion without a projection. Give an "
+                    f"{name} of width {self.hidden_size} or set `hidden_size={encoder_hidden}`."
+                )
 
 
 __all__ = ["MagtkdConfig", "MagtkdFusionConfig", "MELD_LABELS", "IEMOCAP_LABELS"]

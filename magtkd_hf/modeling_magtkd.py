@@ -368,4 +368,530 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
             )
 
 
-__all__ = ["MagtkdFusionModel", "MagtkdFusionOutput", "MagtkdPreTrainedModel"]
+# --- Stage-1 encoders and the end-to-end model (spec sections 3 and 6) -----------------------------------------------
+# Imported here, next to their only users, so that this section stays separate from the fusion code above.
+import copy  # noqa: E402
+
+from transformers import AutoModel  # noqa: E402
+
+from .configuration_magtkd import MagtkdConfig  # noqa: E402
+
+MODALITIES = ("text", "audio", "video")
+
+
+@dataclass
+class MagtkdUnimodalOutput(ModelOutput):
+    r"""
+    Output of [`MagtkdTextModel`], [`MagtkdAudioModel`] and [`MagtkdVideoModel`] (U utterances).
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given): cross-entropy.
+    logits (`torch.FloatTensor` of shape `(num_utterances, num_labels)`): z_t, z_a or z_v.
+    features (`torch.FloatTensor` of shape `(num_utterances, hidden_size)`): h_t = W_t(x_mask), h_a (first frame) or
+        h_v (CLS), the feature the fusion takes.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    features: torch.FloatTensor | None = None
+
+
+@dataclass
+class MagtkdEmotionRecognitionOutput(ModelOutput):
+    r"""
+    Output of [`MagtkdForEmotionRecognition`]. B conversations, N = longest, U = utterances of the batch.
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given): the fusion loss.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_utterances, num_labels)`): the prediction; zeros at padding.
+    audio_logits, video_logits (`torch.FloatTensor` of shape `(batch_size, num_utterances, num_labels)`): the fusion's
+        audio and video anchor heads.
+    text_features, audio_features, video_features (`torch.FloatTensor` of shape `(total_utterances, hidden_size)`): the
+        per-utterance encoder features that entered the fusion, in the processor's utterance order.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    audio_logits: torch.FloatTensor | None = None
+    video_logits: torch.FloatTensor | None = None
+    text_features: torch.FloatTensor | None = None
+    audio_features: torch.FloatTensor | None = None
+    video_features: torch.FloatTensor | None = None
+
+
+def regroup_utterances(
+    features: torch.Tensor,
+    utterance_mask: torch.Tensor,
+    conversation_index: torch.Tensor | None = None,
+    utterance_index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """
+    Per-utterance features (U, H) -> per-conversation features (B, N, H), zeros at padding. The U utterances are in the
+    processor's order (conversation by conversation, i.e. `utterance_mask.bool()` in row-major order); when given,
+    `conversation_index`/`utterance_index` (U,) must agree with it.
+    """
+    batch_size, length = utterance_mask.shape
+    flat_index = utterance_mask.bool().flatten().nonzero().squeeze(1)
+    if flat_index.numel() != features.shape[0]:
+        raise ValueError(
+            f"{features.shape[0]} utterance features for {flat_index.numel()} real utterances in `utterance_mask`."
+        )
+    if conversation_index is not None and utterance_index is not None:
+        given = conversation_index.to(flat_index.device) * length + utterance_index.to(flat_index.device)
+        if given.shape != flat_index.shape or not torch.equal(given, flat_index):
+            raise ValueError(
+                "`conversation_index`/`utterance_index` disagree with `utterance_mask`: utterances must come "
+                "conversation by conversation, in order (as the processor gives them)."
+            )
+    padded = features.new_zeros(batch_size * length, features.shape[-1])
+    return padded.index_copy(0, flat_index, features).view(batch_size, length, -1)
+
+
+def _utterance_labels(labels: torch.Tensor | None, utterance_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Unimodal labels are per utterance (U,); the processor's (B, N) labels are accepted with its `utterance_mask`."""
+    if labels is None or labels.dim() == 1:
+        return labels
+    if utterance_mask is None:
+        raise ValueError("`labels` of shape (batch, utterances) need the processor's `utterance_mask`.")
+    return labels[utterance_mask.bool()]
+
+
+def _classification_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    if labels is None:
+        return None
+    labels = labels.to(logits.device)
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"`labels` has shape {tuple(labels.shape)}, expected ({logits.shape[0]},).")
+    if not (labels != -100).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), labels, ignore_index=-100)
+
+
+def _encoder_from_config(encoder_config, **kwargs) -> PreTrainedModel:
+    """`AutoModel.from_config`, without a pooler where the encoder has one (MAGTKD never uses it, and unused
+    parameters trouble distributed training)."""
+    try:
+        return AutoModel.from_config(encoder_config, add_pooling_layer=False, **kwargs)
+    except TypeError:
+        return AutoModel.from_config(encoder_config, **kwargs)
+
+
+def _encoder_from_pretrained(name_or_path, **kwargs) -> PreTrainedModel:
+    try:
+        return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **kwargs)
+    except TypeError:
+        return AutoModel.from_pretrained(name_or_path, **kwargs)
+
+
+class MagtkdEncoderPreTrainedModel(MagtkdPreTrainedModel):
+    """Base of the models built on a Hub encoder: config [`MagtkdConfig`], the encoder's own initialisation, heads
+    initialised as PyTorch's `nn.Linear` (as the released scripts)."""
+
+    config_class = MagtkdConfig
+    supports_gradient_checkpointing = True
+    # Attention is resolved by each encoder on its own sub-config (sdpa by default; `attn_implementation=` of
+    # `from_pretrained` reaches them). The composite level and the fusion (which calls `scaled_dot_product_attention`
+    # itself) have nothing to dispatch: see `_check_and_adjust_attn_implementation`.
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, **kwargs):
+        return "eager"
+    # The loss is a mean over the batch's utterances: `Trainer` scales it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+    _no_split_modules = []
+
+    def enable_input_require_grads(self):
+        """As `PreTrainedModel.enable_input_require_grads`, for every encoder's input embeddings, whose outputs may be
+        tuples (TimeSformer's patch embeddings return one)."""
+
+        def make_outputs_require_grads(module, inputs, output):
+            for tensor in output if isinstance(output, tuple) else (output,):
+                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                    tensor.requires_grad_(True)
+
+        hooks, seen = [], set()
+        for module in self.modules():
+            if not isinstance(module, PreTrainedModel) or module is self or isinstance(module, MagtkdPreTrainedModel):
+                continue
+            try:
+                embeddings = module.get_input_embeddings()
+            except (NotImplementedError, AttributeError):
+                continue
+            if embeddings is None or id(embeddings) in seen:
+                continue
+            seen.add(id(embeddings))
+            hooks.append(embeddings.register_forward_hook(make_outputs_require_grads))
+        self._require_grads_hooks = hooks
+        if hooks:
+            self._require_grads_hook = hooks[0]
+
+
+class MagtkdUnimodalModel(MagtkdEncoderPreTrainedModel):
+    """Common part of the three stage-1 models: one encoder (from `config.<modality>_config`) and a head."""
+
+    modality: str = ""
+
+    def __init__(self, config: MagtkdConfig, encoder: PreTrainedModel | None = None):
+        super().__init__(config)
+        config_name = f"{self.modality}_config"
+        self.encoder = encoder if encoder is not None else _encoder_from_config(getattr(config, config_name))
+        # One config object for the encoder and the composite config: what is saved is what runs.
+        setattr(config, config_name, self.encoder.config)
+        self._build_head(config, self.encoder.config.hidden_size)
+        self.post_init()
+
+    def _build_head(self, config: MagtkdConfig, encoder_hidden: int):
+        self.classifier = nn.Linear(encoder_hidden, config.num_labels)
+
+    def get_input_embeddings(self):
+        return self.encoder.get_input_embeddings()
+
+    @classmethod
+    def from_encoder(cls, config: MagtkdConfig, encoder_name_or_path: str, **kwargs):
+        """
+        A stage-1 model whose encoder starts from a pretrained checkpoint (a Hub name or a folder, passed to
+        `AutoModel.from_pretrained` with `kwargs`); the head is freshly initialised. `config.<modality>_config` is
+        replaced by the checkpoint's config (the text encoder's embeddings are resized to
+        `config.text_config.vocab_size` when that differs, e.g. to add the 9 speaker tokens).
+        """
+        encoder = _encoder_from_pretrained(encoder_name_or_path, **kwargs)
+        encoder = cls._adapt_pretrained_encoder(config, encoder)
+        setattr(config, f"{cls.modality}_config", encoder.config)
+        config._check_values()
+        return cls(config, encoder=encoder)
+
+    @classmethod
+    def _adapt_pretrained_encoder(cls, config: MagtkdConfig, encoder: PreTrainedModel) -> PreTrainedModel:
+        return encoder
+
+    def _encoder_dtype(self) -> torch.dtype:
+        return next(self.encoder.parameters()).dtype
+
+
+class MagtkdTextModel(MagtkdUnimodalModel):
+    r"""
+    MAGTKD's text model (spec section 3): a RoBERTa-family encoder reads the prompt, whose last token is the mask token
+    (the processor pads on the left); its last hidden state there, mapped by `projection` (W_t) to the fusion width,
+    is the utterance's feature h_t, and `classifier` gives z_t.
+    """
+
+    modality = "text"
+    main_input_name = "input_ids"
+
+    def _build_head(self, config: MagtkdConfig, encoder_hidden: int):
+        self.projection = nn.Linear(encoder_hidden, config.hidden_size)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    @classmethod
+    def _adapt_pretrained_encoder(cls, config, encoder):
+        target = config.text_config.vocab_size
+        if target is not None and encoder.get_input_embeddings().num_embeddings != target:
+            encoder.resize_token_embeddings(target)
+        return encoder
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        utterance_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MagtkdUnimodalOutput | tuple:
+        r"""
+        Args:
+            input_ids, attention_mask (`torch.LongTensor` of shape `(num_utterances, sequence_length)`): the
+                processor's prompt tokens, left padded, the mask token last.
+            labels (`torch.LongTensor` of shape `(num_utterances,)`, *optional*): class indices, -100 to ignore; the
+                processor's `(batch, utterances)` labels work too, with its `utterance_mask`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if attention_mask is not None and not bool(attention_mask[:, -1].all()):
+            raise ValueError(
+                "The text inputs must be padded on the LEFT (the mask token last): the feature is read at the last "
+                "position. MagtkdProcessor does this."
+            )
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, -1]
+        features = self.projection(hidden)
+        logits = self.classifier(features)
+        loss = _classification_loss(logits, _utterance_labels(labels, utterance_mask))
+        output = MagtkdUnimodalOutput(loss=loss, logits=logits, features=features)
+        return output if return_dict else output.to_tuple()
+
+
+class MagtkdAudioModel(MagtkdUnimodalModel):
+    r"""
+    MAGTKD's audio model (spec section 3): a data2vec-audio encoder; the last hidden state at the first frame is the
+    feature h_a (its width must be the fusion width) and `classifier` (the released W_a) gives z_a.
+    """
+
+    modality = "audio"
+    main_input_name = "input_values"
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        utterance_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MagtkdUnimodalOutput | tuple:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(num_utterances, num_samples)`): the processor's waveforms.
+            attention_mask (`torch.LongTensor` of shape `(num_utterances, num_samples)`, *optional*): 1 = real
+                sample, i.e. the processor's `audio_attention_mask` (which may be passed under that name instead, and
+                then wins: with the whole processor output, `attention_mask` is the text's).
+            labels: as for [`MagtkdTextModel`].
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if audio_attention_mask is not None:
+            attention_mask = audio_attention_mask
+        if attention_mask is not None and attention_mask.shape != input_values.shape:
+            raise ValueError(
+                f"The audio attention mask has shape {tuple(attention_mask.shape)} but `input_values` "
+                f"{tuple(input_values.shape)}: pass the processor's `audio_attention_mask`."
+            )
+        hidden = self.encoder(
+            input_values.to(self._encoder_dtype()),
+            attention_mask=None if attention_mask is None else attention_mask.long(),
+        ).last_hidden_state
+        features = hidden[:, 0]
+        logits = self.classifier(features)
+        loss = _classification_loss(logits, _utterance_labels(labels, utterance_mask))
+        output = MagtkdUnimodalOutput(loss=loss, logits=logits, features=features)
+        return output if return_dict else output.to_tuple()
+
+
+class MagtkdVideoModel(MagtkdUnimodalModel):
+    r"""
+    MAGTKD's video model (spec section 3): a TimeSformer encoder over the utterance's frames; the last hidden state at
+    the first (CLS) position is the feature h_v (its width must be the fusion width) and `classifier` gives z_v.
+    """
+
+    modality = "video"
+    main_input_name = "pixel_values"
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        utterance_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MagtkdUnimodalOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(num_utterances, num_frames, 3, height, width)`): the
+                processor's frames.
+            labels: as for [`MagtkdTextModel`].
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        features = self.encoder(pixel_values.to(self._encoder_dtype())).last_hidden_state[:, 0]
+        logits = self.classifier(features)
+        loss = _classification_loss(logits, _utterance_labels(labels, utterance_mask))
+        output = MagtkdUnimodalOutput(loss=loss, logits=logits, features=features)
+        return output if return_dict else output.to_tuple()
+
+
+class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
+    r"""
+    MAGTKD end to end: the processor's output -> text, audio and video models (one feature per utterance each) ->
+    regrouped per conversation -> the anchor gated fusion -> an emotion per utterance.
+
+    It holds ONE audio and ONE video model: those whose features feed the fusion, as `config.audio_feature_source` /
+    `config.video_feature_source` say (released MELD: the distilled audio and video students; released IEMOCAP: the
+    distilled audio student and the stage-1 video model). Converters and recipes fill them accordingly.
+
+    A modality's encoder can be skipped by passing its per-utterance features instead (`text_features`,
+    `audio_features`, `video_features`, shape (U, H)), e.g. cached stage-3 features; otherwise its processor inputs
+    are required. [`~MagtkdForEmotionRecognition.freeze_encoders`] freezes encoders (no gradients, eval mode).
+    """
+
+    main_input_name = "input_ids"
+
+    def __init__(self, config: MagtkdConfig):
+        super().__init__(config)
+        self.text_model = MagtkdTextModel(config)
+        self.audio_model = MagtkdAudioModel(config)
+        self.video_model = MagtkdVideoModel(config)
+        self.fusion = MagtkdFusionModel(config)
+        self._frozen_modalities: set[str] = set()
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.text_model.get_input_embeddings()
+
+    def unimodal_model(self, modality: str) -> MagtkdUnimodalModel:
+        if modality not in MODALITIES:
+            raise ValueError(f"Unknown modality {modality!r}; expected one of {MODALITIES}.")
+        return getattr(self, f"{modality}_model")
+
+    @classmethod
+    def from_unimodal_models(
+        cls,
+        text_model: MagtkdTextModel,
+        audio_model: MagtkdAudioModel,
+        video_model: MagtkdVideoModel,
+        fusion_model: MagtkdFusionModel | None = None,
+        config: MagtkdConfig | None = None,
+    ) -> "MagtkdForEmotionRecognition":
+        """
+        The end-to-end model holding trained stage-1/2 models (the audio and video ones chosen by the feature sources)
+        and, when given, a trained fusion model. `config` defaults to the text model's config with the audio and video
+        models' encoder configs.
+        """
+        encoder_configs = {
+            "text_config": copy.deepcopy(text_model.config.text_config),
+            "audio_config": copy.deepcopy(audio_model.config.audio_config),
+            "video_config": copy.deepcopy(video_model.config.video_config),
+        }
+        if config is None:
+            source = (fusion_model if fusion_model is not None else text_model).config
+            fusion_fields = set(MagtkdFusionConfig.__dataclass_fields__)
+            values = {name: value for name, value in source.to_dict().items() if name in fusion_fields}
+            config = MagtkdConfig(**values, **encoder_configs)
+        else:
+            for name, encoder_config in encoder_configs.items():
+                setattr(config, name, encoder_config)
+            config._check_values()
+        model = cls(config)
+        model.text_model.load_state_dict(text_model.state_dict())
+        model.audio_model.load_state_dict(audio_model.state_dict())
+        model.video_model.load_state_dict(video_model.state_dict())
+        if fusion_model is not None:
+            model.fusion.load_state_dict(fusion_model.state_dict())
+        return model
+
+    @classmethod
+    def from_encoders(
+        cls, config: MagtkdConfig, text_encoder: str, audio_encoder: str, video_encoder: str, **kwargs
+    ) -> "MagtkdForEmotionRecognition":
+        """A model whose three encoders start from pretrained checkpoints (names or folders); heads and fusion are
+        freshly initialised."""
+        text = MagtkdTextModel.from_encoder(config, text_encoder, **kwargs)
+        audio = MagtkdAudioModel.from_encoder(config, audio_encoder, **kwargs)
+        video = MagtkdVideoModel.from_encoder(config, video_encoder, **kwargs)
+        model = cls(config)
+        for modality, trained in (("text", text), ("audio", audio), ("video", video)):
+            model.unimodal_model(modality).encoder.load_state_dict(trained.encoder.state_dict())
+        return model
+
+    def freeze_encoders(self, modalities=MODALITIES) -> None:
+        """Freeze the text/audio/video models (encoder and head): no gradients, kept in eval mode (no dropout) even
+        under `model.train()`, and run without autograd. The fusion stays trainable."""
+        for modality in modalities:
+            submodel = self.unimodal_model(modality)
+            submodel.requires_grad_(False)
+            submodel.eval()
+            self._frozen_modalities.add(modality)
+
+    def unfreeze_encoders(self, modalities=MODALITIES) -> None:
+        for modality in modalities:
+            submodel = self.unimodal_model(modality)
+            submodel.requires_grad_(True)
+            submodel.train(self.training)
+            self._frozen_modalities.discard(modality)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for modality in getattr(self, "_frozen_modalities", ()):
+            self.unimodal_model(modality).eval()
+        return self
+
+    def _encode(self, modality: str, **inputs) -> torch.Tensor:
+        submodel = self.unimodal_model(modality)
+        if modality in self._frozen_modalities:
+            with torch.no_grad():
+                return submodel(**inputs, return_dict=True).features
+        return submodel(**inputs, return_dict=True).features
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        input_values: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        speaker_ids: torch.Tensor | None = None,
+        utterance_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        conversation_index: torch.Tensor | None = None,
+        utterance_index: torch.Tensor | None = None,
+        text_features: torch.Tensor | None = None,
+        audio_features: torch.Tensor | None = None,
+        video_features: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MagtkdEmotionRecognitionOutput | tuple:
+        r"""
+        Args:
+            input_ids, attention_mask, input_values, audio_attention_mask, pixel_values, speaker_ids, utterance_mask,
+                conversation_index, utterance_index: the [`MagtkdProcessor`] output as it is (see its docstring).
+            labels (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): -100 = ignore.
+            text_features, audio_features, video_features (`torch.FloatTensor` of shape `(total_utterances,
+                hidden_size)`, *optional*): a modality's features instead of its encoder inputs.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if speaker_ids is None or utterance_mask is None:
+            raise ValueError("`speaker_ids` and `utterance_mask` (the processor's conversation structure) are required.")
+        given = {
+            "text": (text_features, {"input_ids": input_ids, "attention_mask": attention_mask}, ("input_ids",)),
+            "audio": (
+                audio_features,
+                {"input_values": input_values, "attention_mask": audio_attention_mask},
+                ("input_values",),
+            ),
+            "video": (video_features, {"pixel_values": pixel_values}, ("pixel_values",)),
+        }
+        features = {}
+        for modality, (precomputed, inputs, required) in given.items():
+            if precomputed is not None:
+                features[modality] = precomputed
+                continue
+            missing = [name for name in required if inputs[name] is None]
+            if missing:
+                raise ValueError(
+                    f"No {modality} input: give the processor's {', '.join(f'`{m}`' for m in missing)} (process with "
+                    f"the {modality} modality) or precomputed `{modality}_features`."
+                )
+            features[modality] = self._encode(modality, **inputs)
+
+        dtype = self.fusion.text_head.weight.dtype
+        grouped = {
+            modality: regroup_utterances(value.to(dtype), utterance_mask, conversation_index, utterance_index)
+            for modality, value in features.items()
+        }
+        fused = self.fusion(
+            text_features=grouped["text"],
+            audio_features=grouped["audio"],
+            video_features=grouped["video"],
+            speaker_ids=speaker_ids,
+            attention_mask=utterance_mask,
+            labels=labels,
+            return_dict=True,
+        )
+        output = MagtkdEmotionRecognitionOutput(
+            loss=fused.loss,
+            logits=fused.logits,
+            audio_logits=fused.audio_logits,
+            video_logits=fused.video_logits,
+            text_features=features["text"],
+            audio_features=features["audio"],
+            video_features=features["video"],
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "MagtkdAudioModel",
+    "MagtkdEmotionRecognitionOutput",
+    "MagtkdEncoderPreTrainedModel",
+    "MagtkdForEmotionRecognition",
+    "MagtkdFusionModel",
+    "MagtkdFusionOutput",
+    "MagtkdPreTrainedModel",
+    "MagtkdTextModel",
+    "MagtkdUnimodalOutput",
+    "MagtkdVideoModel",
+    "regroup_utterances",
+]

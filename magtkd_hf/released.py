@@ -1,6 +1,7 @@
 """Bring the authors' released artefacts in: fusion checkpoints (spec section 7) and stage-3 feature pickles (spec
 section 5), without ever running code from a file."""
 
+import copy
 import io
 import logging
 import pickle
@@ -12,9 +13,15 @@ import datasets
 import numpy as np
 import torch
 
-from .configuration_magtkd import FEATURE_SOURCES, IEMOCAP_LABELS, MELD_LABELS, MagtkdFusionConfig
+from .configuration_magtkd import FEATURE_SOURCES, IEMOCAP_LABELS, MELD_LABELS, MagtkdConfig, MagtkdFusionConfig
 from .features import feature_dataset_features
-from .modeling_magtkd import MagtkdFusionModel
+from .modeling_magtkd import (
+    MagtkdAudioModel,
+    MagtkdForEmotionRecognition,
+    MagtkdFusionModel,
+    MagtkdTextModel,
+    MagtkdVideoModel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +144,154 @@ def load_released_fusion(path: str | Path, dataset: str) -> tuple[MagtkdFusionMo
     model = MagtkdFusionModel(released_fusion_config(state_dict, dataset))
     converted, unused = convert_released_fusion_state_dict(state_dict, model)
     model.load_state_dict(converted, strict=True)
+    return model.eval(), unused
+
+
+# --- stage-1/2 unimodal checkpoints and the end-to-end model ---------------------------------------------------------
+
+# Released unimodal layout (spec section 7): encoder prefix, and head key prefix -> our key prefix.
+_RELEASED_UNIMODAL_LAYOUT = {
+    "text": ("text_model.", {"W.": "projection.", "classifier.": "classifier."}),
+    "audio": ("model.", {"W.": "classifier."}),
+    "video": ("model.", {"W.": "classifier."}),
+}
+# Encoder entries of a released checkpoint that MAGTKD's encoders do not have: RoBERTa's pooler (never used) and the
+# position/token-type id buffers older transformers versions saved.
+_UNUSED_RELEASED_ENCODER_KEYS = re.compile(r"^pooler\.|(^|\.)(position_ids|token_type_ids)$")
+
+
+def convert_released_unimodal_state_dict(
+    state_dict: Mapping[str, torch.Tensor], model: MagtkdTextModel | MagtkdAudioModel | MagtkdVideoModel
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """
+    Rename a released stage-1/2 state dict (`text.bin`: `text_model.*`, `W`, `classifier`; `audio.bin`,
+    `video.bin`, `text_KD_audio.bin`, `text_KD_video.bin`: `model.*`, `W`) to `model`'s keys, checking every shape.
+
+    Returns:
+        `(converted_state_dict, unused_keys)` (RoBERTa's pooler, saved id buffers).
+    Raises:
+        `ValueError` naming the key, for a missing, unexpected or wrongly shaped key.
+    """
+    prefix, heads = _RELEASED_UNIMODAL_LAYOUT[model.modality]
+    expected = model.state_dict()
+    converted, unused, unexpected, wrong_shape = {}, [], [], []
+    for key, tensor in state_dict.items():
+        target = None
+        if key.startswith(prefix):
+            inner = key[len(prefix):]
+            if f"encoder.{inner}" in expected:
+                target = f"encoder.{inner}"
+            elif _UNUSED_RELEASED_ENCODER_KEYS.search(inner):
+                unused.append(key)
+                continue
+        else:
+            for released, ours in heads.items():
+                if key.startswith(released) and ours + key[len(released):] in expected:
+                    target = ours + key[len(released):]
+        if target is None:
+            unexpected.append(key)
+            continue
+        if tuple(tensor.shape) != tuple(expected[target].shape):
+            wrong_shape.append(
+                f"key {key!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[target].shape)} (for "
+                f"{target!r})"
+            )
+        converted[target] = tensor
+    if unexpected:
+        raise ValueError(
+            f"Keys not in the released {model.modality} layout (`{prefix}*` + head), or not in this encoder: "
+            f"{unexpected[:10]}"
+        )
+    if wrong_shape:
+        raise ValueError(f"{'; '.join(wrong_shape[:5])}: check the {model.modality} encoder's config.")
+    missing = sorted(set(expected) - set(converted))
+    if missing:
+        raise ValueError(f"Keys of the {model.modality} model missing from the released checkpoint: {missing[:10]}")
+    return converted, sorted(unused)
+
+
+def released_end_to_end_config(
+    fusion_state_dict: Mapping[str, torch.Tensor],
+    dataset: str,
+    text_config,
+    audio_config,
+    video_config,
+    text_state_dict: Mapping[str, torch.Tensor] | None = None,
+) -> MagtkdConfig:
+    """
+    The end-to-end config of a released MAGTKD: the fusion settings read from the fusion checkpoint (as
+    [`released_fusion_config`]) and the three encoder configs (`PreTrainedConfig`s or dicts). The text encoder's
+    vocabulary is taken from the released text checkpoint (roberta-large resized to 50,274 rows) and the audio
+    encoder gets the released `mask_time_length=3`.
+    """
+    fusion_config = released_fusion_config(fusion_state_dict, dataset)
+    text_config, audio_config, video_config = (
+        copy.deepcopy(config) for config in (text_config, audio_config, video_config)
+    )
+    embeddings_key = "text_model.embeddings.word_embeddings.weight"
+    if text_state_dict is not None and embeddings_key in text_state_dict:
+        vocab_size = text_state_dict[embeddings_key].shape[0]
+        if isinstance(text_config, dict):
+            text_config["vocab_size"] = vocab_size
+        else:
+            text_config.vocab_size = vocab_size
+    if isinstance(audio_config, dict):
+        audio_config["mask_time_length"] = 3
+    else:
+        audio_config.mask_time_length = 3
+    fields = set(MagtkdFusionConfig.__dataclass_fields__)
+    values = {name: value for name, value in fusion_config.to_dict().items() if name in fields}
+    return MagtkdConfig(**values, text_config=text_config, audio_config=audio_config, video_config=video_config)
+
+
+def load_released_end_to_end(
+    fusion: str | Path,
+    unimodal: Mapping[str, str | Path],
+    dataset: str,
+    text_config,
+    audio_config,
+    video_config,
+) -> tuple[MagtkdForEmotionRecognition, dict[str, list[str]]]:
+    """
+    Released checkpoints -> a [`MagtkdForEmotionRecognition`] computing what the released models compute.
+
+    Args:
+        fusion: `multimodal_fusion_best.bin`.
+        unimodal: released state dicts by source, keys among `text`, `audio`, `video`, `audio_kd`, `video_kd`:
+            `text` and the audio and video sources of the dataset's released fusion (MELD: `audio_kd`, `video_kd`;
+            IEMOCAP: `audio_kd`, `video`) are needed; the others are not used.
+        dataset: "meld" or "iemocap".
+        text_config, audio_config, video_config: the encoders' architectures (e.g. `AutoConfig.from_pretrained` of
+            roberta-large, data2vec-audio-base-960h, timesformer-base-finetuned-k400).
+
+    Returns:
+        `(model, unused_keys)`, the unused keys per file (`"fusion"`, `"text"`, ...).
+    """
+    fusion_state = load_torch_state_dict(fusion)
+    config = released_fusion_config(fusion_state, dataset)
+    sources = {"text": "text", "audio": config.audio_feature_source, "video": config.video_feature_source}
+    needed = [source for source in sources.values() if source not in unimodal]
+    if needed:
+        flags = ", ".join("--" + source.replace("_", "-") for source in needed)
+        raise ValueError(
+            f"The released {dataset} fusion takes its inputs from {sorted(set(sources.values()))}: the checkpoint(s) "
+            f"for {needed} are missing ({flags})."
+        )
+    states = {modality: load_torch_state_dict(unimodal[source]) for modality, source in sources.items()}
+    config = released_end_to_end_config(
+        fusion_state, dataset, text_config, audio_config, video_config, text_state_dict=states["text"]
+    )
+    model = MagtkdForEmotionRecognition(config)
+    fusion_converted, unused_fusion = convert_released_fusion_state_dict(fusion_state, model.fusion)
+    model.fusion.load_state_dict(fusion_converted, strict=True)
+    unused = {"fusion": unused_fusion}
+    for modality, source in sources.items():
+        submodel = model.unimodal_model(modality)
+        try:
+            converted, unused[source] = convert_released_unimodal_state_dict(states[modality], submodel)
+        except ValueError as error:
+            raise ValueError(f"{unimodal[source]} ({source}): {error}") from error
+        submodel.load_state_dict(converted, strict=True)
     return model.eval(), unused
 
 

@@ -157,6 +157,8 @@ def test_presets_and_unknown_preset():
 
 def test_end_to_end_config_round_trips_with_its_encoder_configs(tmp_path):
     config = MagtkdConfig(text_config={"hidden_size": 64, "num_hidden_layers": 1}, hidden_size=HIDDEN,
+                          audio_config={"hidden_size": HIDDEN, "num_attention_heads": HEADS},
+                          video_config={"hidden_size": HIDDEN, "num_attention_heads": HEADS},
                           num_attention_heads=HEADS)
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)

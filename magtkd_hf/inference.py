@@ -1,0 +1,113 @@
+"""Predict an emotion for every utterance of a conversation: a function, a JSON-file reader, and a pipeline task.
+
+A conversation file (JSON) is either a list of utterances or `{"utterances": [...]}`; each utterance is an object with
+`speaker` (str), `text` (str), `video` (path to the utterance's clip, or to a longer video with `start`/`end`),
+optionally `audio` (a WAV/FLAC path; by default the video's sound track is used), `start` and `end` (seconds, to cut
+the utterance out of a longer video). Relative paths are read from the file's folder.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoProcessor, Pipeline
+
+UTTERANCE_KEYS = {"speaker", "text", "video", "audio", "start", "end"}
+MEDIA_KEYS = ("video", "audio")
+
+
+def read_conversation_file(path: str | Path) -> list[dict]:
+    """A conversation JSON file -> a list of utterance mappings the processor takes, media paths made absolute."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"Cannot read the conversation file {path}: {error}") from error
+    utterances = data.get("utterances") if isinstance(data, Mapping) else data
+    if not isinstance(utterances, list) or not utterances:
+        raise ValueError(f"{path}: expected a non-empty list of utterances (or {{'utterances': [...]}}).")
+    conversation = []
+    for index, utterance in enumerate(utterances):
+        if not isinstance(utterance, Mapping) or not {"speaker", "text"} <= set(utterance):
+            raise ValueError(f"{path}: utterance {index} needs at least 'speaker' and 'text'.")
+        unknown = set(utterance) - UTTERANCE_KEYS
+        if unknown:
+            raise ValueError(f"{path}: utterance {index} has unknown keys {sorted(unknown)}; known: {sorted(UTTERANCE_KEYS)}.")
+        resolved = dict(utterance)
+        for key in MEDIA_KEYS:
+            if resolved.get(key) is not None:
+                resolved[key] = str((path.parent / resolved[key]).resolve())
+        conversation.append(resolved)
+    return conversation
+
+
+def load_emotion_model(model_dir: str | Path, device: str | torch.device | None = None):
+    """(model, processor) from a folder saved by magtkd-hf, in eval mode on `device`."""
+    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    return model.to(device or "cpu"), processor
+
+
+@torch.inference_mode()
+def predict_emotions(model, processor, conversation: Sequence[Mapping]) -> list[dict]:
+    """
+    One conversation (a list of utterance mappings) -> per utterance: speaker, text, the predicted emotion, its
+    probability and the probability of every emotion.
+    """
+    inputs = processor(list(conversation), return_tensors="pt").to(model.device)
+    logits = model(**inputs).logits[0, : len(conversation)]
+    return _rows(conversation, logits.float().softmax(-1), model.config.id2label)
+
+
+def _rows(conversation, probabilities, id2label) -> list[dict]:
+    rows = []
+    for utterance, probs in zip(conversation, probabilities):
+        best = int(probs.argmax())
+        rows.append({
+            "speaker": utterance["speaker"],
+            "text": utterance["text"],
+            "emotion": id2label[best],
+            "probability": float(probs[best]),
+            "probabilities": {id2label[index]: float(value) for index, value in enumerate(probs)},
+        })
+    return rows
+
+
+def format_predictions(rows: Sequence[Mapping], text_width: int = 60) -> str:
+    """A plain-text table: speaker, text, predicted emotion, probability."""
+    speaker_width = max([len("speaker"), *(len(row["speaker"]) for row in rows)])
+    lines = [f"{'speaker':<{speaker_width}}  {'text':<{text_width}}  {'emotion':<9}  prob"]
+    for row in rows:
+        text = row["text"] if len(row["text"]) <= text_width else row["text"][: text_width - 3] + "..."
+        lines.append(f"{row['speaker']:<{speaker_width}}  {text:<{text_width}}  {row['emotion']:<9}  "
+                     f"{row['probability']:.2f}")
+    return "\n".join(lines)
+
+
+class EmotionRecognitionInConversationPipeline(Pipeline):
+    """
+    `pipeline("emotion-recognition-in-conversation", model=folder)` (after `import magtkd_hf`): call it with one
+    conversation as `{"utterances": [...]}` (a list of such dicts is a batch of conversations); each utterance as in
+    this module's docstring. Returns, per utterance, the emotion, its probability and every emotion's probability.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_image_processor = False
+
+    def _sanitize_parameters(self, **kwargs):
+        return {}, {}, {}
+
+    def preprocess(self, conversation):
+        utterances = conversation["utterances"] if isinstance(conversation, Mapping) else conversation
+        inputs = self.processor(list(utterances), return_tensors="pt")
+        return {"inputs": inputs, "utterances": list(utterances)}
+
+    def _forward(self, model_inputs):
+        logits = self.model(**model_inputs["inputs"]).logits[0, : len(model_inputs["utterances"])]
+        return {"probabilities": logits.float().softmax(-1), "utterances": model_inputs["utterances"]}
+
+    def postprocess(self, model_outputs):
+        return _rows(model_outputs["utterances"], model_outputs["probabilities"], self.model.config.id2label)

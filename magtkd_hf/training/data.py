@@ -1,0 +1,227 @@
+"""Data of the stages: conversations (stages 1-3) cut into utterance items, and stage-3 feature rows (stage 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..configuration_magtkd import FEATURE_SOURCES
+
+MODALITY_INPUTS = {
+    "text": ("input_ids", "attention_mask"),
+    "audio": ("input_values", "audio_attention_mask"),
+    "video": ("pixel_values",),
+}
+SPLITS = ("train", "validation", "test")
+
+
+def load_conversations(data: str | Path, dataset: str, on_missing: str = "raise") -> datasets.DatasetDict:
+    """A `DatasetDict` of conversations (one row per conversation, the `load_meld`/`load_iemocap` schema): a folder
+    saved with `save_to_disk`, or a MELD / IEMOCAP release folder (built with `load_meld`/`load_iemocap`)."""
+    path = Path(data)
+    if (path / "dataset_dict.json").is_file():
+        return datasets.load_from_disk(str(path))
+    if not path.is_dir():
+        raise FileNotFoundError(f"--data {path}: no such folder (a {dataset} release folder or a saved DatasetDict)")
+    from .. import load_iemocap, load_meld
+
+    loader = {"meld": load_meld, "iemocap": load_iemocap}.get(dataset)
+    if loader is None:
+        raise ValueError(f"--data {path}: cannot build dataset {dataset!r} from a release folder (meld or iemocap)")
+    return loader(path, on_missing=on_missing)
+
+
+def slice_row(row: Mapping, start: int, stop: int) -> dict:
+    """The utterances `start:stop` of a conversation row: every per-utterance list is cut, the rest is kept (the
+    dialogue id still names the conversation in errors)."""
+    count = len(row["texts"])
+    return {
+        key: (value[start:stop] if isinstance(value, (list, tuple)) and len(value) == count else value)
+        for key, value in row.items()
+    }
+
+
+def shares_video_files(rows: Sequence[Mapping]) -> bool:
+    """Whether utterances share one video file (IEMOCAP's dialogue videos): then each utterance's window is cut."""
+    return any(
+        "video_paths" in row and len(set(row["video_paths"])) < len(row["video_paths"]) for row in rows
+    )
+
+
+class UtteranceItems(Dataset):
+    """The utterances of a split of conversations, one item each, in conversation order: `(conversation, utterance)`
+    -> the conversation up to and including the utterance (the text prompt needs the history), the utterance alone
+    (for its audio and video) and its label."""
+
+    def __init__(self, rows: Sequence[Mapping], split: str = ""):
+        self.rows = list(rows)
+        self.split = split
+        self.index = [(c, u) for c, row in enumerate(self.rows) for u in range(len(row["texts"]))]
+        for c, row in enumerate(self.rows):
+            labels = row.get("labels")
+            if labels is None or len(labels) != len(row["texts"]):
+                raise ValueError(
+                    f"{split}: conversation {row.get('dialogue_id', c)!r} has "
+                    f"{'no' if labels is None else len(labels)} labels for {len(row['texts'])} utterances"
+                )
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> dict:
+        c, u = self.index[item]
+        row = self.rows[c]
+        return {"history": slice_row(row, 0, u + 1), "utterance": slice_row(row, u, u + 1), "label": row["labels"][u]}
+
+
+class UtteranceCollator:
+    """Utterance items -> `{"labels": (b,), "text": {...}, "audio": {...}, "video": {...}}` for the modalities asked:
+    text inputs of the last prompt of each history (left padded, mask token last), audio/video inputs of the
+    utterance alone."""
+
+    def __init__(self, processor, modalities: Sequence[str], use_time_window: bool = False):
+        self.processor = processor
+        self.modalities = tuple(modalities)
+        self.use_time_window = use_time_window
+
+    def __call__(self, items: Sequence[Mapping]) -> dict:
+        batch = {"labels": torch.tensor([int(item["label"]) for item in items], dtype=torch.long)}
+        if "text" in self.modalities:
+            histories = [item["history"] for item in items]
+            output = self.processor(histories, modalities=("text",), use_time_window=False)
+            last = torch.tensor(np.cumsum([len(history["texts"]) for history in histories]) - 1)
+            input_ids, attention_mask = output["input_ids"][last], output["attention_mask"][last]
+            first = int(attention_mask.any(dim=0).nonzero()[0])  # left padding: drop columns padded everywhere
+            batch["text"] = {"input_ids": input_ids[:, first:], "attention_mask": attention_mask[:, first:]}
+        media = tuple(modality for modality in ("audio", "video") if modality in self.modalities)
+        if media:
+            output = self.processor(
+                [item["utterance"] for item in items], modalities=media, use_time_window=self.use_time_window
+            )
+            for modality in media:
+                batch[modality] = {name: output[name] for name in MODALITY_INPUTS[modality]}
+        return batch
+
+
+def model_inputs(modality: str, inputs: Mapping[str, torch.Tensor]) -> dict:
+    """A modality's collated inputs -> keyword arguments of its unimodal model."""
+    if modality == "audio":
+        return {"input_values": inputs["input_values"], "attention_mask": inputs["audio_attention_mask"]}
+    return dict(inputs)
+
+
+class ConversationItems(Dataset):
+    """Conversations by position (stage 3): item -> (position, row)."""
+
+    def __init__(self, rows: Sequence[Mapping], positions: Sequence[int]):
+        self.rows, self.positions = rows, list(positions)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, item: int):
+        position = self.positions[item]
+        return position, self.rows[position]
+
+
+class ConversationCollator:
+    def __init__(self, processor, use_time_window: bool | str = "auto"):
+        self.processor, self.use_time_window = processor, use_time_window
+
+    def __call__(self, items):
+        positions = [position for position, _ in items]
+        rows = [row for _, row in items]
+        output = self.processor(rows, modalities=("text", "audio", "video"), use_time_window=self.use_time_window)
+        return {"positions": positions, "inputs": output}
+
+
+# ----------------------------------------------------------------------------------------------- stage-3 features
+
+
+def load_feature_splits(path: str | Path) -> datasets.DatasetDict:
+    """A stage-3 features `DatasetDict` (from `extract-features` or `import-released-features`), checked: the
+    train and validation splits, the columns of `magtkd_hf.features.feature_dataset_features`."""
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file():
+        raise FileNotFoundError(
+            f"{path}: not a features folder (no dataset_dict.json); make one with `magtkd-hf train extract-features` "
+            "or `magtkd-hf import-released-features`"
+        )
+    splits = datasets.load_from_disk(str(path))
+    missing = [split for split in ("train", "validation") if split not in splits]
+    if missing:
+        raise ValueError(f"{path}: splits {missing} are missing (found {sorted(splits)})")
+    needed = ("dialogue_id", *FEATURE_SOURCES, "speaker_ids", "labels")
+    for split, dataset in splits.items():
+        absent = [column for column in needed if column not in dataset.column_names]
+        if absent:
+            raise ValueError(f"{path}, split {split}: columns {absent} are missing")
+    return splits
+
+
+def feature_hidden_size(splits: datasets.DatasetDict, path="") -> int:
+    sizes = {}
+    for split, dataset in splits.items():
+        feature = dataset.features["text"]
+        sizes[split] = int(feature.shape[-1])
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"{path}: the splits' feature widths differ: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def feature_label_names(splits: datasets.DatasetDict) -> list[str] | None:
+    labels = splits["train"].features["labels"]
+    inner = getattr(labels, "feature", None)
+    return list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
+
+
+class FeatureRows(Dataset):
+    """A split of stage-3 features held in memory (float32 arrays), the columns the fusion reads, checked."""
+
+    def __init__(self, dataset: datasets.Dataset, columns: Sequence[str], num_labels: int, source: str = ""):
+        columns = list(dict.fromkeys(columns))
+        table = dataset.with_format("numpy", columns=[*columns, "speaker_ids", "labels", "dialogue_id"])
+        self.rows = []
+        for position, row in enumerate(table):
+            dialogue = str(row["dialogue_id"])
+            length = len(row["speaker_ids"])
+            labels = np.asarray(row["labels"], dtype=np.int64)
+            if length == 0:
+                raise ValueError(f"{source}: conversation {dialogue!r} has no utterance")
+            if len(labels) != length:
+                raise ValueError(
+                    f"{source}: conversation {dialogue!r} has {len(labels)} labels for {length} utterances"
+                )
+            bad = np.nonzero(~((labels == -100) | ((labels >= 0) & (labels < num_labels))))[0].tolist()
+            if bad:
+                raise ValueError(
+                    f"{source}: conversation {dialogue!r}, utterance(s) {bad}: labels {labels[bad].tolist()} are outside "
+                    f"0..{num_labels - 1}"
+                )
+            speakers = np.asarray(row["speaker_ids"], dtype=np.int64)
+            if speakers.min() < 0:
+                raise ValueError(f"{source}: conversation {dialogue!r} has negative speaker ids {speakers.tolist()}")
+            item = {"speaker_ids": speakers, "labels": labels}
+            for column in columns:
+                array = np.asarray(row[column], dtype=np.float32)
+                if array.ndim != 2 or array.shape[0] != length:
+                    raise ValueError(
+                        f"{source}: conversation {dialogue!r}: column {column!r} has shape {array.shape}, expected "
+                        f"({length}, hidden size)"
+                    )
+                item[column] = array
+            self.rows.append(item)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: int) -> dict:
+        return self.rows[item]
+
+    def lengths(self) -> list[int]:
+        return [len(row["speaker_ids"]) for row in self.rows]

@@ -1,0 +1,73 @@
+"""Confusion matrix (counts and PNG, matplotlib's Agg backend: no display needed) and JSON output of a stage."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def confusion_matrix(labels, predictions, num_labels: int) -> list[list[int]]:
+    """Counts, rows = true class, columns = predicted class, over the utterances whose label is not -100."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    keep = labels != -100
+    matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(matrix, (labels[keep], predictions[keep]), 1)
+    return matrix.tolist()
+
+
+def save_confusion_matrix_png(matrix: Sequence[Sequence[int]], label_names: Sequence[str], path, title: str = "") -> Path:
+    """A row-normalised heat map with the counts written in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(matrix, dtype=np.float64)
+    totals = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    size = max(4.0, 0.7 * len(label_names) + 2)
+    figure = Figure(figsize=(size, size * 0.9))
+    axes = figure.subplots()
+    image = axes.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
+    axes.set_xticks(range(len(label_names)), labels=list(label_names), rotation=45, ha="right")
+    axes.set_yticks(range(len(label_names)), labels=list(label_names))
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for row in range(counts.shape[0]):
+        for column in range(counts.shape[1]):
+            axes.text(column, row, str(int(counts[row, column])), ha="center", va="center",
+                      color="white" if rates[row, column] > 0.5 else "black", fontsize=8)
+    if title:
+        axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path, data) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_plain(data), indent=2) + "\n", encoding="utf-8")
+    return path

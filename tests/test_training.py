@@ -1,0 +1,156 @@
+"""`magtkd-hf train all` on a tiny generated MELD-layout release with tiny encoders: every stage, then predictions."""
+
+import csv
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoProcessor, Data2VecAudioModel, RobertaModel, TimesformerModel
+
+import magtkd_hf
+from magtkd_hf import load_meld
+from magtkd_hf.cli import main as cli
+from magtkd_hf.datasets_scripts.synthetic import write_meld_tree
+from magtkd_hf.features import FusionFeatureCollator
+from magtkd_hf.training import STAGES, TrainingContext, load_recipe
+from magtkd_hf.training.data import UtteranceItems
+from magtkd_hf.training.stages import _build_encoder_task
+
+from media_fixtures import write_mp4
+from tiny_magtkd import tiny_audio_config, tiny_processor, tiny_text_config, tiny_video_config
+
+SHARED_MELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld"
+CSV_NAMES = {"train": "train_sent_emo.csv", "validation": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
+# Real MELD rows of a few short dialogues per split (20 / 11 / 11 utterances), every clip a tiny generated MP4.
+DIALOGUES = {"train": {"1", "3", "5"}, "validation": {"0", "2", "3"}, "test": {"0", "1"}}
+STAGE_FOLDERS = ("text", "audio", "video", "distill-audio", "distill-video", "fusion")
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one intra-op thread is as fast on an idle machine and far faster on a busy one (two
+    OpenMP threads on two shared cores can slow tiny ops down a hundredfold)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+@pytest.fixture(scope="module")
+def tiny_release(tmp_path_factory):
+    """A MELD-layout release folder, a tiny processor and tiny encoders saved as folders (no download)."""
+    root = tmp_path_factory.mktemp("tiny_meld")
+    processor = tiny_processor()
+    processor.save_pretrained(str(root / "processor"))
+    RobertaModel(tiny_text_config(len(processor.tokenizer)), add_pooling_layer=False).save_pretrained(
+        str(root / "text-encoder")
+    )
+    Data2VecAudioModel(tiny_audio_config()).save_pretrained(str(root / "audio-encoder"))
+    TimesformerModel(tiny_video_config()).save_pretrained(str(root / "video-encoder"))
+    rows = {}
+    for split, name in CSV_NAMES.items():
+        with open(SHARED_MELD / name, encoding="utf-8", newline="") as handle:
+            rows[split] = [row for row in csv.DictReader(handle) if row["Dialogue_ID"] in DIALOGUES[split]]
+    clip = write_mp4(root / "clip.mp4", num_frames=8, width=40, height=32, audio_seconds=0.4)
+    write_meld_tree(root / "MELD.Raw", rows, clip)
+    return root
+
+
+def _inputs(root):
+    return [
+        "--data", str(root / "MELD.Raw"), "--processor", str(root / "processor"),
+        "--text-encoder", str(root / "text-encoder"), "--audio-encoder", str(root / "audio-encoder"),
+        "--video-encoder", str(root / "video-encoder"),
+    ]
+
+
+FAST = ["--epochs", "1", "--num-workers", "0", "--num-attention-heads", "4", "--dropout", "0.1",
+        "--eval-batch-size", "8", "--cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_release, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run") / "run"
+    assert cli(["train", "all", "--output-dir", str(output), *_inputs(tiny_release), *FAST]) == 0
+    return output
+
+
+def test_train_all_writes_every_stage(trained):
+    for folder in STAGE_FOLDERS:
+        metrics = json.loads((trained / folder / "metrics.json").read_text())
+        assert metrics["stage"] == folder and metrics["selected_epoch"] == 1
+        assert metrics["test"]["num_utterances"] == 11 and metrics["validation"]["num_utterances"] == 11
+        assert (trained / folder / "confusion_matrix.png").is_file()
+        assert (trained / folder / "checkpoints" / "epoch_1" / "trainer_state.json").is_file()
+    distill = json.loads((trained / "distill-audio" / "metrics.json").read_text())
+    assert distill["loss"] == {"cross_entropy": 1.0, "logit_relation": 0.1, "feature_relation": 1.0}  # MELD
+    assert distill["initialised_from"] == str(trained / "audio") and distill["teacher"] == str(trained / "text")
+    video = json.loads((trained / "distill-video" / "metrics.json").read_text())
+    assert video["initialised_from"].endswith("video-encoder")  # released MELD: the pretrained video encoder
+
+    features = datasets.load_from_disk(str(trained / "features"))
+    assert {split: len(features[split]) for split in features} == {"train": 3, "validation": 3, "test": 2}
+    row = features["test"].with_format("numpy")[1]
+    assert row["text"].shape == row["video_kd"].shape == (8, 32) and len(row["labels"]) == 8
+    assert features["test"].features["labels"].feature.names == list(magtkd_hf.MELD_LABELS)
+    assert json.loads((trained / "features" / "metrics.json").read_text())["utterances"]["train"] == 20
+
+
+def test_final_model_loads_with_auto_classes_and_predicts(trained, tiny_release):
+    model = AutoModel.from_pretrained(str(trained / "model")).eval()
+    processor = AutoProcessor.from_pretrained(str(trained / "model"))
+    assert type(model).__name__ == "MagtkdForEmotionRecognition"
+    test = load_meld(tiny_release / "MELD.Raw", check_media=False)["test"]
+    batch = processor([test[0], test[1]])
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert logits.shape == (2, 8, 7)
+    predictions = logits.argmax(-1)[batch["utterance_mask"].bool()]
+    assert predictions.shape == (11,) and bool(((predictions >= 0) & (predictions < 7)).all())
+
+    # The end-to-end model = the stage-3 features through the trained fusion.
+    fusion = AutoModel.from_pretrained(str(trained / "fusion")).eval()
+    rows = datasets.load_from_disk(str(trained / "features"))["test"].with_format("numpy")
+    inputs = FusionFeatureCollator("audio_kd", "video_kd")([rows[0], rows[1]])
+    with torch.no_grad():
+        expected = fusion(**{key: value for key, value in inputs.items() if key != "labels"}).logits
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_distillation_loss_falls_over_a_few_steps(trained, tiny_release):
+    context = TrainingContext(
+        output_dir=trained, recipe=load_recipe("meld"), data=str(tiny_release / "MELD.Raw"),
+        processor_path=str(tiny_release / "processor"), cpu=True,
+    )
+    settings = context.settings("distill-audio")
+    task = _build_encoder_task(context, STAGES["distill-audio"], settings, None)
+    assert isinstance(task.train_dataset, UtteranceItems)
+    batch = task.collate_fn([task.train_dataset[index] for index in range(8)])
+    assert set(batch) == {"labels", "text", "audio"}
+    model = task.model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(6):
+        loss = task.loss_fn(model, batch, task.frozen)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] and np.isfinite(losses).all()
+    assert all(not parameter.requires_grad or parameter.grad is None for parameter in task.frozen["teacher"].parameters())
+
+
+def test_all_with_resume_skips_finished_stages(trained, tiny_release, capsys):
+    before = (trained / "fusion" / "metrics.json").read_text()
+    assert cli(["train", "all", "--output-dir", str(trained), *_inputs(tiny_release), *FAST, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("already done") == 7
+    assert (trained / "fusion" / "metrics.json").read_text() == before
+
+
+def test_a_stage_without_its_inputs_names_the_missing_folder(tmp_path, tiny_release):
+    with pytest.raises(FileNotFoundError, match=r"'distill-audio' needs the output of stage 'audio' in .*audio"):
+        cli(["train", "distill-audio", "--output-dir", str(tmp_path), *_inputs(tiny_release), *FAST])
