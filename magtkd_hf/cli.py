@@ -41,6 +41,54 @@ def _add_fusion_demo_command(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def _add_demo_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="the whole recipe in miniature on the shipped sample data, then a prediction",
+        description="Builds tiny random-weight encoders (the real RoBERTa, data2vec-audio and TimeSformer "
+        "architectures) and a tokenizer offline, runs `train all` on the sample conversations shipped with the "
+        "package, reloads the model with AutoModel/AutoProcessor and predicts the sample test conversation. A few "
+        "minutes on 2 CPU cores; downloads nothing.",
+    )
+    parser.add_argument("--output-dir", default="magtkd-demo", help="where the run and its models are written")
+
+    def run(args) -> int:
+        from .demo import print_demo_report, run_demo
+
+        print_demo_report(run_demo(args.output_dir))
+        return 0
+
+    parser.set_defaults(func=run)
+
+
+def _add_predict_command(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="an emotion for every utterance of a conversation",
+        description="Loads MODEL_DIR (a folder saved by magtkd-hf: model and processor) and predicts CONVERSATION.json: "
+        "a list of utterances (or {\"utterances\": [...]}), each with 'speaker', 'text', 'video' (a clip, or a "
+        "longer video with 'start'/'end' seconds) and optionally 'audio' (WAV/FLAC; default: the video's sound "
+        "track). Relative paths are read from the JSON file's folder.",
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR")
+    parser.add_argument("conversation", metavar="CONVERSATION.json")
+    parser.add_argument("--json", action="store_true", help="print JSON (with every emotion's probability)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+    def run(args) -> int:
+        import json
+
+        from .inference import format_predictions, load_emotion_model, predict_emotions, read_conversation_file
+
+        conversation = read_conversation_file(args.conversation)
+        model, processor = load_emotion_model(args.model_dir, args.device)
+        rows = predict_emotions(model, processor, conversation)
+        print(json.dumps(rows, indent=2) if args.json else format_predictions(rows))
+        return 0
+
+    parser.set_defaults(func=run)
+
+
 def _add_convert_released_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "convert-released",
@@ -196,7 +244,7 @@ def _add_import_released_features_command(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-_COMMANDS.extend([_add_fusion_demo_command, _add_convert_released_command, _add_import_released_features_command])
+_COMMANDS.extend([_add_demo_command, _add_predict_command, _add_fusion_demo_command, _add_convert_released_command, _add_import_released_features_command])
 
 
 def _add_check_data_command(subparsers) -> None:

@@ -6,7 +6,6 @@ wrap them in their own fixtures.
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,25 +37,10 @@ TOKENIZER_SENTENCES = [
 
 
 def make_tiny_roberta_tokenizer(vocab_size: int = 400):
-    """A byte-level BPE RoBERTa tokenizer trained on a few sentences (no download).
+    """A byte-level BPE RoBERTa tokenizer trained on a few sentences (no download)."""
+    from magtkd_hf.tiny import train_tiny_roberta_tokenizer
 
-    Built with `RobertaTokenizer(vocab=..., merges=[(a, b), ...])`: passing vocab/merges
-    *files* to the constructor is silently ignored in transformers 5.
-    """
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaTokenizer
-
-    trainer = ByteLevelBPETokenizer()
-    trainer.train_from_iterator(
-        TOKENIZER_SENTENCES * 4,
-        vocab_size=vocab_size,
-        min_frequency=1,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        show_progress=False,
-    )
-    model = json.loads(trainer._tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return RobertaTokenizer(vocab=model["vocab"], merges=merges)
+    return train_tiny_roberta_tokenizer(TOKENIZER_SENTENCES * 4, vocab_size)
 
 
 def sine(frequency: float, duration: float, sampling_rate: int, channels: int = 1, amplitude=0.5):

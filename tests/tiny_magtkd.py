@@ -2,48 +2,18 @@
 
 from __future__ import annotations
 
-from transformers import Data2VecAudioConfig, RobertaConfig, TimesformerConfig
-
 from magtkd_hf import MagtkdConfig, MagtkdProcessor
+from magtkd_hf.tiny import TINY_HEADS as HEADS
+from magtkd_hf.tiny import TINY_HIDDEN as HIDDEN
+from magtkd_hf.tiny import TINY_IMAGE_SIZE as IMAGE_SIZE
+from magtkd_hf.tiny import tiny_audio_config, tiny_text_config, tiny_video_config  # noqa: F401 (re-exported)
+from magtkd_hf.tiny import tiny_processor as package_tiny_processor
 from media_fixtures import make_tiny_roberta_tokenizer, write_mp4
-
-HIDDEN, HEADS = 32, 4
-IMAGE_SIZE = 32
-
-
-def tiny_text_config(vocab_size: int, **overrides) -> RobertaConfig:
-    settings = dict(
-        vocab_size=vocab_size, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=520, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
-    )
-    return RobertaConfig(**{**settings, **overrides})
-
-
-def tiny_audio_config(**overrides) -> Data2VecAudioConfig:
-    settings = dict(
-        hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=64,
-        conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8), num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4, conv_pos_kernel_size=5, mask_time_length=3,
-    )
-    return Data2VecAudioConfig(**{**settings, **overrides})
-
-
-def tiny_video_config(**overrides) -> TimesformerConfig:
-    settings = dict(
-        image_size=IMAGE_SIZE, patch_size=16, num_frames=8, hidden_size=HIDDEN, num_hidden_layers=2,
-        num_attention_heads=HEADS, intermediate_size=64,
-    )
-    return TimesformerConfig(**{**settings, **overrides})
 
 
 def tiny_processor(**settings) -> MagtkdProcessor:
     """The tiny RoBERTa tokenizer (+ the 9 speaker tokens), data2vec audio settings, 32 x 32 frames."""
-    return MagtkdProcessor(
-        make_tiny_roberta_tokenizer(),
-        MagtkdProcessor.default_feature_extractor(),
-        MagtkdProcessor.default_image_processor(IMAGE_SIZE),
-        **settings,
-    )
+    return package_tiny_processor(make_tiny_roberta_tokenizer(), **settings)
 
 
 def tiny_config(processor: MagtkdProcessor, preset: str | None = None, **overrides) -> MagtkdConfig:

@@ -1,0 +1,73 @@
+"""The README's commands and code stay true: every `magtkd-hf` command line parses with the real CLI, the main job
+(`magtkd-hf demo`), `predict` and `check-data` are run as written, and every Python block runs (the Hub push is
+exercised offline in tests/test_hub.py instead)."""
+
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from magtkd_hf.cli import build_parser
+from magtkd_hf.cli import main as cli
+from magtkd_hf.demo import print_demo_report, run_demo
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def code_blocks(language):
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def command_lines():
+    for block in code_blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            for part in line.split("&&"):
+                words = shlex.split(part)
+                if words[:1] == ["magtkd-hf"]:
+                    yield words[1:]
+                elif "-m" in words and words[words.index("-m") + 1] == "magtkd_hf":
+                    yield words[words.index("-m") + 2 :]
+
+
+def test_readme_starts_with_the_two_set_up_commands():
+    first_two = code_blocks("bash")[:2]
+    assert first_two[0].strip() == 'pip install "torch==2.13.0" -e . && magtkd-hf demo'
+    assert first_two[1].strip() == 'pip install "torch==2.13.0" -e ".[test]" && python -m pytest -q'
+
+
+@pytest.mark.parametrize("arguments", list(command_lines()), ids=lambda words: " ".join(words[:2]))
+def test_every_readme_command_parses(arguments):
+    build_parser().parse_args(arguments)
+
+
+def test_readme_demo_predict_and_python_blocks_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    os.symlink(REPO / "datasets_scripts", tmp_path / "datasets_scripts")
+    result = run_demo(tmp_path / "magtkd-demo")
+    assert Path(result["model_dir"]) == tmp_path / "magtkd-demo" / "run" / "model"
+    print_demo_report(result)
+    report = capsys.readouterr().out
+    assert "fusion, test: weighted F1" in report and "Someone also left rotten eggs by the door." in report
+    assert len(result["predictions"]) == 7
+
+    clips = "datasets_scripts/sample_meld/output_repeated_splits_test"
+    (tmp_path / "conversation.json").write_text(json.dumps([
+        {"speaker": "Omar", "text": "Is this your handwriting on the wall?", "video": f"{clips}/dia0_utt0.mp4"},
+        {"speaker": "Ravi", "text": "What? I have never seen that before.", "video": f"{clips}/dia0_utt1.mp4"},
+    ]))
+    assert cli(["predict", "magtkd-demo/run/model", "conversation.json"]) == 0
+    assert cli(["check-data", "meld", "datasets_scripts/sample_meld"]) == 0
+    printed = capsys.readouterr().out
+    assert "Is this your handwriting" in printed
+
+    for block in code_blocks("python"):
+        if "push_to_hub(" in block:
+            continue
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    assert (tmp_path / "my-fusion" / "model.safetensors").exists()
+    assert (tmp_path / "finetuned" / "model.safetensors").exists()
