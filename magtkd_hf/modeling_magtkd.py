@@ -438,21 +438,20 @@ def regroup_utterances(
     processor's order (conversation by conversation, i.e. `utterance_mask.bool()` in row-major order); when given,
     `conversation_index`/`utterance_index` (U,) must agree with it.
     """
-    batch_size, length = utterance_mask.shape
-    flat_index = utterance_mask.bool().flatten().nonzero().squeeze(1)
+    layout = ConversationLayout(utterance_mask)
+    flat_index = layout.flat_index
     if flat_index.numel() != features.shape[0]:
         raise ValueError(
             f"{features.shape[0]} utterance features for {flat_index.numel()} real utterances in `utterance_mask`."
         )
     if conversation_index is not None and utterance_index is not None:
-        given = conversation_index.to(flat_index.device) * length + utterance_index.to(flat_index.device)
+        given = conversation_index.to(flat_index.device) * layout.max_length + utterance_index.to(flat_index.device)
         if given.shape != flat_index.shape or not torch.equal(given, flat_index):
             raise ValueError(
                 "`conversation_index`/`utterance_index` disagree with `utterance_mask`: utterances must come "
                 "conversation by conversation, in order (as the processor gives them)."
             )
-    padded = features.new_zeros(batch_size * length, features.shape[-1])
-    return padded.index_copy(0, flat_index, features).view(batch_size, length, -1)
+    return layout.to_padded(features)
 
 
 def _utterance_labels(labels: torch.Tensor | None, utterance_mask: torch.Tensor | None) -> torch.Tensor | None:

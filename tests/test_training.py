@@ -30,14 +30,7 @@ STAGE_FOLDERS = ("text", "audio", "video", "distill-audio", "distill-video", "fu
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one intra-op thread is as fast on an idle machine and far faster on a busy one (two
-    OpenMP threads on two shared cores can slow tiny ops down a hundredfold)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny_release(tmp_path_factory):

@@ -27,14 +27,7 @@ FAST = ["--num-attention-heads", "4", "--dropout", "0.1", "--learning-rate", "1e
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one intra-op thread is as fast on an idle machine and far faster on a busy one (two
-    OpenMP threads on two shared cores can slow tiny ops down a hundredfold)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def features_dir(tmp_path_factory):
