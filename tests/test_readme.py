@@ -54,6 +54,7 @@ def test_readme_demo_predict_and_python_blocks_run(tmp_path, monkeypatch, capsys
     report = capsys.readouterr().out
     assert "fusion, test: weighted F1" in report and "Someone also left rotten eggs by the door." in report
     assert len(result["predictions"]) == 7
+    assert "magtkd-hf sample conversations" in (Path(result["model_dir"]) / "README.md").read_text()
 
     clips = "datasets_scripts/sample_meld/output_repeated_splits_test"
     (tmp_path / "conversation.json").write_text(json.dumps([

@@ -84,6 +84,14 @@ def test_train_all_writes_every_stage(trained):
     video = json.loads((trained / "distill-video" / "metrics.json").read_text())
     assert video["initialised_from"].endswith("video-encoder")  # released MELD: the pretrained video encoder
 
+
+def test_train_all_writes_the_model_card_with_the_fusion_metrics(trained):
+    fusion = json.loads((trained / "fusion" / "metrics.json").read_text())
+    card = (trained / "model" / "README.md").read_text()
+    assert f"| test | {fusion['test']['weighted_f1']:.2f} | {fusion['test']['accuracy']:.2f} | 11 |" in card
+    assert "![Confusion matrix" in card and (trained / "model" / "confusion_matrix.png").is_file()
+    assert "**MELD**" in card and "| recipe | meld |" in card and "| fusion learning_rate |" in card
+
     features = datasets.load_from_disk(str(trained / "features"))
     assert {split: len(features[split]) for split in features} == {"train": 3, "validation": 3, "test": 2}
     row = features["test"].with_format("numpy")[1]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -523,8 +524,24 @@ def assemble_end_to_end(context: TrainingContext) -> Path:
     if PartialState().is_main_process:
         model.save_pretrained(str(folder))
         context.processor().save_pretrained(str(folder))
+        _write_model_card(context, folder)
     PartialState().wait_for_everyone()
     return folder
+
+
+def _write_model_card(context: TrainingContext, folder: Path) -> None:
+    """The fusion stage's metrics and confusion matrix beside the end-to-end model, and its model card (README.md)."""
+    from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
+    from ..hub import CONFUSION_MATRIX_FILE, save_model_card
+
+    fusion_dir = context.input_dir("fusion", "all")
+    for name in (METRICS_FILE, CONFUSION_MATRIX_FILE):
+        if (fusion_dir / name).exists():
+            shutil.copyfile(fusion_dir / name, folder / name)
+    on_sample = context.data is not None and Path(context.data).resolve() == SAMPLE_MELD_ROOT
+    recipe = {"recipe": context.recipe.name, **{f"fusion {key}": value for key, value in
+                                               asdict(context.settings("fusion")).items()}}
+    save_model_card(folder, recipe=recipe, datasets=["sample" if on_sample else context.recipe.dataset])
 
 
 def evaluate_saved_fusion(
