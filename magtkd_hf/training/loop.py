@@ -247,7 +247,6 @@ def train_stage(
 
     warmup_steps, total_steps = schedule_lengths(settings, len(train_loader), len(task.train_dataset))
     scheduler = get_linear_schedule_with_warmup(optimizer.optimizer, warmup_steps, max(total_steps, 1))
-    accelerator.register_for_checkpointing(scheduler)
 
     state = {"completed_epochs": 0, "best_dev_weighted_f1": None, "best_epoch": None, "global_step": 0, "history": []}
     if resume:
@@ -259,6 +258,8 @@ def train_stage(
                 raise FileNotFoundError(f"{checkpoint}: not a checkpoint of this loop ({TRAINER_STATE} missing)")
             accelerator.load_state(str(checkpoint))
             state = json.loads((checkpoint / TRAINER_STATE).read_text())
+            # Kept in the JSON trainer state: Accelerate would unpickle a registered scheduler with weights_only=False.
+            scheduler.load_state_dict(state.pop("scheduler"))
             accelerator.print(f"{task.name}: resumed from {checkpoint} (epoch {state['completed_epochs']} done)")
 
     tracker_config = {key: value for key, value in settings.to_dict().items() if isinstance(value, (int, float, str, bool))}
@@ -325,7 +326,9 @@ def train_stage(
                  "dev/accuracy": dev_metrics["accuracy"], "learning_rate": entry["learning_rate"]},
                 step=epoch + 1,
             )
-        _save_checkpoint(accelerator, output_dir, epoch + 1, state, settings.keep_checkpoints)
+        _save_checkpoint(
+            accelerator, output_dir, epoch + 1, {**state, "scheduler": scheduler.state_dict()}, settings.keep_checkpoints
+        )
         epochs_run += 1
         if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < settings.epochs:
             accelerator.wait_for_everyone()
