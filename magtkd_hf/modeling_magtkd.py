@@ -570,6 +570,13 @@ class MagtkdUnimodalModel(MagtkdEncoderPreTrainedModel):
     def _adapt_pretrained_encoder(cls, config: MagtkdConfig, encoder: PreTrainedModel) -> PreTrainedModel:
         return encoder
 
+    def _head_output(self, features, labels, utterance_mask, return_dict):
+        """Logits from the features (U, H), the cross-entropy loss with labels, packed as the model's output."""
+        logits = self.classifier(features)
+        loss = _classification_loss(logits, _utterance_labels(labels, utterance_mask))
+        output = MagtkdUnimodalOutput(loss=loss, logits=logits, features=features)
+        return output if return_dict else output.to_tuple()
+
     def _encoder_dtype(self) -> torch.dtype:
         return next(self.encoder.parameters()).dtype
 
@@ -619,10 +626,7 @@ class MagtkdTextModel(MagtkdUnimodalModel):
             )
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, -1]
         features = self.projection(hidden)
-        logits = self.classifier(features)
-        loss = _classification_loss(logits, _utterance_labels(labels, utterance_mask))
-        output = MagtkdUnimodalOutput(loss=loss, logits=logits, features=features)
-        return output if return_dict else output.to_tuple()
+        return self._head_output(features, labels, utterance_mask, return_dict)
 
 
 class MagtkdAudioModel(MagtkdUnimodalModel):
@@ -665,10 +669,7 @@ class MagtkdAudioModel(MagtkdUnimodalModel):
             attention_mask=None if attention_mask is None else attention_mask.long(),
         ).last_hidden_state
         features = hidden[:, 0]
-        logits = self.classifier(features)
-        loss = _classification_loss(logits, _utterance_labels(labels, utterance_mask))
-        output = MagtkdUnimodalOutput(loss=loss, logits=logits, features=features)
-        return output if return_dict else output.to_tuple()
+        return self._head_output(features, labels, utterance_mask, return_dict)
 
 
 class MagtkdVideoModel(MagtkdUnimodalModel):
@@ -696,10 +697,7 @@ class MagtkdVideoModel(MagtkdUnimodalModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         features = self.encoder(pixel_values.to(self._encoder_dtype())).last_hidden_state[:, 0]
-        logits = self.classifier(features)
-        loss = _classification_loss(logits, _utterance_labels(labels, utterance_mask))
-        output = MagtkdUnimodalOutput(loss=loss, logits=logits, features=features)
-        return output if return_dict else output.to_tuple()
+        return self._head_output(features, labels, utterance_mask, return_dict)
 
 
 class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):

@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from test_remote_code import BLOCK_MAGTKD_HF
 from test_fusion_model import tiny_config as tiny_fusion_config
 from tiny_magtkd import HIDDEN, tiny_config, tiny_processor, write_conversation_rows
 from transformers import AutoModel, AutoProcessor
@@ -131,16 +132,8 @@ def test_from_unimodal_models_keeps_their_weights(model, batch):
                                    model.audio_model(batch["input_values"]).logits)
 
 
-LOAD_WITHOUT_PACKAGE = textwrap.dedent(
+LOAD_WITHOUT_PACKAGE = BLOCK_MAGTKD_HF + textwrap.dedent(
     """
-    import sys
-
-    class BlockMagtkdHf:
-        def find_spec(self, name, path=None, target=None):
-            if name == "magtkd_hf" or name.startswith("magtkd_hf."):
-                raise ImportError(f"{name} is blocked in this test")
-
-    sys.meta_path.insert(0, BlockMagtkdHf())
     import torch
     from transformers import AutoModel
 

@@ -10,7 +10,8 @@ from test_fusion_model import make_batch, tiny_config
 
 from magtkd_hf import MagtkdFusionModel
 
-LOAD_WITHOUT_PACKAGE = textwrap.dedent(
+# Prepended to a subprocess script: from then on `import magtkd_hf` fails, as on a machine without the package.
+BLOCK_MAGTKD_HF = textwrap.dedent(
     """
     import sys
 
@@ -20,6 +21,10 @@ LOAD_WITHOUT_PACKAGE = textwrap.dedent(
                 raise ImportError(f"{name} is blocked in this test")
 
     sys.meta_path.insert(0, BlockMagtkdHf())
+    """
+)
+LOAD_WITHOUT_PACKAGE = BLOCK_MAGTKD_HF + textwrap.dedent(
+    """
     import torch
     from transformers import AutoConfig, AutoModel
 
