@@ -1,14 +1,11 @@
 """MagtkdForEmotionRecognition: processor output -> encoders -> regroup -> fusion; save/load, remote code, dtype."""
 
-import os
-import subprocess
-import sys
 import textwrap
 import warnings
 
 import pytest
 import torch
-from test_remote_code import BLOCK_MAGTKD_HF
+from test_remote_code import BLOCK_MAGTKD_HF, run_offline_script
 from test_fusion_model import tiny_config as tiny_fusion_config
 from tiny_magtkd import HIDDEN, tiny_config, tiny_processor, write_conversation_rows
 from transformers import AutoModel, AutoProcessor
@@ -161,13 +158,11 @@ def test_end_to_end_folder_loads_with_remote_code(model, batch, tmp_path):
     model.save_pretrained(tmp_path / "model")
     MagtkdFusionModel(tiny_fusion_config()).save_pretrained(tmp_path / "fusion")
     torch.save(dict(batch), tmp_path / "inputs.pt")
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, str(tmp_path / "model"), str(tmp_path / "fusion"),
-         str(tmp_path / "inputs.pt"), str(tmp_path / "logits.pt")],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
+    result = run_offline_script(
+        LOAD_WITHOUT_PACKAGE,
+        [tmp_path / "model", tmp_path / "fusion", tmp_path / "inputs.pt", tmp_path / "logits.pt"],
+        tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert "loaded MagtkdForEmotionRecognition" in result.stdout
     with torch.no_grad():
         expected = model(**batch).logits

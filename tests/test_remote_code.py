@@ -47,6 +47,17 @@ LOAD_WITHOUT_PACKAGE = BLOCK_MAGTKD_HF + textwrap.dedent(
 )
 
 
+def run_offline_script(script: str, arguments, tmp_path) -> subprocess.CompletedProcess:
+    """`python -c script arguments...` offline, with a fresh HF_HOME, from `tmp_path`; fails the test if it fails."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    result = subprocess.run(
+        [sys.executable, "-c", script, *map(str, arguments)],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_saved_folder_loads_with_remote_code_and_gives_equal_outputs(tmp_path):
     model = MagtkdFusionModel(tiny_config()).eval()
     batch = make_batch([4, 2], seed=5)
@@ -55,13 +66,7 @@ def test_saved_folder_loads_with_remote_code_and_gives_equal_outputs(tmp_path):
     model.save_pretrained(folder)
     assert {"configuration_magtkd.py", "modeling_magtkd.py", "losses.py"} <= set(os.listdir(folder))
     torch.save(batch, tmp_path / "inputs.pt")
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")}
-    result = subprocess.run(
-        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, str(folder), str(tmp_path / "inputs.pt"),
-         str(tmp_path / "logits.pt")],
-        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_offline_script(LOAD_WITHOUT_PACKAGE, [folder, tmp_path / "inputs.pt", tmp_path / "logits.pt"], tmp_path)
     assert "loaded MagtkdFusionConfig" in result.stdout
     with torch.no_grad():
         expected = model(**batch).logits
