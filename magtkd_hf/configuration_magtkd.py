@@ -1,4 +1,5 @@
-"""Configurations of MAGTKD: the fusion stage alone (`MagtkdFusionConfig`) and the end-to-end model (`MagtkdConfig`)."""
+"""Configurations of MAGTKD, one per model (the CLIP pattern): the text, audio and video stage models, the fusion, and the
+end-to-end composite holding the four as sub-configs. `DATASETS` is the one table of dataset facts."""
 
 from typing import ClassVar
 
@@ -7,9 +8,15 @@ from transformers.configuration_utils import SubConfigSpec
 
 MELD_LABELS = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 IEMOCAP_LABELS = ("ang", "exc", "fru", "hap", "neu", "sad")
+MODALITIES = ("text", "audio", "video")
+# The stage-3 feature columns: the stage-1 models' features and the distilled students' (`_kd`).
+FEATURE_SOURCES = ("text", "audio", "video", "audio_kd", "video_kd")
 
-# The released recipe's settings per dataset (spec sections 2, 4 and 6).
-_PRESETS = {
+# What the released recipe does differently per dataset: labels (in the released order), the fusion loss weights of
+# the audio and video anchors, whether the anchors also distil features, which stage-3 features the fusion reads,
+# the released speaker table (MELD: one row per named speaker of the corpus; IEMOCAP: the two actors) and how the
+# released processor numbers speakers.
+DATASETS = {
     "meld": {
         "labels": MELD_LABELS,
         "audio_anchor_loss_weight": 0.01,
@@ -18,6 +25,7 @@ _PRESETS = {
         "audio_feature_source": "audio_kd",
         "video_feature_source": "video_kd",
         "released_num_speakers": 304,
+        "released_speaker_mode": "global_map",
     },
     "iemocap": {
         "labels": IEMOCAP_LABELS,
@@ -27,11 +35,23 @@ _PRESETS = {
         "audio_feature_source": "audio_kd",
         "video_feature_source": "video",
         "released_num_speakers": 2,
+        "released_speaker_mode": "released_iemocap",
     },
 }
-# The released fusion model pads past a conversation's end with speaker index 2.
-_RELEASED_SPEAKER_PADDING_INDEX = 2
-FEATURE_SOURCES = ("text", "audio", "video", "audio_kd", "video_kd")
+# The released fusion model pads past a conversation's end with speaker index 2 (a real speaker's row as well).
+RELEASED_SPEAKER_PADDING_INDEX = 2
+FUSION_PRESET_KEYS = (
+    "audio_anchor_loss_weight", "video_anchor_loss_weight", "anchor_feature_loss", "audio_feature_source",
+    "video_feature_source",
+)
+
+
+def dataset_facts(name: str) -> dict:
+    """The row of `DATASETS` for `name` (case-insensitive)."""
+    key = str(name).lower()
+    if key not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; known datasets: {sorted(DATASETS)}.")
+    return DATASETS[key]
 
 
 def labels_to_maps(labels):
@@ -40,10 +60,137 @@ def labels_to_maps(labels):
     return id2label, {label: index for index, label in id2label.items()}
 
 
-class MagtkdFusionConfig(PreTrainedConfig):
+class MagtkdLabelsMixin:
+    """Labels default to MELD's seven emotions; `id2label` and `label2id` must be inverse maps over 0..C-1."""
+
+    def _default_labels(self, kwargs):
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            self.id2label, default_label2id = labels_to_maps(MELD_LABELS)
+            self.label2id = self.label2id if self.label2id is not None else default_label2id
+
+    def _complete_labels(self):
+        if self.label2id is None:
+            self.label2id = {label: index for index, label in self.id2label.items()}
+        id2label = {int(index): label for index, label in self.id2label.items()}
+        if sorted(id2label) != list(range(len(id2label))):
+            raise ValueError(f"`id2label` keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}.")
+        label2id = {label: int(index) for label, index in self.label2id.items()}
+        if label2id != {label: index for index, label in id2label.items()}:
+            raise ValueError(f"`label2id` {label2id} disagrees with `id2label` {id2label}.")
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.id2label[index] for index in range(self.num_labels)]
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides):
+        """This config with the labels of dataset `name` ("meld" or "iemocap"); `overrides` win."""
+        id2label, label2id = labels_to_maps(dataset_facts(name)["labels"])
+        return cls(**{"id2label": id2label, "label2id": label2id, **overrides})
+
+    @classmethod
+    def for_meld(cls, **overrides):
+        """The released MELD settings; see `from_preset`."""
+        return cls.from_preset("meld", **overrides)
+
+    @classmethod
+    def for_iemocap(cls, **overrides):
+        """The released IEMOCAP settings; see `from_preset`."""
+        return cls.from_preset("iemocap", **overrides)
+
+
+class MagtkdTextConfig(MagtkdLabelsMixin, PreTrainedConfig):
     r"""
-    Configuration of the multi-modal anchor gated transformer (stage 4 of MAGTKD, spec section 6), which fuses
-    per-utterance text, audio and video features of a conversation.
+    Configuration of [`MagtkdTextModel`]: a RoBERTa-family encoder reads the utterance's prompt; its hidden state at the
+    mask token, projected to `feature_size`, is the utterance's text feature.
+
+    Args:
+        encoder_config (`dict` or `PreTrainedConfig`, *optional*): the encoder; defaults to roberta-large's architecture
+            with the 9 speaker tokens added to its vocabulary (50,274 rows, as the released text model).
+        feature_size (`int`, defaults to 768): width of the projected feature (the fusion width).
+        id2label, label2id: the classes of the stage's classifier (MELD's seven emotions by default).
+    """
+
+    model_type: ClassVar[str] = "magtkd_text"
+    sub_configs_defaults = {
+        "encoder_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="roberta",
+            init_kwargs={
+                "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
+                "max_position_embeddings": 514, "type_vocab_size": 1, "layer_norm_eps": 1e-5, "vocab_size": 50274,
+            },
+        )
+    }
+
+    encoder_config: dict | PreTrainedConfig | None = None
+    feature_size: int = 768
+
+    def __post_init__(self, **kwargs):
+        self._default_labels(kwargs)
+        super().__post_init__(**kwargs)
+        self._complete_labels()
+        if self.feature_size <= 0:
+            raise ValueError(f"`feature_size` must be positive, got {self.feature_size}.")
+
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        """The encoder's config: where `resize_token_embeddings` records the vocabulary size."""
+        return self.encoder_config
+
+
+class _MagtkdMediaConfig(MagtkdLabelsMixin, PreTrainedConfig):
+    """Audio and video stage configs: the encoder's own hidden state is the feature (no projection)."""
+
+    encoder_config: dict | PreTrainedConfig | None = None
+
+    def __post_init__(self, **kwargs):
+        self._default_labels(kwargs)
+        super().__post_init__(**kwargs)
+        self._complete_labels()
+
+    @property
+    def feature_size(self) -> int:
+        return int(self.encoder_config.hidden_size)
+
+
+class MagtkdAudioConfig(_MagtkdMediaConfig):
+    r"""
+    Configuration of [`MagtkdAudioModel`]: a data2vec-audio encoder; its last hidden state at the first frame is the
+    utterance's audio feature.
+
+    Args:
+        encoder_config (`dict` or `PreTrainedConfig`, *optional*): defaults to data2vec-audio-base's architecture with
+            the released `mask_time_length=3`.
+        id2label, label2id: the classes of the stage's classifier.
+    """
+
+    model_type: ClassVar[str] = "magtkd_audio"
+    sub_configs_defaults = {
+        "encoder_config": SubConfigSpec(
+            config_class=AutoConfig, model_type="data2vec-audio", init_kwargs={"mask_time_length": 3}
+        )
+    }
+
+
+class MagtkdVideoConfig(_MagtkdMediaConfig):
+    r"""
+    Configuration of [`MagtkdVideoModel`]: a TimeSformer encoder over the utterance's frames; its last hidden state at
+    the CLS position is the utterance's video feature.
+
+    Args:
+        encoder_config (`dict` or `PreTrainedConfig`, *optional*): defaults to timesformer-base (Kinetics-400), 8
+            frames of 224 x 224.
+        id2label, label2id: the classes of the stage's classifier.
+    """
+
+    model_type: ClassVar[str] = "magtkd_video"
+    sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="timesformer")}
+
+
+class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
+    r"""
+    Configuration of [`MagtkdFusionModel`], the multi-modal anchor gated transformer that fuses per-utterance text,
+    audio and video features of a conversation.
 
     Args:
         hidden_size (`int`, defaults to 768): width H of the utterance features and of the fusion blocks.
@@ -59,16 +206,16 @@ class MagtkdFusionConfig(PreTrainedConfig):
         speaker_init_std (`float`, defaults to 0.1): std of the speaker table's normal initialisation.
         share_text_anchor_block (`bool`, defaults to `True`): the three text-anchor paths share one block and one
             gate, as in the released model; `False` gives each path its own.
-        audio_anchor_loss_weight, video_anchor_loss_weight (`float`): alpha and beta of the fusion loss.
+        audio_anchor_loss_weight, video_anchor_loss_weight (`float`): weights of the audio and video anchors'
+            distillation terms in the fusion loss.
         anchor_feature_loss (`bool`): add the feature-relation loss to the anchors' distillation terms.
-        logit_loss_temperature, logit_loss_inter_weight, logit_loss_intra_weight (`float`): tau, beta and gamma of
-            the DIST logit-relation loss.
+        logit_loss_temperature, logit_loss_inter_weight, logit_loss_intra_weight (`float`): temperature and the
+            inter-/intra-class weights of the DIST logit-relation loss.
         feature_loss_temperature (`float`): temperature of the feature-relation loss.
         audio_feature_source, video_feature_source (`str`): which stage-3 features feed the audio and video inputs
             (`"audio_kd"`/`"audio"`, `"video_kd"`/`"video"`).
 
-    Labels default to MELD's seven emotions in the spec's order. Presets: [`~MagtkdFusionConfig.for_meld`],
-    [`~MagtkdFusionConfig.for_iemocap`], [`~MagtkdFusionConfig.from_preset`].
+    Presets: [`~MagtkdFusionConfig.for_meld`], [`~MagtkdFusionConfig.for_iemocap`], [`~MagtkdFusionConfig.from_preset`].
     """
 
     model_type: ClassVar[str] = "magtkd_fusion"
@@ -94,12 +241,9 @@ class MagtkdFusionConfig(PreTrainedConfig):
     video_feature_source: str = "video_kd"
 
     def __post_init__(self, **kwargs):
-        if self.id2label is None and kwargs.get("num_labels") is None:
-            self.id2label, default_label2id = labels_to_maps(MELD_LABELS)
-            self.label2id = self.label2id if self.label2id is not None else default_label2id
+        self._default_labels(kwargs)
         super().__post_init__(**kwargs)
-        if self.label2id is None:
-            self.label2id = {label: index for index, label in self.id2label.items()}
+        self._complete_labels()
         if self.speaker_padding_index is None:
             self.speaker_padding_index = self.num_speakers
         self._check_values()
@@ -130,121 +274,133 @@ class MagtkdFusionConfig(PreTrainedConfig):
         for name in ("logit_loss_temperature", "feature_loss_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
-        if self.audio_feature_source not in ("audio", "audio_kd"):
-            raise ValueError(f"`audio_feature_source` must be 'audio' or 'audio_kd', got {self.audio_feature_source!r}.")
-        if self.video_feature_source not in ("video", "video_kd"):
-            raise ValueError(f"`video_feature_source` must be 'video' or 'video_kd', got {self.video_feature_source!r}.")
-        self._check_label_maps()
-
-    def _check_label_maps(self):
-        id2label = {int(index): label for index, label in self.id2label.items()}
-        if sorted(id2label) != list(range(len(id2label))):
-            raise ValueError(f"`id2label` keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}.")
-        label2id = {label: int(index) for label, index in self.label2id.items()}
-        inverse = {label: index for index, label in id2label.items()}
-        if label2id != inverse:
-            raise ValueError(f"`label2id` {label2id} disagrees with `id2label` {id2label}.")
+        for name, choices in (("audio_feature_source", ("audio", "audio_kd")),
+                              ("video_feature_source", ("video", "video_kd"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"`{name}` must be one of {choices}, got {getattr(self, name)!r}.")
 
     @classmethod
     def from_preset(cls, name: str, released_speaker_table: bool = False, **overrides):
         """
-        The released recipe's settings for `name` ("meld" or "iemocap"): labels in the spec's order, loss weights,
-        feature sources. `released_speaker_table=True` also takes the released speaker table (MELD: 304 global
-        speakers, IEMOCAP: 2; padding index 2), as needed to convert a released checkpoint. `overrides` win.
+        The released recipe's fusion settings for `name` ("meld" or "iemocap"): labels, loss weights, feature
+        sources. `released_speaker_table=True` also takes the released speaker table (MELD: 304 speakers, IEMOCAP: 2;
+        padding index 2), as a released checkpoint needs. `overrides` win.
         """
-        key = name.lower()
-        if key not in _PRESETS:
-            raise ValueError(f"Unknown preset {name!r}; known presets: {sorted(_PRESETS)}.")
-        preset = dict(_PRESETS[key])
-        released_num_speakers = preset.pop("released_num_speakers")
-        id2label, label2id = labels_to_maps(preset.pop("labels"))
-        settings = {"id2label": id2label, "label2id": label2id, **preset}
+        facts = dataset_facts(name)
+        settings = {key: facts[key] for key in FUSION_PRESET_KEYS}
         if released_speaker_table:
-            settings.update(num_speakers=released_num_speakers, speaker_padding_index=_RELEASED_SPEAKER_PADDING_INDEX)
-        settings.update(overrides)
-        return cls(**settings)
-
-    @classmethod
-    def for_meld(cls, **kwargs):
-        """Released MELD settings; see [`~MagtkdFusionConfig.from_preset`]."""
-        return cls.from_preset("meld", **kwargs)
-
-    @classmethod
-    def for_iemocap(cls, **kwargs):
-        """Released IEMOCAP settings; see [`~MagtkdFusionConfig.from_preset`]."""
-        return cls.from_preset("iemocap", **kwargs)
-
-    def to_fusion_config(self) -> "MagtkdFusionConfig":
-        """The fusion-only config holding this config's fusion fields."""
-        field_names = {name for name in MagtkdFusionConfig.__dataclass_fields__}
-        values = {name: value for name, value in self.to_dict().items() if name in field_names}
-        return MagtkdFusionConfig(**values)
+            settings.update(
+                num_speakers=facts["released_num_speakers"], speaker_padding_index=RELEASED_SPEAKER_PADDING_INDEX
+            )
+        return super().from_preset(name, **{**settings, **overrides})
 
 
-class MagtkdConfig(MagtkdFusionConfig):
+_STAGE_CONFIGS = {"text_config": MagtkdTextConfig, "audio_config": MagtkdAudioConfig, "video_config": MagtkdVideoConfig}
+
+
+class MagtkdConfig(MagtkdLabelsMixin, PreTrainedConfig):
     r"""
-    Configuration of the end-to-end MAGTKD model: the three encoders' configs plus every fusion field of
-    [`MagtkdFusionConfig`].
+    Configuration of the end-to-end [`MagtkdForEmotionRecognition`]: the text, audio and video stage configs and the
+    fusion config, as sub-configs (the CLIP pattern).
 
     Args:
-        text_config (`dict` or `PreTrainedConfig`, *optional*): a RoBERTa-family config; defaults to roberta-large's
-            architecture.
-        audio_config (`dict` or `PreTrainedConfig`, *optional*): a Data2VecAudio config; defaults to
-            data2vec-audio-base's architecture (with the released `mask_time_length=3`).
-        video_config (`dict` or `PreTrainedConfig`, *optional*): a TimeSformer config; defaults to timesformer-base
-            (Kinetics-400) with 8 frames of 224 x 224.
-        **kwargs: the fusion fields of [`MagtkdFusionConfig`].
+        text_config (`dict`, [`MagtkdTextConfig`] or an encoder config, *optional*): the text stage; a plain
+            RoBERTa-family config is taken as its `encoder_config`.
+        audio_config (`dict`, [`MagtkdAudioConfig`] or an encoder config, *optional*): the audio stage (data2vec-audio).
+        video_config (`dict`, [`MagtkdVideoConfig`] or an encoder config, *optional*): the video stage (TimeSformer).
+        fusion_model_config (`dict` or [`MagtkdFusionConfig`], *optional*): the fusion; defaults to the paper's (768
+            wide, 8 heads, MELD's loss weights). (Not `fusion_config`: transformers reserves that name for kernel
+            fusions in `from_pretrained`.)
+        id2label, label2id: the model's classes; default to the fusion's, and are given to every sub-config.
 
     Example:
 
     ```python
     >>> from magtkd_hf import MagtkdConfig
     >>> config = MagtkdConfig.for_meld()
-    >>> config.text_config.hidden_size, config.hidden_size, config.num_labels
+    >>> config.text_config.encoder_config.hidden_size, config.fusion_model_config.hidden_size, config.num_labels
     (1024, 768, 7)
     ```
     """
 
     model_type: ClassVar[str] = "magtkd"
-    sub_configs_defaults = {
-        "text_config": SubConfigSpec(
-            config_class=AutoConfig,
-            model_type="roberta",
-            init_kwargs={
-                "hidden_size": 1024,
-                "num_hidden_layers": 24,
-                "num_attention_heads": 16,
-                "intermediate_size": 4096,
-                "max_position_embeddings": 514,
-                "type_vocab_size": 1,
-                "layer_norm_eps": 1e-5,
-                # roberta-large's 50,265 tokens plus the 9 speaker tokens <s1>..<s9> (the released text model's rows)
-                "vocab_size": 50274,
-            },
-        ),
-        "audio_config": SubConfigSpec(
-            config_class=AutoConfig, model_type="data2vec-audio", init_kwargs={"mask_time_length": 3}
-        ),
-        "video_config": SubConfigSpec(config_class=AutoConfig, model_type="timesformer"),
-    }
+    sub_configs_defaults = {**_STAGE_CONFIGS, "fusion_model_config": MagtkdFusionConfig}
 
     text_config: dict | PreTrainedConfig | None = None
     audio_config: dict | PreTrainedConfig | None = None
     video_config: dict | PreTrainedConfig | None = None
+    fusion_model_config: dict | PreTrainedConfig | None = None
 
-    def _check_values(self):
-        super()._check_values()
-        # The audio and video encoders' features enter the fusion as they are (spec sections 3 and 6); the text
-        # feature goes through W_t, so any text width works.
-        for name in ("audio_config", "video_config"):
-            encoder_config = getattr(self, name, None)
-            encoder_hidden = getattr(encoder_config, "hidden_size", None)
-            if encoder_hidden is not None and encoder_hidden != self.hidden_size:
+    def __post_init__(self, **kwargs):
+        for name, stage_class in _STAGE_CONFIGS.items():
+            setattr(self, name, _as_stage_config(getattr(self, name), stage_class))
+        if self.id2label is None and kwargs.get("num_labels") is None:
+            fusion = self.fusion_model_config
+            fusion_id2label = fusion.id2label if isinstance(fusion, PreTrainedConfig) else (fusion or {}).get("id2label")
+            if fusion_id2label is not None:
+                self.id2label = {int(index): label for index, label in fusion_id2label.items()}
+        self._default_labels(kwargs)
+        super().__post_init__(**kwargs)
+        self._complete_labels()
+        self._share_labels()
+        self._check_widths()
+
+    def _share_labels(self):
+        """The end-to-end model predicts the fusion's classes; the stage configs carry the same names."""
+        id2label = {int(index): label for index, label in self.id2label.items()}
+        for name in (*_STAGE_CONFIGS, "fusion_model_config"):
+            sub_config = getattr(self, name)
+            sub_config.id2label = dict(id2label)
+            sub_config.label2id = {label: index for index, label in id2label.items()}
+
+    def _check_widths(self):
+        """Every stage's feature enters the fusion as it is: its width must be the fusion width."""
+        hidden_size = self.fusion_model_config.hidden_size
+        for name in _STAGE_CONFIGS:
+            feature_size = getattr(self, name).feature_size
+            if feature_size != hidden_size:
                 raise ValueError(
-                    f"`{name}.hidden_size` ({encoder_hidden}) must equal the fusion `hidden_size` ({self.hidden_size}): "
-                    f"the {name.split('_')[0]} encoder's feature enters the fusion without a projection. Give an "
-                    f"{name} of width {self.hidden_size} or set `hidden_size={encoder_hidden}`."
+                    f"`{name}` gives features of width {feature_size}, but the fusion is {hidden_size} wide "
+                    f"(`fusion_model_config.hidden_size`): the {name.split('_')[0]} feature enters the fusion without a "
+                    f"projection. Give a {name} of width {hidden_size} or a fusion of width {feature_size}."
                 )
 
+    def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
+        """The text encoder's config: where `resize_token_embeddings` records the vocabulary size."""
+        return self.text_config.encoder_config
 
-__all__ = ["MagtkdConfig", "MagtkdFusionConfig", "MELD_LABELS", "IEMOCAP_LABELS"]
+    @classmethod
+    def from_preset(cls, name: str, text_config=None, audio_config=None, video_config=None, **fusion_overrides):
+        """
+        The released recipe's settings for dataset `name`: its labels and fusion settings
+        ([`MagtkdFusionConfig.from_preset`], with `fusion_overrides`), the given (or default) stage configs.
+        """
+        fusion_model_config = MagtkdFusionConfig.from_preset(name, **fusion_overrides)
+        return cls(text_config=text_config, audio_config=audio_config, video_config=video_config,
+                   fusion_model_config=fusion_model_config)
+
+
+def _as_stage_config(value, stage_class):
+    """A stage config from a stage config, an encoder config or a dict of either (`None` stays: the default)."""
+    if value is None or isinstance(value, stage_class):
+        return value
+    if isinstance(value, PreTrainedConfig):
+        return stage_class(encoder_config=value)
+    if isinstance(value, dict) and value.get("model_type", stage_class.model_type) != stage_class.model_type:
+        return stage_class(encoder_config=value)
+    return value
+
+
+__all__ = [
+    "DATASETS",
+    "FEATURE_SOURCES",
+    "IEMOCAP_LABELS",
+    "MELD_LABELS",
+    "MODALITIES",
+    "MagtkdAudioConfig",
+    "MagtkdConfig",
+    "MagtkdFusionConfig",
+    "MagtkdTextConfig",
+    "MagtkdVideoConfig",
+    "dataset_facts",
+]

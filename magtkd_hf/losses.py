@@ -1,11 +1,32 @@
 """MAGTKD's distillation losses (spec section 4) and the fusion loss (spec section 6).
 
-All functions take per-sample tensors: logits (n, C), features (n, H), labels (n,). Callers select the real, labelled
-utterances first.
+The relation losses take per-sample tensors: logits (n, C), features (n, H), labels (n,) of the labelled utterances;
+`labelled_positions` and `classification_loss` are the one place where labels of -100 (ignore) are filtered out.
 """
 
 import torch
 import torch.nn.functional as F
+
+
+IGNORE_INDEX = -100
+
+
+def labelled_positions(labels: torch.Tensor) -> torch.Tensor | None:
+    """The boolean mask of the labels that are not `IGNORE_INDEX`, or None when there is none."""
+    labelled = labels != IGNORE_INDEX
+    return labelled if bool(labelled.any()) else None
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of `logits` (n, C) against `labels` (n,) over the labelled samples; 0 (with a graph) when every
+    label is ignored, where `F.cross_entropy` would give NaN."""
+    labels = labels.to(logits.device)
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"`labels` has shape {tuple(labels.shape)}, expected ({logits.shape[0]},).")
+    labelled = labelled_positions(labels)
+    if labelled is None:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labelled].float(), labels[labelled])
 
 
 def pearson_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from magtkd_hf import MagtkdConfig, MagtkdProcessor
+from magtkd_hf import MagtkdAudioConfig, MagtkdConfig, MagtkdFusionConfig, MagtkdProcessor, MagtkdTextConfig, MagtkdVideoConfig
 from magtkd_hf.tiny import TINY_HEADS as HEADS
 from magtkd_hf.tiny import TINY_HIDDEN as HIDDEN
 from magtkd_hf.tiny import TINY_IMAGE_SIZE as IMAGE_SIZE
@@ -16,17 +16,28 @@ def tiny_processor(**settings) -> MagtkdProcessor:
     return package_tiny_processor(make_tiny_roberta_tokenizer(), **settings)
 
 
-def tiny_config(processor: MagtkdProcessor, preset: str | None = None, **overrides) -> MagtkdConfig:
-    """A MagtkdConfig whose text vocabulary covers the processor's tokenizer (speaker tokens included)."""
-    settings = dict(
-        text_config=tiny_text_config(len(processor.tokenizer)), audio_config=tiny_audio_config(),
-        video_config=tiny_video_config(), hidden_size=HIDDEN, num_attention_heads=HEADS, intermediate_size=HIDDEN,
-        dropout=0.1,
-    )
-    settings.update(overrides)
-    if preset is not None:
-        return MagtkdConfig.from_preset(preset, **settings)
-    return MagtkdConfig(**settings)
+STAGE_CONFIG_CLASSES = {"text": MagtkdTextConfig, "audio": MagtkdAudioConfig, "video": MagtkdVideoConfig}
+
+
+def tiny_stage_config(processor: MagtkdProcessor, modality: str, preset: str = "meld"):
+    """The tiny text (vocabulary of the processor's tokenizer, speaker tokens included), audio or video stage config."""
+    encoder_config = {
+        "text": lambda: tiny_text_config(len(processor.tokenizer)), "audio": tiny_audio_config, "video": tiny_video_config,
+    }[modality]()
+    extra = {"feature_size": HIDDEN} if modality == "text" else {}
+    return STAGE_CONFIG_CLASSES[modality].from_preset(preset, encoder_config=encoder_config, **extra)
+
+
+def tiny_fusion_config(preset: str = "meld", **overrides) -> MagtkdFusionConfig:
+    settings = dict(hidden_size=HIDDEN, num_attention_heads=HEADS, intermediate_size=HIDDEN, dropout=0.1)
+    return MagtkdFusionConfig.from_preset(preset, **{**settings, **overrides})
+
+
+def tiny_config(processor: MagtkdProcessor, preset: str | None = None, **fusion_overrides) -> MagtkdConfig:
+    """The end-to-end config of the tiny stage configs and a tiny fusion (`fusion_overrides` win)."""
+    preset = preset or "meld"
+    stages = {f"{modality}_config": tiny_stage_config(processor, modality, preset) for modality in STAGE_CONFIG_CLASSES}
+    return MagtkdConfig(**stages, fusion_model_config=tiny_fusion_config(preset, **fusion_overrides))
 
 
 TEXTS = [

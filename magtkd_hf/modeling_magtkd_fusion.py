@@ -1,0 +1,381 @@
+"""The multi-modal anchor gated transformer: MAGTKD's fusion of per-utterance text, audio and video features."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration_magtkd import MagtkdFusionConfig
+from .losses import fusion_loss, labelled_positions
+
+
+@dataclass
+class MagtkdFusionOutput(ModelOutput):
+    r"""
+    Output of [`MagtkdFusionModel`]. Values at padded positions (attention_mask 0) are zeros and carry no meaning.
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given): the fusion loss.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_utterances, num_labels)`): the prediction (text anchor's
+        head).
+    audio_logits, video_logits (`torch.FloatTensor` of shape `(batch_size, num_utterances, num_labels)`): the audio and
+        video anchors' heads.
+    text_anchor_hidden_states, audio_anchor_hidden_states, video_anchor_hidden_states (`torch.FloatTensor` of shape
+        `(batch_size, num_utterances, hidden_size)`): F_t, F_a and F_v.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    audio_logits: torch.FloatTensor | None = None
+    video_logits: torch.FloatTensor | None = None
+    text_anchor_hidden_states: torch.FloatTensor | None = None
+    audio_anchor_hidden_states: torch.FloatTensor | None = None
+    video_anchor_hidden_states: torch.FloatTensor | None = None
+
+
+def sinusoidal_positions(positions: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """P[pos, 2i] = sin(pos / 10000^(2i/dim)), P[pos, 2i+1] = cos(...): `positions` (U,) -> (U, dim)."""
+    frequencies = torch.exp(
+        torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) * (-math.log(10000.0) / dim)
+    )
+    angles = positions.to(torch.float32)[:, None] * frequencies[None, :]
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1).to(dtype)
+
+
+class ConversationLayout:
+    """
+    Where the U real utterances of a batch sit in its (B, N) grid. Position-wise layers run on the packed (U, D)
+    utterances only, so padding costs nothing; attention runs on the (B, N) grid with padded keys masked out.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.batch_size, self.max_length = attention_mask.shape
+        mask = attention_mask.bool()
+        self.flat_index = mask.flatten().nonzero().squeeze(1)  # (U,)
+        self.positions = self.flat_index % self.max_length  # (U,)
+        self.key_mask = mask[:, None, None, :]  # (B, 1, 1, N), True = a real utterance to attend to
+
+    def repeated(self, times: int) -> "ConversationLayout":
+        """The layout of `times` copies of the batch stacked along the batch dimension."""
+        copy = object.__new__(ConversationLayout)
+        copy.batch_size, copy.max_length = self.batch_size * times, self.max_length
+        offsets = torch.arange(times, device=self.flat_index.device) * (self.batch_size * self.max_length)
+        copy.flat_index = (self.flat_index[None, :] + offsets[:, None]).flatten()
+        copy.positions = self.positions.repeat(times)
+        copy.key_mask = self.key_mask.repeat(times, 1, 1, 1)
+        return copy
+
+    def to_padded(self, packed: torch.Tensor) -> torch.Tensor:
+        """(U, D) -> (B, N, D), zeros at padding."""
+        padded = packed.new_zeros(self.batch_size * self.max_length, packed.shape[-1])
+        padded = padded.index_copy(0, self.flat_index, packed)
+        return padded.view(self.batch_size, self.max_length, -1)
+
+    def to_packed(self, padded: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (U, D)."""
+        return padded.reshape(self.batch_size * self.max_length, -1).index_select(0, self.flat_index)
+
+
+class MagtkdDropout(nn.Dropout):
+    """
+    Dropout with a faster mask on CPU, where `bernoulli_` (behind `F.dropout`) costs about 1.5 ms per (U, H)
+    activation: random bits for p = 0.5, `rand_like` otherwise; the same distribution. `F.dropout` elsewhere.
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or hidden_states.device.type != "cpu":
+            return super().forward(hidden_states)
+        keep = self._fair_coin_mask(hidden_states) if self.p == 0.5 else torch.rand_like(hidden_states) >= self.p
+        return hidden_states * keep * (1.0 / (1.0 - self.p))
+
+    @staticmethod
+    def _fair_coin_mask(hidden_states: torch.Tensor) -> torch.Tensor:
+        # p = 0.5 (the paper's): one random bit per element, 16 from each random int32 (their low bits are uniform);
+        # about 3x faster than comparing `rand_like`.
+        count = hidden_states.numel()
+        words = torch.empty((count + 15) // 16, dtype=torch.int32).random_()
+        shifts = torch.arange(16, dtype=torch.int32)
+        bits = (words[:, None] >> shifts) & 1
+        return bits.flatten()[:count].view(hidden_states.shape).bool()
+
+
+class MagtkdFeedForward(nn.Module):
+    """Pre-norm feed-forward with residual: `x + drop(W_2 drop(GELU(W_1 LN(x))))`."""
+
+    def __init__(self, config: MagtkdFusionConfig):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = MagtkdDropout(config.dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        inner = self.dropout(F.gelu(self.intermediate(self.layer_norm(hidden_states))))
+        return hidden_states + self.dropout(self.output(inner))
+
+
+class MagtkdFusionBlock(nn.Module):
+    """
+    One transformer layer of the fusion: multi-head attention of `query_states` over `key_value_states` within each
+    conversation, residual on the queries, then the feed-forward. Inputs are packed utterances (U, H) that already
+    carry positions and speakers; self- or cross-attention is the caller's choice of inputs.
+    """
+
+    def __init__(self, config: MagtkdFusionConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.attention_dropout = config.dropout
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention_output = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = MagtkdDropout(config.dropout)
+        self.feed_forward = MagtkdFeedForward(config)
+
+    def forward(
+        self, query_states: torch.Tensor, key_value_states: torch.Tensor, layout: ConversationLayout
+    ) -> torch.Tensor:
+        """(U, H), (U, H) -> (U, H)."""
+        projected = torch.cat(
+            (self.query(query_states), self.key(key_value_states), self.value(key_value_states)), dim=-1
+        )
+        batch_size, length = layout.batch_size, layout.max_length
+        query, key, value = (
+            layout.to_padded(projected).view(batch_size, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        )
+        context = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=layout.key_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )  # (B, heads, N, head_dim)
+        context = layout.to_packed(context.transpose(1, 2).reshape(batch_size, length, -1))
+        attended = self.dropout(self.attention_output(context)) + query_states
+        return self.feed_forward(attended)
+
+
+class MagtkdGate(nn.Module):
+    """g(x) = sigmoid(ReLU(W x + b)) * x."""
+
+    def __init__(self, config: MagtkdFusionConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(F.relu(self.dense(hidden_states))) * hidden_states
+
+
+class MagtkdAnchor(nn.Module):
+    """
+    One anchor: F_m = R_m[ g(X(M, M)) ; g(X(O_1 -> M)) ; g(X(O_2 -> M)) ], the anchor modality M attending to itself
+    and to two other sources. With `shared=True` the three paths use one block and one gate (the released text anchor).
+    """
+
+    def __init__(self, config: MagtkdFusionConfig, shared: bool = False):
+        super().__init__()
+        num_blocks = 1 if shared else 3
+        self.blocks = nn.ModuleList([MagtkdFusionBlock(config) for _ in range(num_blocks)])
+        self.gates = nn.ModuleList([MagtkdGate(config) for _ in range(num_blocks)])
+        self.input_dropout = MagtkdDropout(config.dropout)
+        self.reduce = nn.Linear(3 * config.hidden_size, config.hidden_size)
+
+    def forward(
+        self, anchor_states: torch.Tensor, other_states: tuple[torch.Tensor, torch.Tensor], layout: ConversationLayout
+    ) -> torch.Tensor:
+        """
+        Args:
+            anchor_states (`torch.Tensor` of shape `(U, H)`): the anchor modality plus positions and speakers.
+            other_states (two `torch.Tensor` of shape `(U, H)`): the sources it attends to, likewise embedded.
+        Returns:
+            `torch.Tensor` of shape `(U, H)`.
+        """
+        # Self path: no input dropout; cross paths: dropout on queries and keys/values, drawn per path.
+        queries = [anchor_states] + [self.input_dropout(anchor_states) for _ in other_states]
+        keys_values = [anchor_states] + [self.input_dropout(states) for states in other_states]
+        if len(self.blocks) == 1:
+            gated = self._shared_paths(queries, keys_values, layout)
+        else:
+            gated = [
+                gate(block(query, key_value, layout))
+                for block, gate, query, key_value in zip(self.blocks, self.gates, queries, keys_values)
+            ]
+        return self.reduce(torch.cat(gated, dim=-1))
+
+    def _shared_paths(self, queries, keys_values, layout):
+        # One call over the three paths stacked as a 3x batch: larger matrix products, same result.
+        num_paths = len(queries)
+        hidden = self.blocks[0](torch.cat(queries), torch.cat(keys_values), layout.repeated(num_paths))
+        # `unbind` of a (paths, U, H) view rather than `chunk`: U is data-dependent, which torch.export cannot chunk.
+        return self.gates[0](hidden).view(num_paths, -1, hidden.shape[-1]).unbind(0)
+
+
+class MagtkdPreTrainedModel(PreTrainedModel):
+    config_class = MagtkdFusionConfig
+    base_model_prefix = "magtkd"
+    main_input_name = "text_features"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["MagtkdAnchor"]
+
+    def _init_weights(self, module):
+        """The released initialisation: PyTorch's default for linear layers, Xavier-uniform Q/K/V with zero bias."""
+        if isinstance(module, MagtkdFusionBlock):
+            for projection in (module.query, module.key, module.value):
+                init.xavier_uniform_(projection.weight)
+                init.zeros_(projection.bias)
+        elif isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.in_features)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=getattr(self.config, "speaker_init_std", 0.1))
+
+
+class MagtkdFusionModel(MagtkdPreTrainedModel):
+    r"""
+    The multi-modal anchor gated transformer (MAGTKD stage 4): per-utterance text, audio and video features of a batch
+    of conversations -> an emotion per utterance. Audio and video anchors attend to their own modality and to the two
+    others; the text anchor attends to text and to the two anchors; heads on each anchor give the logits.
+
+    Real utterances never see padded ones, and position-wise layers run on real utterances only.
+    """
+
+    def __init__(self, config: MagtkdFusionConfig):
+        super().__init__(config)
+        self.speaker_embeddings = nn.Embedding(
+            config.speaker_table_size, config.hidden_size, padding_idx=config.speaker_padding_index
+        )
+        self.audio_anchor = MagtkdAnchor(config)
+        self.video_anchor = MagtkdAnchor(config)
+        self.text_anchor = MagtkdAnchor(config, shared=config.share_text_anchor_block)
+        self.text_head = nn.Linear(config.hidden_size, config.num_labels)
+        self.audio_head = nn.Linear(config.hidden_size, config.num_labels)
+        self.video_head = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        text_features: torch.Tensor,
+        audio_features: torch.Tensor,
+        video_features: torch.Tensor,
+        speaker_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> MagtkdFusionOutput | tuple:
+        r"""
+        Args:
+            text_features, audio_features, video_features (`torch.FloatTensor` of shape
+                `(batch_size, num_utterances, hidden_size)`): per-utterance features; cast to the model's dtype.
+            speaker_ids (`torch.LongTensor` of shape `(batch_size, num_utterances)`): speaker index of every utterance
+                in `[0, config.num_speakers)`; ignored at padding.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): 1 for real
+                utterances, 0 for padding; all ones when omitted.
+            labels (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): class indices, -100 to
+                ignore an utterance.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if attention_mask is None:
+            attention_mask = torch.ones_like(speaker_ids)
+        self._check_inputs(text_features, audio_features, video_features, speaker_ids, attention_mask)
+        layout = ConversationLayout(attention_mask)
+        dtype = self.text_head.weight.dtype
+
+        position_and_speaker = self._position_and_speaker(layout.to_packed(speaker_ids[..., None]).squeeze(1), layout)
+        text, audio, video = (
+            layout.to_packed(features.to(dtype)) + position_and_speaker
+            for features in (text_features, audio_features, video_features)
+        )
+        audio_anchor = self.audio_anchor(audio, (text, video), layout)
+        video_anchor = self.video_anchor(video, (text, audio), layout)
+        text_anchor = self.text_anchor(
+            text, (audio_anchor + position_and_speaker, video_anchor + position_and_speaker), layout
+        )
+        logits = self.text_head(text_anchor)
+        audio_logits = self.audio_head(audio_anchor)
+        video_logits = self.video_head(video_anchor)
+
+        loss = None
+        if labels is not None:
+            packed_labels = layout.to_packed(labels[..., None].to(speaker_ids.device)).squeeze(1)
+            loss = self._loss(packed_labels, logits, audio_logits, video_logits, text_anchor, audio_anchor, video_anchor)
+        output = MagtkdFusionOutput(
+            loss=loss,
+            logits=layout.to_padded(logits),
+            audio_logits=layout.to_padded(audio_logits),
+            video_logits=layout.to_padded(video_logits),
+            text_anchor_hidden_states=layout.to_padded(text_anchor),
+            audio_anchor_hidden_states=layout.to_padded(audio_anchor),
+            video_anchor_hidden_states=layout.to_padded(video_anchor),
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _position_and_speaker(self, speaker_ids: torch.Tensor, layout: ConversationLayout) -> torch.Tensor:
+        """Sinusoidal position of each utterance in its conversation plus its speaker's embedding: (U,) -> (U, H)."""
+        speakers = self.speaker_embeddings(speaker_ids)
+        return sinusoidal_positions(layout.positions, self.config.hidden_size, speakers.dtype) + speakers
+
+    def _loss(self, labels, logits, audio_logits, video_logits, text_anchor, audio_anchor, video_anchor):
+        labelled = labelled_positions(labels)
+        if labelled is None:
+            return logits.sum() * 0.0
+        config = self.config
+        return fusion_loss(
+            *(tensor[labelled] for tensor in (logits, audio_logits, video_logits, text_anchor, audio_anchor, video_anchor)),
+            labels[labelled],
+            audio_weight=config.audio_anchor_loss_weight,
+            video_weight=config.video_anchor_loss_weight,
+            feature_loss=config.anchor_feature_loss,
+            logit_temperature=config.logit_loss_temperature,
+            inter_weight=config.logit_loss_inter_weight,
+            intra_weight=config.logit_loss_intra_weight,
+            feature_temperature=config.feature_loss_temperature,
+        )
+
+    def _check_inputs(self, text_features, audio_features, video_features, speaker_ids, attention_mask):
+        expected = (*speaker_ids.shape, self.config.hidden_size)
+        for name, features in (("text", text_features), ("audio", audio_features), ("video", video_features)):
+            if tuple(features.shape) != expected:
+                raise ValueError(f"`{name}_features` has shape {tuple(features.shape)}, expected {expected}.")
+        if attention_mask.shape != speaker_ids.shape:
+            raise ValueError(
+                f"`attention_mask` shape {tuple(attention_mask.shape)} differs from `speaker_ids` "
+                f"{tuple(speaker_ids.shape)}."
+            )
+        if speaker_ids.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Conversations of {speaker_ids.shape[1]} utterances exceed max_position_embeddings="
+                f"{self.config.max_position_embeddings}."
+            )
+        real = attention_mask.bool()
+        check_all(
+            real.any(dim=1),
+            lambda: f"Conversations {(~real.any(dim=1)).nonzero().flatten().tolist()} of the batch have no utterance "
+            "(attention_mask all 0).",
+        )
+        num_speakers = self.config.num_speakers
+        check_all(
+            ~real | ((speaker_ids >= 0) & (speaker_ids < num_speakers)),
+            lambda: f"speaker_ids must lie in [0, {num_speakers}) at real utterances, got "
+            f"{sorted(set(speaker_ids[real].tolist()))}.",
+        )
+
+
+def check_all(condition: torch.Tensor, message) -> None:
+    """Raise `ValueError(message())` unless every element of `condition` holds. Under `torch.export`/`torch.compile`
+    the check becomes a runtime assertion instead of a data-dependent branch, so the model stays exportable."""
+    if torch.compiler.is_compiling():
+        torch._check_tensor_all(condition, message)
+    elif not bool(condition.all()):
+        raise ValueError(message())
+
+
+__all__ = ["MagtkdFusionModel", "MagtkdFusionOutput", "MagtkdPreTrainedModel", "check_all", "ConversationLayout"]

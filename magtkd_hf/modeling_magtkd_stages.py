@@ -1,0 +1,363 @@
+"""MAGTKD's stage models: the text, audio and video models of stage 1 (an encoder and a classifier each, trained with
+cross-entropy) and the distillation of stage 2 (an audio or video student taught by the frozen text model)."""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_magtkd import MagtkdAudioConfig, MagtkdTextConfig, MagtkdVideoConfig
+from .losses import classification_loss, distillation_loss, labelled_positions
+from .modeling_magtkd_fusion import MagtkdPreTrainedModel
+
+
+@dataclass
+class MagtkdUnimodalOutput(ModelOutput):
+    r"""
+    Output of [`MagtkdTextModel`], [`MagtkdAudioModel`] and [`MagtkdVideoModel`] for U utterances.
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given): cross-entropy.
+    logits (`torch.FloatTensor` of shape `(num_utterances, num_labels)`): the stage's classifier.
+    features (`torch.FloatTensor` of shape `(num_utterances, feature_size)`): the utterance feature the fusion takes.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    features: torch.FloatTensor | None = None
+
+
+@dataclass
+class MagtkdDistillationOutput(ModelOutput):
+    r"""
+    Output of [`MagtkdDistillationModel`].
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*): the student's objective.
+    logits (`torch.FloatTensor` of shape `(num_utterances, num_labels)`): the student's.
+    teacher_logits (`torch.FloatTensor` of shape `(num_utterances, num_labels)`): the frozen teacher's.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    teacher_logits: torch.FloatTensor | None = None
+
+
+def encoder_from_config(encoder_config) -> PreTrainedModel:
+    """`AutoModel.from_config` without the pooler where the encoder has one: MAGTKD never uses it, and unused
+    parameters break distributed training."""
+    try:
+        return AutoModel.from_config(encoder_config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(encoder_config)
+
+
+def encoder_from_pretrained(name_or_path, **kwargs) -> PreTrainedModel:
+    try:
+        return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **kwargs)
+    except TypeError:
+        return AutoModel.from_pretrained(name_or_path, **kwargs)
+
+
+def _parameter_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+class MagtkdTextEncoder(nn.Module):
+    """
+    The text feature: a RoBERTa-family encoder reads the prompt, whose last token is the mask token (the processor
+    pads on the left); its last hidden state there, projected to `config.feature_size`, is the utterance's feature.
+    """
+
+    def __init__(self, config: MagtkdTextConfig, encoder: PreTrainedModel | None = None):
+        super().__init__()
+        self.encoder = encoder if encoder is not None else encoder_from_config(config.encoder_config)
+        self.projection = nn.Linear(self.encoder.config.hidden_size, config.feature_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(U, L) prompt tokens, left padded -> (U, feature_size)."""
+        if attention_mask is not None and not torch.compiler.is_compiling() and not bool(attention_mask[:, -1].all()):
+            raise ValueError(
+                "The text inputs must be padded on the LEFT (the mask token last): the feature is read at the last "
+                "position. MagtkdProcessor does this."
+            )
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, -1]
+        return self.projection(hidden)
+
+
+class MagtkdAudioEncoder(nn.Module):
+    """The audio feature: a data2vec-audio encoder's last hidden state at the first frame."""
+
+    def __init__(self, config: MagtkdAudioConfig, encoder: PreTrainedModel | None = None):
+        super().__init__()
+        self.encoder = encoder if encoder is not None else encoder_from_config(config.encoder_config)
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(U, S) waveforms, with their (U, S) sample mask -> (U, hidden_size)."""
+        if attention_mask is not None and attention_mask.shape != input_values.shape:
+            raise ValueError(
+                f"The audio attention mask has shape {tuple(attention_mask.shape)} but `input_values` "
+                f"{tuple(input_values.shape)}: pass the processor's `audio_attention_mask`."
+            )
+        hidden = self.encoder(
+            input_values.to(_parameter_dtype(self.encoder)),
+            attention_mask=None if attention_mask is None else attention_mask.long(),
+        ).last_hidden_state
+        return hidden[:, 0]
+
+
+class MagtkdVideoEncoder(nn.Module):
+    """The video feature: a TimeSformer encoder's last hidden state at the CLS position."""
+
+    def __init__(self, config: MagtkdVideoConfig, encoder: PreTrainedModel | None = None):
+        super().__init__()
+        self.encoder = encoder if encoder is not None else encoder_from_config(config.encoder_config)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(U, frames, 3, height, width) -> (U, hidden_size)."""
+        return self.encoder(pixel_values.to(_parameter_dtype(self.encoder))).last_hidden_state[:, 0]
+
+
+class MagtkdEncoderPreTrainedModel(MagtkdPreTrainedModel):
+    """Base of the models built on Hub encoders: each encoder keeps its own initialisation (it is a `PreTrainedModel`
+    of its own); heads are initialised as PyTorch's `nn.Linear`, as the released scripts."""
+
+    supports_gradient_checkpointing = True
+    # The loss is a mean over the batch's utterances: `Trainer` scales it for gradient accumulation itself.
+    accepts_loss_kwargs = False
+    _no_split_modules = []
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, **kwargs):
+        # Each encoder resolves attention on its own config (sdpa where it has it; `attn_implementation=` of
+        # `from_pretrained` reaches them); the heads and the fusion have nothing to dispatch.
+        return "eager"
+
+    def enable_input_require_grads(self):
+        """As `PreTrainedModel.enable_input_require_grads`, for every encoder's input embeddings, whose outputs may be
+        tuples (TimeSformer's patch embeddings return one)."""
+
+        def make_outputs_require_grads(module, inputs, output):
+            for tensor in output if isinstance(output, tuple) else (output,):
+                if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
+                    tensor.requires_grad_(True)
+
+        hooks = []
+        for module in self.modules():
+            if isinstance(module, MagtkdPreTrainedModel) or not isinstance(module, PreTrainedModel):
+                continue
+            embeddings = module.get_input_embeddings()
+            if embeddings is not None:
+                hooks.append(embeddings.register_forward_hook(make_outputs_require_grads))
+        self._require_grads_hooks = hooks
+        if hooks:
+            self._require_grads_hook = hooks[0]
+
+
+class MagtkdUnimodalModel(MagtkdEncoderPreTrainedModel):
+    """A stage-1 model: one modality's feature module and a classifier on its feature, cross-entropy with labels."""
+
+    modality: str = ""
+    feature_module_class: type = nn.Module
+
+    def __init__(self, config, encoder: PreTrainedModel | None = None):
+        super().__init__(config)
+        if encoder is not None and encoder.config.to_diff_dict() != config.encoder_config.to_diff_dict():
+            raise ValueError(f"The given {self.modality} encoder's config differs from `config.encoder_config`.")
+        setattr(self, f"{self.modality}_encoder", self.feature_module_class(config, encoder))
+        self.classifier = nn.Linear(config.feature_size, config.num_labels)
+        self.post_init()
+
+    @property
+    def feature_module(self) -> nn.Module:
+        return getattr(self, f"{self.modality}_encoder")
+
+    def get_input_embeddings(self):
+        return self.feature_module.encoder.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.feature_module.encoder.set_input_embeddings(value)
+
+    @classmethod
+    def from_encoder(cls, config, encoder_name_or_path: str, **kwargs):
+        """
+        A stage-1 model whose encoder starts from a pretrained checkpoint (a Hub name or a folder, passed to
+        `AutoModel.from_pretrained` with `kwargs`); the head is freshly initialised. The returned model's
+        `config.encoder_config` is the checkpoint's (for the text model, resized to `config.encoder_config.vocab_size`,
+        e.g. to add the 9 speaker tokens). `config` itself is not changed.
+        """
+        encoder = cls._adapt_pretrained_encoder(config, encoder_from_pretrained(encoder_name_or_path, **kwargs))
+        config = copy.deepcopy(config)
+        config.encoder_config = encoder.config
+        return cls(config, encoder=encoder)
+
+    @classmethod
+    def _adapt_pretrained_encoder(cls, config, encoder: PreTrainedModel) -> PreTrainedModel:
+        return encoder
+
+    def _output(self, features: torch.Tensor, labels: torch.Tensor | None, return_dict: bool | None):
+        logits = self.classifier(features)
+        loss = None if labels is None else classification_loss(logits, labels)
+        output = MagtkdUnimodalOutput(loss=loss, logits=logits, features=features)
+        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
+
+
+class MagtkdTextModel(MagtkdUnimodalModel):
+    r"""
+    MAGTKD's text model: [`MagtkdTextEncoder`] (encoder + projection to the fusion width) and a classifier.
+    """
+
+    config_class = MagtkdTextConfig
+    modality = "text"
+    feature_module_class = MagtkdTextEncoder
+    main_input_name = "input_ids"
+
+    @classmethod
+    def _adapt_pretrained_encoder(cls, config, encoder):
+        target = config.encoder_config.vocab_size
+        if target is not None and encoder.get_input_embeddings().num_embeddings != target:
+            encoder.resize_token_embeddings(target)
+        return encoder
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> MagtkdUnimodalOutput | tuple:
+        r"""
+        Args:
+            input_ids, attention_mask (`torch.LongTensor` of shape `(num_utterances, sequence_length)`): the
+                processor's prompt tokens, left padded, the mask token last.
+            labels (`torch.LongTensor` of shape `(num_utterances,)`, *optional*): class indices, -100 to ignore.
+        """
+        return self._output(self.text_encoder(input_ids, attention_mask), labels, return_dict)
+
+
+class MagtkdAudioModel(MagtkdUnimodalModel):
+    r"""MAGTKD's audio model: [`MagtkdAudioEncoder`] (data2vec-audio, first-frame feature) and a classifier."""
+
+    config_class = MagtkdAudioConfig
+    modality = "audio"
+    feature_module_class = MagtkdAudioEncoder
+    main_input_name = "input_values"
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> MagtkdUnimodalOutput | tuple:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(num_utterances, num_samples)`): the processor's waveforms.
+            attention_mask (`torch.LongTensor` of shape `(num_utterances, num_samples)`, *optional*): 1 = a real
+                sample: the processor's `audio_attention_mask`.
+            labels (`torch.LongTensor` of shape `(num_utterances,)`, *optional*): class indices, -100 to ignore.
+        """
+        return self._output(self.audio_encoder(input_values, attention_mask), labels, return_dict)
+
+
+class MagtkdVideoModel(MagtkdUnimodalModel):
+    r"""MAGTKD's video model: [`MagtkdVideoEncoder`] (TimeSformer, CLS feature) and a classifier."""
+
+    config_class = MagtkdVideoConfig
+    modality = "video"
+    feature_module_class = MagtkdVideoEncoder
+    main_input_name = "pixel_values"
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> MagtkdUnimodalOutput | tuple:
+        r"""
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(num_utterances, num_frames, 3, height, width)`): the
+                processor's frames.
+            labels (`torch.LongTensor` of shape `(num_utterances,)`, *optional*): class indices, -100 to ignore.
+        """
+        return self._output(self.video_encoder(pixel_values), labels, return_dict)
+
+
+class MagtkdDistillationModel(nn.Module):
+    r"""
+    Stage 2: an audio or video student learns from the frozen text model. The student's objective is its
+    cross-entropy plus `logit_weight` times the DIST logit-relation loss to the teacher's logits plus `feature_weight`
+    times the feature-relation loss to the teacher's features. The teacher stays in eval mode without gradients;
+    `save_pretrained` saves the student alone (the stage's output is a [`MagtkdAudioModel`] or [`MagtkdVideoModel`]).
+    """
+
+    def __init__(
+        self,
+        student: MagtkdAudioModel | MagtkdVideoModel,
+        teacher: MagtkdTextModel,
+        logit_weight: float,
+        feature_weight: float,
+        logit_temperature: float = 2.0,
+        inter_weight: float = 1.0,
+        intra_weight: float = 1.0,
+        feature_temperature: float = 1.0,
+    ):
+        super().__init__()
+        if student.config.label_names != teacher.config.label_names:
+            raise ValueError(
+                f"The student's labels {student.config.label_names} differ from the teacher's "
+                f"{teacher.config.label_names}."
+            )
+        self.student = student
+        self.teacher = teacher.requires_grad_(False).eval()
+        self.loss_weights = dict(
+            logit_weight=logit_weight, feature_weight=feature_weight, logit_temperature=logit_temperature,
+            inter_weight=inter_weight, intra_weight=intra_weight, feature_temperature=feature_temperature,
+        )
+
+    @property
+    def config(self):
+        return self.student.config
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def save_pretrained(self, save_directory, **kwargs):
+        return self.student.save_pretrained(save_directory, **kwargs)
+
+    def forward(
+        self, student_inputs: dict, teacher_inputs: dict, labels: torch.Tensor | None = None
+    ) -> MagtkdDistillationOutput:
+        r"""
+        Args:
+            student_inputs (`dict`): the student's forward arguments (its modality's processor inputs).
+            teacher_inputs (`dict`): the teacher's (`input_ids`, `attention_mask` of the utterances' prompts).
+            labels (`torch.LongTensor` of shape `(num_utterances,)`, *optional*): class indices, -100 to ignore.
+        """
+        student = self.student(**student_inputs, return_dict=True)
+        with torch.no_grad():
+            teacher = self.teacher(**teacher_inputs, return_dict=True)
+        loss = None
+        if labels is not None:
+            labels = labels.to(student.logits.device)
+            labelled = labelled_positions(labels)
+            loss = student.logits.sum() * 0.0 if labelled is None else distillation_loss(
+                student.logits[labelled].float(), teacher.logits[labelled].float(), labels[labelled],
+                student.features[labelled].float(), teacher.features[labelled].float(), **self.loss_weights,
+            )
+        return MagtkdDistillationOutput(loss=loss, logits=student.logits, teacher_logits=teacher.logits)
+
+
+__all__ = [
+    "MagtkdAudioEncoder",
+    "MagtkdAudioModel",
+    "MagtkdDistillationModel",
+    "MagtkdDistillationOutput",
+    "MagtkdTextEncoder",
+    "MagtkdTextModel",
+    "MagtkdUnimodalOutput",
+    "MagtkdVideoEncoder",
+    "MagtkdVideoModel",
+]
