@@ -5,7 +5,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard, ModelCardData
-from transformers import AutoConfig
 
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
 METRICS_FILE = "metrics.json"
@@ -69,8 +68,10 @@ def build_model_card(
     `accuracy`, `per_class_f1`) defaults to the folder's `metrics.json`; a `confusion_matrix.png` in the folder is
     shown; `recipe` (training settings) and `datasets` ("meld", "iemocap", "sample") are listed.
     """
+    from .loading import load_config
+
     model_dir = Path(model_dir)
-    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    config = load_config(model_dir)
     if metrics is None and (model_dir / METRICS_FILE).exists():
         metrics = json.loads((model_dir / METRICS_FILE).read_text())
     label_names = [config.id2label[index] for index in range(config.num_labels)]
@@ -105,7 +106,7 @@ def build_model_card(
         confusion_matrix=CONFUSION_MATRIX_FILE if (model_dir / CONFUSION_MATRIX_FILE).exists() else "",
         recipe_table=markdown_table(["setting", "value"], sorted(recipe.items())) if recipe else "",
         dataset_notes="\n".join(DATASET_NOTES[name] for name in datasets) or "The training data was not recorded.",
-        max_position_embeddings=config.max_position_embeddings,
+        max_position_embeddings=getattr(config.fusion_model_config if end_to_end else config, "max_position_embeddings", ""),
     )
 
 

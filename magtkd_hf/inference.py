@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoProcessor, Pipeline
+from transformers import Pipeline
 
 UTTERANCE_KEYS = {"speaker", "text", "video", "audio", "start", "end"}
 MEDIA_KEYS = ("video", "audio")
@@ -42,10 +42,15 @@ def read_conversation_file(path: str | Path) -> list[dict]:
     return conversation
 
 
-def load_emotion_model(model_dir: str | Path, device: str | torch.device | None = None):
-    """(model, processor) from a folder saved by magtkd-hf, in eval mode on `device`."""
-    model = AutoModel.from_pretrained(model_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+def load_emotion_model(
+    model_dir: str | Path, device: str | torch.device | None = None, trust_remote_code: bool = False
+):
+    """(model, processor) from a folder saved by magtkd-hf, in eval mode on `device`. No code from the folder runs
+    unless `trust_remote_code=True`; weights that do not fit the model are refused (see `magtkd_hf.loading`)."""
+    from .loading import load_model, load_processor
+
+    model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
+    processor = load_processor(model_dir, trust_remote_code=trust_remote_code)
     return model.to(device or "cpu"), processor
 
 

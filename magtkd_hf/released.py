@@ -13,19 +13,20 @@ import datasets
 import numpy as np
 import torch
 
-from .configuration_magtkd import FEATURE_SOURCES, IEMOCAP_LABELS, MELD_LABELS, MagtkdConfig, MagtkdFusionConfig
-from .features import feature_dataset_features
-from .modeling_magtkd import (
-    MagtkdAudioModel,
-    MagtkdForEmotionRecognition,
-    MagtkdFusionModel,
-    MagtkdTextModel,
-    MagtkdVideoModel,
+from .configuration_magtkd import (
+    FEATURE_SOURCES,
+    MagtkdAudioConfig,
+    MagtkdConfig,
+    MagtkdFusionConfig,
+    MagtkdTextConfig,
+    MagtkdVideoConfig,
+    dataset_facts,
 )
+from .features import feature_dataset_features
+from .modeling_magtkd import MagtkdForEmotionRecognition
+from .modeling_magtkd_fusion import MagtkdFusionModel
 
 logger = logging.getLogger(__name__)
-
-RELEASED_LABELS = {"meld": MELD_LABELS, "iemocap": IEMOCAP_LABELS}
 _MODALITY_NAMES = {"t": "text", "a": "audio", "v": "video"}
 # Released encoder names of each anchor's (self, first cross, second cross) paths; the released text anchor runs all
 # three of its paths through `t_t` and `t_t_gate`.
@@ -74,18 +75,13 @@ def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def released_fusion_config(state_dict: Mapping[str, torch.Tensor], dataset: str) -> MagtkdFusionConfig:
     """The fusion config matching a released checkpoint's shapes and the dataset's released settings."""
-    dataset = dataset.lower()
-    if dataset not in RELEASED_LABELS:
-        raise ValueError(f"Unknown dataset {dataset!r}; expected one of {sorted(RELEASED_LABELS)}.")
+    labels = dataset_facts(dataset)["labels"]
     for key in ("speaker_embeddings.weight", "w_t.weight", "t_t.transformer_inter.0.self_attn.proj_q.weight"):
         if key not in state_dict:
             raise ValueError(f"Not a released MAGTKD fusion checkpoint: key {key!r} is missing.")
     num_labels, hidden_size = state_dict["w_t.weight"].shape
-    if num_labels != len(RELEASED_LABELS[dataset]):
-        raise ValueError(
-            f"Key 'w_t.weight' has {num_labels} classes but released {dataset} models have "
-            f"{len(RELEASED_LABELS[dataset])}."
-        )
+    if num_labels != len(labels):
+        raise ValueError(f"Key 'w_t.weight' has {num_labels} classes but released {dataset} models have {len(labels)}.")
     speaker_rows = state_dict["speaker_embeddings.weight"].shape[0]
     num_heads = MagtkdFusionConfig().num_attention_heads
     return MagtkdFusionConfig.from_preset(
@@ -149,7 +145,8 @@ def load_released_fusion(path: str | Path, dataset: str) -> tuple[MagtkdFusionMo
 
 # --- stage-1/2 unimodal checkpoints and the end-to-end model ---------------------------------------------------------
 
-# Released unimodal layout (spec section 7): encoder prefix, and head key prefix -> our key prefix.
+# Released unimodal layout: the encoder's prefix, and the heads' key prefixes -> ours (relative to a feature module:
+# the text model's `W` is the projection to the fusion width; the audio/video models' `W` is their classifier).
 _RELEASED_UNIMODAL_LAYOUT = {
     "text": ("text_model.", {"W.": "projection.", "classifier.": "classifier."}),
     "audio": ("model.", {"W.": "classifier."}),
@@ -160,36 +157,53 @@ _RELEASED_UNIMODAL_LAYOUT = {
 _UNUSED_RELEASED_ENCODER_KEYS = re.compile(r"^pooler\.|(^|\.)(position_ids|token_type_ids)$")
 
 
+def _released_target(key: str, modality: str, expected: Mapping, feature_prefix: str) -> str | None:
+    """Our key for a released unimodal key (None: not in our layout). `feature_prefix` is where the feature module
+    sits in the target model ("text_encoder." in a stage model, "" in a bare feature module)."""
+    prefix, heads = _RELEASED_UNIMODAL_LAYOUT[modality]
+    if key.startswith(prefix):
+        target = f"{feature_prefix}encoder.{key[len(prefix):]}"
+        return target if target in expected else None
+    for released, ours in heads.items():
+        if key.startswith(released):
+            target_prefix = ours if ours == "classifier." else feature_prefix + ours
+            target = target_prefix + key[len(released):]
+            return target if target in expected else None
+    return None
+
+
+def _is_unused_released_key(key: str, modality: str, expected: Mapping) -> bool:
+    """RoBERTa's pooler and saved id buffers; a classifier where the target has none (an end-to-end feature module)."""
+    prefix, heads = _RELEASED_UNIMODAL_LAYOUT[modality]
+    if key.startswith(prefix):
+        return bool(_UNUSED_RELEASED_ENCODER_KEYS.search(key[len(prefix):]))
+    head = next((ours for released, ours in heads.items() if key.startswith(released)), None)
+    return head == "classifier." and not any(name.startswith("classifier.") for name in expected)
+
+
 def convert_released_unimodal_state_dict(
-    state_dict: Mapping[str, torch.Tensor], model: MagtkdTextModel | MagtkdAudioModel | MagtkdVideoModel
+    state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module, modality: str | None = None
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """
     Rename a released stage-1/2 state dict (`text.bin`: `text_model.*`, `W`, `classifier`; `audio.bin`,
     `video.bin`, `text_KD_audio.bin`, `text_KD_video.bin`: `model.*`, `W`) to `model`'s keys, checking every shape.
+    `model` is a stage model ([`MagtkdTextModel`], ...) or a feature module of the end-to-end model (then give
+    `modality`; its classifier-less layout leaves the released classifier unused).
 
     Returns:
-        `(converted_state_dict, unused_keys)` (RoBERTa's pooler, saved id buffers).
+        `(converted_state_dict, unused_keys)` (RoBERTa's pooler, saved id buffers, heads the target lacks).
     Raises:
         `ValueError` naming the key, for a missing, unexpected or wrongly shaped key.
     """
-    prefix, heads = _RELEASED_UNIMODAL_LAYOUT[model.modality]
+    modality = modality or model.modality
+    feature_prefix = f"{modality}_encoder." if hasattr(model, "modality") else ""
+    prefix, heads = _RELEASED_UNIMODAL_LAYOUT[modality]
     expected = model.state_dict()
     converted, unused, unexpected, wrong_shape = {}, [], [], []
     for key, tensor in state_dict.items():
-        target = None
-        if key.startswith(prefix):
-            inner = key[len(prefix):]
-            if f"encoder.{inner}" in expected:
-                target = f"encoder.{inner}"
-            elif _UNUSED_RELEASED_ENCODER_KEYS.search(inner):
-                unused.append(key)
-                continue
-        else:
-            for released, ours in heads.items():
-                if key.startswith(released) and ours + key[len(released):] in expected:
-                    target = ours + key[len(released):]
+        target = _released_target(key, modality, expected, feature_prefix)
         if target is None:
-            unexpected.append(key)
+            (unused if _is_unused_released_key(key, modality, expected) else unexpected).append(key)
             continue
         if tuple(tensor.shape) != tuple(expected[target].shape):
             wrong_shape.append(
@@ -199,15 +213,26 @@ def convert_released_unimodal_state_dict(
         converted[target] = tensor
     if unexpected:
         raise ValueError(
-            f"Keys not in the released {model.modality} layout (`{prefix}*` + head), or not in this encoder: "
+            f"Keys not in the released {modality} layout (`{prefix}*` + head), or not in this encoder: "
             f"{unexpected[:10]}"
         )
     if wrong_shape:
-        raise ValueError(f"{'; '.join(wrong_shape[:5])}: check the {model.modality} encoder's config.")
+        raise ValueError(f"{'; '.join(wrong_shape[:5])}: check the {modality} encoder's config.")
     missing = sorted(set(expected) - set(converted))
     if missing:
-        raise ValueError(f"Keys of the {model.modality} model missing from the released checkpoint: {missing[:10]}")
+        raise ValueError(f"Keys of the {modality} model missing from the released checkpoint: {missing[:10]}")
     return converted, sorted(unused)
+
+
+def _with_settings(config, **settings):
+    """A copy of an encoder config (a `PreTrainedConfig` or a dict) with `settings` set."""
+    config = copy.deepcopy(config)
+    if isinstance(config, dict):
+        config.update(settings)
+    else:
+        for name, value in settings.items():
+            setattr(config, name, value)
+    return config
 
 
 def released_end_to_end_config(
@@ -219,29 +244,22 @@ def released_end_to_end_config(
     text_state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> MagtkdConfig:
     """
-    The end-to-end config of a released MAGTKD: the fusion settings read from the fusion checkpoint (as
-    [`released_fusion_config`]) and the three encoder configs (`PreTrainedConfig`s or dicts). The text encoder's
-    vocabulary is taken from the released text checkpoint (roberta-large resized to 50,274 rows) and the audio
-    encoder gets the released `mask_time_length=3`.
+    The end-to-end config of a released MAGTKD: the fusion read from the fusion checkpoint (as
+    [`released_fusion_config`]) and stage configs over the three encoder configs (`PreTrainedConfig`s or dicts).
+    The text encoder's vocabulary is taken from the released text checkpoint (roberta-large resized to 50,274 rows)
+    and the audio encoder gets the released `mask_time_length=3`.
     """
     fusion_config = released_fusion_config(fusion_state_dict, dataset)
-    text_config, audio_config, video_config = (
-        copy.deepcopy(config) for config in (text_config, audio_config, video_config)
-    )
     embeddings_key = "text_model.embeddings.word_embeddings.weight"
     if text_state_dict is not None and embeddings_key in text_state_dict:
-        vocab_size = text_state_dict[embeddings_key].shape[0]
-        if isinstance(text_config, dict):
-            text_config["vocab_size"] = vocab_size
-        else:
-            text_config.vocab_size = vocab_size
-    if isinstance(audio_config, dict):
-        audio_config["mask_time_length"] = 3
-    else:
-        audio_config.mask_time_length = 3
-    fields = set(MagtkdFusionConfig.__dataclass_fields__)
-    values = {name: value for name, value in fusion_config.to_dict().items() if name in fields}
-    return MagtkdConfig(**values, text_config=text_config, audio_config=audio_config, video_config=video_config)
+        text_config = _with_settings(text_config, vocab_size=text_state_dict[embeddings_key].shape[0])
+    labels = dict(id2label=dict(fusion_config.id2label), label2id=dict(fusion_config.label2id))
+    return MagtkdConfig(
+        text_config=MagtkdTextConfig(encoder_config=text_config, feature_size=fusion_config.hidden_size, **labels),
+        audio_config=MagtkdAudioConfig(encoder_config=_with_settings(audio_config, mask_time_length=3), **labels),
+        video_config=MagtkdVideoConfig(encoder_config=copy.deepcopy(video_config), **labels),
+        fusion_model_config=fusion_config,
+    )
 
 
 def load_released_end_to_end(
@@ -265,7 +283,8 @@ def load_released_end_to_end(
             roberta-large, data2vec-audio-base-960h, timesformer-base-finetuned-k400).
 
     Returns:
-        `(model, unused_keys)`, the unused keys per file (`"fusion"`, `"text"`, ...).
+        `(model, unused_keys)`, the unused keys per file (`"fusion"`, `"text"`, ...): the stage classifiers are among
+        them, as the end-to-end model predicts with the fusion's heads.
     """
     fusion_state = load_torch_state_dict(fusion)
     config = released_fusion_config(fusion_state, dataset)
@@ -286,12 +305,12 @@ def load_released_end_to_end(
     model.fusion.load_state_dict(fusion_converted, strict=True)
     unused = {"fusion": unused_fusion}
     for modality, source in sources.items():
-        submodel = model.unimodal_model(modality)
+        module = model.feature_module(modality)
         try:
-            converted, unused[source] = convert_released_unimodal_state_dict(states[modality], submodel)
+            converted, unused[source] = convert_released_unimodal_state_dict(states[modality], module, modality)
         except ValueError as error:
             raise ValueError(f"{unimodal[source]} ({source}): {error}") from error
-        submodel.load_state_dict(converted, strict=True)
+        module.load_state_dict(converted, strict=True)
     return model.eval(), unused
 
 
@@ -405,7 +424,7 @@ def import_released_features(
     The authors' stage-3 feature pickles, one per split (`{"train": path, "validation": path, "test": path}`), ->
     a `DatasetDict`, saved to `output_dir` when given. Each pickle is read with [`PlainDataUnpickler`].
     """
-    label_names = RELEASED_LABELS[dataset.lower()] if dataset else None
+    label_names = dataset_facts(dataset)["labels"] if dataset else None
     splits = {}
     for split, path in split_files.items():
         splits[split] = released_features_to_dataset(load_plain_pickle(path), str(path), label_names, speaker_indexing)

@@ -1,0 +1,91 @@
+"""Loading saved folders safely: the package's own classes for the package's model types, no code from the folder unless
+the user asks (`trust_remote_code=True`), and a refusal, naming the file, for weights that do not fit the model."""
+
+import json
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModel, AutoProcessor, PreTrainedConfig, PreTrainedModel
+
+from .configuration_magtkd import MagtkdAudioConfig, MagtkdConfig, MagtkdFusionConfig, MagtkdTextConfig, MagtkdVideoConfig
+
+CONFIG_CLASSES = {
+    config_class.model_type: config_class
+    for config_class in (MagtkdTextConfig, MagtkdAudioConfig, MagtkdVideoConfig, MagtkdFusionConfig, MagtkdConfig)
+}
+
+
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded as asked: missing, of an unknown kind, or with unfit weights."""
+
+
+def _model_type(folder: Path) -> str | None:
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ModelFolderError(
+            f"{folder}: no such model folder (no {config_file.name}); give a folder saved by magtkd-hf "
+            "(`save_pretrained`, `magtkd-hf train`, `convert-released`)."
+        )
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelFolderError(f"{config_file}: not a valid JSON config ({error}).") from error
+
+
+def load_config(folder, trust_remote_code: bool = False) -> PreTrainedConfig:
+    """The config of a saved folder: the package's class for a magtkd model type; anything else only with
+    `trust_remote_code=True` (which may run the folder's code)."""
+    folder = Path(folder)
+    model_type = _model_type(folder)
+    if model_type in CONFIG_CLASSES:
+        return CONFIG_CLASSES[model_type].from_pretrained(folder)
+    if not trust_remote_code:
+        raise ModelFolderError(
+            f"{folder / 'config.json'}: model_type {model_type!r} is not one of magtkd-hf's ({sorted(CONFIG_CLASSES)}); "
+            "loading it would run code from the folder. Pass --trust-remote-code (trust_remote_code=True) only if you "
+            "trust its source."
+        )
+    return AutoConfig.from_pretrained(folder, trust_remote_code=True)
+
+
+def load_model(folder, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
+    """
+    The model of a saved folder, checked: every weight of the model present in the folder's checkpoint with its
+    shape, no unexpected weight. Raises [`ModelFolderError`] naming the checkpoint file otherwise.
+    """
+    folder = Path(folder)
+    config = load_config(folder, trust_remote_code)
+    # Mismatched shapes are reported in the loading info (and refused below) rather than raised deep inside.
+    model, info = AutoModel.from_pretrained(
+        folder, config=config, trust_remote_code=trust_remote_code, output_loading_info=True,
+        ignore_mismatched_sizes=True, **kwargs,
+    )
+    problems = {
+        kind: sorted(str(key) for key in info.get(kind, ()))
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        details = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(keys[:5])}" for kind, keys in problems.items())
+        raise ModelFolderError(
+            f"{_weights_file(folder)}: the weights do not fit {type(model).__name__} ({details}). The folder is "
+            "damaged or was saved by another model."
+        )
+    return model
+
+
+def _weights_file(folder: Path) -> Path:
+    candidates = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    return candidates[0] if candidates else folder
+
+
+def load_processor(folder, trust_remote_code: bool = False):
+    """The processor of a saved folder (the package's `MagtkdProcessor` unless `trust_remote_code=True`)."""
+    folder = Path(folder)
+    if not trust_remote_code:
+        from .processors import MagtkdProcessor
+
+        return MagtkdProcessor.from_pretrained(folder)
+    return AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+
+
+__all__ = ["CONFIG_CLASSES", "ModelFolderError", "load_config", "load_model", "load_processor"]

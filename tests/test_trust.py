@@ -1,0 +1,98 @@
+"""Loading a folder never runs code from it unless asked: predict, the pipeline and the model card refuse a folder that
+needs remote code, load the package's own classes for magtkd folders, and refuse weights that do not fit."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from tiny_magtkd import tiny_config, tiny_fusion_config, tiny_processor
+from transformers import pipeline
+
+from magtkd_hf import MagtkdForEmotionRecognition, MagtkdFusionModel
+from magtkd_hf.hub import build_model_card
+from magtkd_hf.inference import load_emotion_model
+from magtkd_hf.loading import ModelFolderError, load_model
+
+MARKER_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trust") / "model"
+    processor = tiny_processor()
+    torch.manual_seed(0)
+    MagtkdForEmotionRecognition(tiny_config(processor)).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _tampered_copy(saved, tmp_path, model_type=None):
+    """A copy of the saved folder whose every module file writes a marker file when imported; with `model_type`, its
+    config names another model type (so loading it would need the folder's own code)."""
+    folder = tmp_path / "tampered"
+    shutil.copytree(saved, folder)
+    marker = tmp_path / "marker"
+    for module in folder.glob("*.py"):
+        module.write_text(MARKER_CODE.format(marker=str(marker)) + module.read_text())
+    if model_type is not None:
+        config = json.loads((folder / "config.json").read_text())
+        config["model_type"] = model_type
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder, marker
+
+
+def test_a_foreign_model_type_is_refused_everywhere_and_no_code_runs(saved, tmp_path):
+    folder, marker = _tampered_copy(saved, tmp_path, model_type="evil")
+    with pytest.raises(ModelFolderError, match="trust-remote-code"):
+        load_emotion_model(folder)
+    with pytest.raises(ModelFolderError, match="trust-remote-code"):
+        build_model_card(folder)
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline("emotion-recognition-in-conversation", model=str(folder))
+    assert not marker.exists()
+
+
+def test_a_magtkd_folder_loads_with_the_package_classes_not_its_files(saved, tmp_path):
+    folder, marker = _tampered_copy(saved, tmp_path)
+    model, processor = load_emotion_model(folder)
+    assert type(model) is MagtkdForEmotionRecognition and type(model).__module__.startswith("magtkd_hf.")
+    build_model_card(folder)
+    assert not marker.exists()
+
+
+def test_opting_in_runs_the_folder_code_of_a_foreign_model_type(saved, tmp_path):
+    folder, marker = _tampered_copy(saved, tmp_path, model_type="evil")
+    try:
+        load_model(folder, trust_remote_code=True)
+    except Exception:  # the tampered folder need not load; its code must have run
+        pass
+    assert marker.exists()
+
+
+def test_missing_and_mismatched_weights_are_refused_naming_the_file(saved, tmp_path):
+    folder = tmp_path / "damaged"
+    shutil.copytree(saved, folder)
+    weights = load_file(folder / "model.safetensors")
+    dropped = next(key for key in weights if key.startswith("fusion."))
+    del weights[dropped]
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelFolderError, match=r"model\.safetensors.*missing keys"):
+        load_emotion_model(folder)
+
+
+def test_a_missing_folder_names_it(tmp_path):
+    with pytest.raises(ModelFolderError, match="no such model folder"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    fusion = MagtkdFusionModel(tiny_fusion_config())
+    fusion.save_pretrained(tmp_path / "fusion")
+    config = json.loads((tmp_path / "fusion" / "config.json").read_text())
+    config["hidden_size"] = 2 * config["hidden_size"]
+    config["intermediate_size"] = 2 * config["intermediate_size"]
+    (tmp_path / "fusion" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match="mismatched keys"):
+        load_model(tmp_path / "fusion")
