@@ -60,9 +60,36 @@ def predict_emotions(model, processor, conversation: Sequence[Mapping]) -> list[
     One conversation (a list of utterance mappings) -> per utterance: speaker, text, the predicted emotion, its
     probability and the probability of every emotion.
     """
-    inputs = processor(list(conversation), return_tensors="pt").to(model.device)
-    logits = model(**inputs).logits[0, : len(conversation)]
+    inputs = processor(list(conversation), return_tensors="pt")
+    check_finite_inputs(inputs, conversation)
+    logits = model(**inputs.to(model.device)).logits[0, : len(conversation)]
+    check_finite_logits(logits, conversation)
     return _rows(conversation, logits.float().softmax(-1), model.config.id2label)
+
+
+_MEDIA_INPUTS = {"input_values": "audio", "pixel_values": "video"}
+
+
+def check_finite_inputs(inputs, conversation: Sequence[Mapping], name: str = "the conversation") -> None:
+    """Refuse NaN or infinite samples or pixels, naming the utterance and its file (one conversation's inputs)."""
+    for key, medium in _MEDIA_INPUTS.items():
+        values = inputs.get(key)
+        if values is None:
+            continue
+        bad = (~values.isfinite()).flatten(1).any(dim=1).nonzero().flatten().tolist()
+        if bad:
+            utterance = conversation[bad[0]]
+            source = utterance.get("audio") if medium == "audio" and utterance.get("audio") else utterance.get("video")
+            raise ValueError(
+                f"{name}, utterance {bad[0]} ({utterance.get('speaker')}: {utterance.get('text')!r}): the {medium} "
+                f"from {source} holds NaN or infinite values."
+            )
+
+
+def check_finite_logits(logits, conversation: Sequence[Mapping], name: str = "the conversation") -> None:
+    bad = (~logits.isfinite()).any(dim=-1).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"{name}, utterances {bad}: the model gave NaN or infinite scores; no emotion is reported.")
 
 
 def _rows(conversation, probabilities, id2label) -> list[dict]:

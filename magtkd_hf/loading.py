@@ -70,7 +70,15 @@ def load_model(folder, trust_remote_code: bool = False, **kwargs) -> PreTrainedM
             f"{_weights_file(folder)}: the weights do not fit {type(model).__name__} ({details}). The folder is "
             "damaged or was saved by another model."
         )
+    check_finite_weights(model, _weights_file(folder))
     return model
+
+
+def check_finite_weights(model: PreTrainedModel, source="the model") -> None:
+    """Refuse NaN or infinite weights, naming the first such tensor: they would give NaN emotions silently."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise ModelFolderError(f"{source}: tensor {name!r} holds NaN or infinite values.")
 
 
 def _weights_file(folder: Path) -> Path:
@@ -88,4 +96,4 @@ def load_processor(folder, trust_remote_code: bool = False):
     return AutoProcessor.from_pretrained(folder, trust_remote_code=True)
 
 
-__all__ = ["CONFIG_CLASSES", "ModelFolderError", "load_config", "load_model", "load_processor"]
+__all__ = ["CONFIG_CLASSES", "ModelFolderError", "check_finite_weights", "load_config", "load_model", "load_processor"]

@@ -96,3 +96,32 @@ def test_weights_of_another_model_are_refused(tmp_path):
     (tmp_path / "fusion" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFolderError, match="mismatched keys"):
         load_model(tmp_path / "fusion")
+
+
+def test_nan_in_a_waveform_or_in_weights_is_an_error_naming_where(saved, tmp_path):
+    import numpy as np
+    import soundfile
+    from media_fixtures import write_mp4
+
+    from magtkd_hf.inference import predict_emotions
+
+    video = write_mp4(tmp_path / "clip.mp4", num_frames=8, audio_seconds=0.5)
+    wave = np.sin(np.linspace(0, 200, 8000)).astype(np.float32)
+    wave[100] = np.nan
+    soundfile.write(tmp_path / "bad.wav", wave, 16000, subtype="FLOAT")
+    conversation = [
+        {"speaker": "Ann", "text": "fine", "video": str(video)},
+        {"speaker": "Bob", "text": "not fine", "video": str(video), "audio": str(tmp_path / "bad.wav")},
+    ]
+    model, processor = load_emotion_model(saved)
+    with pytest.raises(ValueError, match=r"utterance 1 .*bad\.wav.*NaN"):
+        predict_emotions(model, processor, conversation)
+
+    folder = tmp_path / "nan-weights"
+    shutil.copytree(saved, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(key for key in weights if key.startswith("fusion.text_head"))
+    weights[name][0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelFolderError, match=f"tensor '{name}' holds NaN"):
+        load_emotion_model(folder)
