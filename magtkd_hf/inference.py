@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from transformers import Pipeline
+
+from .pipeline_magtkd import EmotionRecognitionInConversationPipeline  # noqa: F401 (the package's pipeline)
 
 UTTERANCE_KEYS = {"speaker", "text", "video", "audio", "start", "end"}
 MEDIA_KEYS = ("video", "audio")
@@ -115,31 +116,3 @@ def format_predictions(rows: Sequence[Mapping], text_width: int = 60) -> str:
         lines.append(f"{row['speaker']:<{speaker_width}}  {text:<{text_width}}  {row['emotion']:<9}  "
                      f"{row['probability']:.2f}")
     return "\n".join(lines)
-
-
-class EmotionRecognitionInConversationPipeline(Pipeline):
-    """
-    `pipeline("emotion-recognition-in-conversation", model=folder)` (after `import magtkd_hf`): call it with one
-    conversation as `{"utterances": [...]}` (a list of such dicts is a batch of conversations); each utterance as in
-    this module's docstring. Returns, per utterance, the emotion, its probability and every emotion's probability.
-    """
-
-    _load_processor = True
-    _load_tokenizer = False
-    _load_feature_extractor = False
-    _load_image_processor = False
-
-    def _sanitize_parameters(self, **kwargs):
-        return {}, {}, {}
-
-    def preprocess(self, conversation):
-        utterances = conversation["utterances"] if isinstance(conversation, Mapping) else conversation
-        inputs = self.processor(list(utterances), return_tensors="pt")
-        return {"inputs": inputs, "utterances": list(utterances)}
-
-    def _forward(self, model_inputs):
-        logits = self.model(**model_inputs["inputs"]).logits[0, : len(model_inputs["utterances"])]
-        return {"probabilities": logits.float().softmax(-1), "utterances": model_inputs["utterances"]}
-
-    def postprocess(self, model_outputs):
-        return _rows(model_outputs["utterances"], model_outputs["probabilities"], self.model.config.id2label)

@@ -8,6 +8,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_magtkd import MODALITIES, MagtkdConfig
 from .modeling_magtkd_fusion import ConversationLayout, MagtkdFusionModel, check_all
+from .pipeline_magtkd import custom_pipelines_entry
 from .modeling_magtkd_stages import (
     MagtkdAudioEncoder,
     MagtkdAudioModel,
@@ -101,6 +102,13 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
         self.fusion = MagtkdFusionModel(config.fusion_model_config)
         self._frozen_modalities: set[str] = set()
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, naming the conversation pipeline in the config (`custom_pipelines`; the
+        pipeline's file travels with the model's code), so the folder works with `pipeline(model=folder,
+        trust_remote_code=True)` where the package is not installed."""
+        self.config.custom_pipelines = custom_pipelines_entry()
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def get_input_embeddings(self):
         return self.text_encoder.encoder.get_input_embeddings()

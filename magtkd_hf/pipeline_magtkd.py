@@ -1,0 +1,125 @@
+"""`pipeline("emotion-recognition-in-conversation")`: an emotion for every utterance of one or more conversations.
+
+Self-contained (no import of the package): every saved end-to-end folder carries this file and names it in its
+config's `custom_pipelines`, so `pipeline(model=folder, trust_remote_code=True)` works where magtkd-hf is not installed.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from transformers import Pipeline
+
+TASK = "emotion-recognition-in-conversation"
+# The task name under which saved folders register this file: another name than the package's registered task, so
+# that with the package installed `pipeline(TASK, model=folder)` uses the package's code and never the folder's.
+REMOTE_TASK = "magtkd-emotion-recognition-in-conversation"
+SCORE_FUNCTIONS = ("softmax", "sigmoid", "none")
+
+
+def _is_utterance(value) -> bool:
+    return isinstance(value, Mapping) and "text" in value and "texts" not in value
+
+
+def as_conversations(inputs) -> tuple[list, bool]:
+    """The pipeline's inputs -> (conversations, whether a single one was given). A conversation is a list of
+    utterance mappings, `{"utterances": [...]}` or a dataset row (`texts`, `speakers`, media columns)."""
+    if isinstance(inputs, Mapping):
+        return [inputs["utterances"] if "utterances" in inputs else inputs], True
+    if isinstance(inputs, Sequence) and inputs and _is_utterance(inputs[0]):
+        return [list(inputs)], True
+    if isinstance(inputs, Sequence) and inputs:
+        return [item["utterances"] if isinstance(item, Mapping) and "utterances" in item else item for item in inputs], False
+    raise ValueError(
+        "Give a conversation (a list of utterance mappings with 'speaker' and 'text', or {'utterances': [...]}, or a "
+        f"dataset row), or a list of conversations; got {type(inputs).__name__}."
+    )
+
+
+def _speakers_and_texts(conversation) -> list[tuple]:
+    if isinstance(conversation, Mapping):  # a dataset row
+        return list(zip(conversation["speakers"], conversation["texts"]))
+    return [(utterance.get("speaker"), utterance.get("text")) for utterance in conversation]
+
+
+class EmotionRecognitionInConversationPipeline(Pipeline):
+    """
+    Call with a conversation, a list of conversations or dataset rows. Returns, per conversation, one entry per
+    utterance: `speaker`, `text`, `label` (the predicted emotion) and `score`; with `top_k` (an int, or None for every
+    class) also `scores`, the best `top_k` as `{"label", "score"}` in decreasing order. `function_to_apply`:
+    "softmax" (default), "sigmoid" or "none" (raw logits). `batch_size` conversations are processed together.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_feature_extractor = False
+    _load_image_processor = False
+
+    def _sanitize_parameters(self, top_k="unset", function_to_apply=None, **unknown):
+        if unknown:
+            raise TypeError(f"Unknown arguments {sorted(unknown)}; known: top_k, function_to_apply, batch_size.")
+        postprocess = {}
+        if top_k != "unset":
+            if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+                raise ValueError(f"top_k must be a positive int or None, got {top_k!r}.")
+            postprocess["top_k"] = top_k
+        if function_to_apply is not None:
+            if function_to_apply not in SCORE_FUNCTIONS:
+                raise ValueError(f"function_to_apply must be one of {SCORE_FUNCTIONS}, got {function_to_apply!r}.")
+            postprocess["function_to_apply"] = function_to_apply
+        return {}, {}, postprocess
+
+    def __call__(self, inputs, batch_size: int | None = None, **kwargs):
+        conversations, single = as_conversations(inputs)
+        _, _, postprocess_params = self._sanitize_parameters(**kwargs)
+        size = batch_size or self._batch_size or 1
+        results = []
+        for start in range(0, len(conversations), size):
+            chunk = conversations[start : start + size]
+            outputs = self.forward(self.preprocess(chunk))
+            results += [self.postprocess(output, **postprocess_params) for output in outputs]
+        return results[0] if single else results
+
+    def preprocess(self, conversations):
+        return {"inputs": self.processor(list(conversations), return_tensors="pt"), "conversations": conversations}
+
+    def _forward(self, model_inputs):
+        logits = self.model(**model_inputs["inputs"]).logits
+        return [
+            {"logits": logits[index, : len(_speakers_and_texts(conversation))].float(), "conversation": conversation}
+            for index, conversation in enumerate(model_inputs["conversations"])
+        ]
+
+    def forward(self, model_inputs, **forward_params):
+        with torch.inference_mode():
+            model_inputs["inputs"] = model_inputs["inputs"].to(self.device)
+            return self._forward(model_inputs)
+
+    def postprocess(self, model_outputs, top_k="unset", function_to_apply="softmax"):
+        logits = model_outputs["logits"]
+        if not bool(logits.isfinite().all()):
+            raise ValueError("The model gave NaN or infinite scores; no emotion is reported.")
+        scores = {"softmax": lambda x: x.softmax(-1), "sigmoid": torch.sigmoid, "none": lambda x: x}[function_to_apply](
+            logits
+        )
+        id2label = self.model.config.id2label
+        rows = []
+        for (speaker, text), utterance_scores in zip(_speakers_and_texts(model_outputs["conversation"]), scores):
+            order = utterance_scores.argsort(descending=True).tolist()
+            row = {"speaker": speaker, "text": text, "label": id2label[order[0]], "score": float(utterance_scores[order[0]])}
+            if top_k != "unset":
+                kept = order if top_k is None else order[:top_k]
+                row["scores"] = [{"label": id2label[index], "score": float(utterance_scores[index])} for index in kept]
+            rows.append(row)
+        return rows
+
+
+def custom_pipelines_entry() -> dict:
+    """The `custom_pipelines` entry of a saved end-to-end config (this module, the AutoModel class)."""
+    return {
+        REMOTE_TASK: {
+            "impl": f"{__name__.rsplit('.', 1)[-1]}.{EmotionRecognitionInConversationPipeline.__name__}",
+            "pt": ["AutoModel"],
+            "tf": [],
+            "type": "multimodal",
+        }
+    }
