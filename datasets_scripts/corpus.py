@@ -1,6 +1,6 @@
 """
-What the MELD and IEMOCAP builders share: conversations read from a release's label files, the media checks, the
-missing-file policy, and the conversion to a `datasets.DatasetDict` with one row per conversation.
+What the MELD and IEMOCAP builders share: conversations read from a release's label files, the label and media
+checks, the missing-file policy, and the conversion to a `datasets.DatasetDict` with one row per conversation.
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ class Corpus:
         label_names (`tuple[str, ...]`): the classes, in the spec's order.
         features (`datasets.Features`): the row schema.
         excluded_labels (`dict[str, Counter]`): per split, utterances left out because their label is not a class.
+        label_problems (`list[LabelProblem]`): rows left out of `splits` that a build refuses unless
+            `on_missing="drop"` (EndTime < StartTime, an utterance listed twice).
+        label_faults (`list[str]`): faults that make the label files unreadable (an absent file, a bad row); only
+            a corpus read with `strict=False` has any (a strict read raises `LabelFilesError` instead).
+        split_sources (`dict[str, str]`): per split, the label file (or split-file entry) it comes from, for messages.
     """
 
     name: str
@@ -68,6 +73,9 @@ class Corpus:
     label_names: tuple[str, ...]
     features: Features
     excluded_labels: dict[str, Counter] = field(default_factory=dict)
+    label_problems: list["LabelProblem"] = field(default_factory=list)
+    label_faults: list[str] = field(default_factory=list)
+    split_sources: dict[str, str] = field(default_factory=dict)
 
     def iter_utterances(self):
         """Yields `(split, dialogue, utterance)` for every utterance."""
@@ -100,6 +108,58 @@ class MediaProblem:
         noun = "utterance" if len(self.utterance_ids) == 1 else "utterances"
         where = f"{self.split} / dialogue {self.dialogue_id} / {noun} {utterances}"
         return f"{where}: {self.path} ({self.status}: {self.reason})"
+
+
+END_BEFORE_START = "end before start"
+DUPLICATE = "duplicate"
+EMPTY_SPLIT = "empty split"
+
+
+@dataclass(frozen=True)
+class LabelProblem:
+    """
+    Label-file rows (or a whole split) that a build refuses unless `on_missing="drop"`.
+
+    Args:
+        split (`str`): the split.
+        kind (`str`): `"end before start"` (EndTime < StartTime), `"duplicate"` (an utterance listed more than once),
+            or `"empty split"` (no utterance in the split).
+        source (`str`): the file (with line numbers) the problem is in.
+        reason (`str`): what is wrong and what a drop leaves out.
+        dialogue_id (`int` or `str`, *optional*): the dialogue, for row problems.
+        utterance_ids (`tuple`): the utterances left out (empty for a split problem, or for a repeated row whose
+            first copy is kept).
+    """
+
+    split: str
+    kind: str
+    source: str
+    reason: str
+    dialogue_id: Optional[DialogueId] = None
+    utterance_ids: tuple[UtteranceId, ...] = ()
+
+    def describe(self) -> str:
+        where = self.split if self.dialogue_id is None else f"{self.split} / dialogue {self.dialogue_id}"
+        return f"{where}: {self.reason} ({self.source})"
+
+
+def find_empty_splits(corpus: Corpus) -> list[LabelProblem]:
+    """A `LabelProblem` for every split of `corpus` without any utterance, naming where the split comes from."""
+    problems = []
+    for split, dialogues in corpus.splits.items():
+        if any(dialogue.utterances for dialogue in dialogues):
+            continue
+        excluded = corpus.excluded_labels.get(split) or Counter()
+        dropped = [p for p in corpus.label_problems if p.split == split and p.kind != EMPTY_SPLIT]
+        notes = []
+        if excluded:
+            labels = ", ".join(f"{label} {n}" for label, n in sorted(excluded.items()))
+            notes.append(f"{sum(excluded.values())} utterance(s) with a label outside the classes ({labels})")
+        if dropped:
+            notes.append(f"{len(dropped)} problem row(s) left out")
+        reason = "no utterance in this split" + (f" after filtering: {'; '.join(notes)}" if notes else "")
+        problems.append(LabelProblem(split, EMPTY_SPLIT, corpus.split_sources.get(split, corpus.root), reason))
+    return problems
 
 
 @dataclass(frozen=True)
@@ -137,11 +197,28 @@ class MediaProblemsError(ValueError):
 class LabelFilesError(ValueError):
     """Raised when a release's label files are absent or cannot be parsed; the message lists every fault found."""
 
-    def __init__(self, dataset_name: str, faults: Sequence[str]):
+    def __init__(self, dataset_name: str, faults: Sequence[str], headline: Optional[str] = None):
         self.faults = list(faults)
-        lines = [f"{dataset_name}: {len(self.faults)} fault(s) in the label files:"]
+        lines = [headline or f"{dataset_name}: {len(self.faults)} fault(s) in the label files:"]
         lines += [f"  {fault}" for fault in self.faults]
         super().__init__("\n".join(lines))
+
+
+class LabelProblemsError(LabelFilesError):
+    """
+    Raised with `on_missing="raise"` when label-file rows make a split unusable (EndTime < StartTime, an utterance
+    listed twice, an empty split); `problems` lists all of them (`LabelProblem`).
+    """
+
+    def __init__(self, dataset_name: str, problems: Sequence[LabelProblem]):
+        self.problems = list(problems)
+        splits = ", ".join(dict.fromkeys(problem.split for problem in self.problems))
+        headline = (
+            f"{dataset_name}: {len(self.problems)} label-file problem(s) make split(s) {splits} unusable. Pass "
+            "`on_missing=\"drop\"` to build without the rows named (a split left empty is then built empty and "
+            "recorded in its `info.description`):"
+        )
+        super().__init__(dataset_name, [problem.describe() for problem in self.problems], headline)
 
 
 @dataclass
@@ -179,11 +256,18 @@ def find_long_clips(corpus: Corpus, probes: dict[str, MediaProbe], max_clip_dura
 
 
 def check_corpus_media(
-    corpus: Corpus, max_clip_duration: Optional[float] = DEFAULT_MAX_CLIP_DURATION, num_workers: int = 8
+    corpus: Corpus,
+    max_clip_duration: Optional[float] = DEFAULT_MAX_CLIP_DURATION,
+    num_workers: int = 8,
+    decode: bool = False,
+    progress: Optional[bool] = False,
 ) -> MediaReport:
-    """Probes every file of the corpus once (header only) and lists the unusable files and the long clips."""
+    """
+    Checks every file of the corpus once (the header; with `decode`, a full decode of the streams used) and lists
+    the unusable files and the long clips. `progress`: a tqdm bar (`None`: only on a terminal).
+    """
     media_files = (media for _, _, utterance in corpus.iter_utterances() for media in utterance.media)
-    probes = probe_many(media_files, num_workers)
+    probes = probe_many(media_files, num_workers, decode=decode, progress=progress)
     long_clips = find_long_clips(corpus, probes, max_clip_duration) if max_clip_duration is not None else []
     return MediaReport(find_media_problems(corpus, probes), long_clips, max_clip_duration, len(probes))
 
@@ -202,15 +286,30 @@ def drop_utterances(corpus: Corpus, problems: Iterable[MediaProblem]) -> Corpus:
     return replace(corpus, splits=splits)
 
 
-def summarize_drops(problems: Sequence[MediaProblem]) -> dict[str, str]:
-    """Per split, a sentence naming every utterance dropped for a media problem (for `info.description`)."""
+def summarize_drops(
+    problems: Sequence[MediaProblem], label_problems: Sequence[LabelProblem] = ()
+) -> dict[str, str]:
+    """
+    Per split, sentences naming every utterance dropped for a media problem, every label-file row left out
+    (EndTime < StartTime, repeated) and whether the split is empty (for `info.description`).
+    """
     summaries = {}
     for split in SPLITS:
+        sentences = []
+        split_label_problems = [p for p in label_problems if p.split == split and p.kind != EMPTY_SPLIT]
+        if split_label_problems:
+            count = sum(len(problem.utterance_ids) for problem in split_label_problems)
+            details = "; ".join(problem.describe() for problem in split_label_problems)
+            sentences.append(f"Left out label-file rows ({count} utterance(s) dropped): {details}.")
         split_problems = [problem for problem in problems if problem.split == split]
         if split_problems:
             count = sum(len(problem.utterance_ids) for problem in split_problems)
             details = "; ".join(problem.describe() for problem in split_problems)
-            summaries[split] = f"Dropped {count} utterance(s) whose media is missing or unreadable: {details}."
+            sentences.append(f"Dropped {count} utterance(s) whose media is missing or unreadable: {details}.")
+        empty = [problem for problem in label_problems if problem.split == split and problem.kind == EMPTY_SPLIT]
+        sentences += [f"Empty split: {problem.describe()}." for problem in empty]
+        if sentences:
+            summaries[split] = " ".join(sentences)
     return summaries
 
 
@@ -245,28 +344,39 @@ def build_dataset_dict(
     on_missing: str = "raise",
     max_clip_duration: Optional[float] = DEFAULT_MAX_CLIP_DURATION,
     num_workers: int = 8,
+    decode: bool = False,
+    progress: Optional[bool] = None,
 ) -> DatasetDict:
     """
-    Applies the media checks and the missing-file policy to `corpus`, then builds the `DatasetDict`.
+    Applies the label and media checks and the missing-file policy to `corpus`, then builds the `DatasetDict`.
 
-    Missing or unreadable files are never replaced: with `on_missing="raise"` one `MediaProblemsError` lists all of
-    them; with `on_missing="drop"` the utterances that need them are left out, logged with counts and recorded in
-    each split's `info.description`. Clips longer than `max_clip_duration` seconds are logged.
+    With `on_missing="raise"`, label-file rows that make a split unusable (EndTime < StartTime, an utterance listed
+    twice) and empty splits raise one `LabelProblemsError` listing all of them, before any media is opened; then
+    missing or unreadable files (never replaced) raise one `MediaProblemsError`. With `on_missing="drop"` those rows
+    and the utterances needing those files are left out, and a split left empty is built empty; all of it is logged
+    and recorded in each split's `info.description`. Clips longer than `max_clip_duration` seconds are logged.
+    `decode` fully decodes every media file instead of reading its header (finds files cut after a good header).
+    `progress`: a tqdm bar over the media files (`None`: only when stderr is a terminal).
     """
     validate_options(on_missing, max_clip_duration)
-    if not check_media:
-        return corpus_to_dataset_dict(corpus, description)
-    report = check_corpus_media(corpus, max_clip_duration, num_workers)
-    for long_clip in report.long_clips:
-        logger.warning("%s: clip longer than %s s: %s", corpus.name, max_clip_duration, long_clip.describe())
-    if not report.problems:
-        return corpus_to_dataset_dict(corpus, description)
+    label_problems = list(corpus.label_problems)
     if on_missing == "raise":
-        raise MediaProblemsError(corpus.name, report.problems)
-    split_notes = summarize_drops(report.problems)
+        refused = label_problems + find_empty_splits(corpus)
+        if refused:
+            raise LabelProblemsError(corpus.name, refused)
+    media_problems: list[MediaProblem] = []
+    if check_media:
+        report = check_corpus_media(corpus, max_clip_duration, num_workers, decode=decode, progress=progress)
+        for long_clip in report.long_clips:
+            logger.warning("%s: clip longer than %s s: %s", corpus.name, max_clip_duration, long_clip.describe())
+        media_problems = report.problems
+        if media_problems and on_missing == "raise":
+            raise MediaProblemsError(corpus.name, media_problems)
+    built = drop_utterances(corpus, media_problems) if media_problems else corpus
+    split_notes = summarize_drops(media_problems, label_problems + find_empty_splits(built))
     for split, note in split_notes.items():
         logger.warning("%s %s: %s", corpus.name, split, note)
-    return corpus_to_dataset_dict(drop_utterances(corpus, report.problems), description, split_notes)
+    return corpus_to_dataset_dict(built, description, split_notes)
 
 
 def class_label_index(label_names: Sequence[str]) -> dict[str, int]:

@@ -15,9 +15,12 @@ from datasets import Features, List, Value
 from ..configuration_magtkd import IEMOCAP_LABELS
 from .corpus import (
     DEFAULT_MAX_CLIP_DURATION,
+    DUPLICATE,
+    END_BEFORE_START,
     Corpus,
     DialogueRecord,
     LabelFilesError,
+    LabelProblem,
     UtteranceRecord,
     build_dataset_dict,
     class_label,
@@ -131,22 +134,25 @@ def parse_transcription(text: str) -> dict[str, str]:
 
 def read_iemocap_dialogue(
     root: Union[str, Path], split: str, dialogue: str
-) -> tuple[Optional[DialogueRecord], Counter, list[str]]:
+) -> tuple[Optional[DialogueRecord], Counter, list[str], list[LabelProblem]]:
     """
-    One dialogue's kept utterances (6 classes, EmoEvaluation order), the count of other labels left out, and the
-    faults found (absent files, utterances without transcript), each naming split, dialogue, utterance and file.
+    One dialogue's kept utterances (6 classes, EmoEvaluation order), the count of other labels left out, the faults
+    found (absent files, utterances without transcript), each naming split, dialogue, utterance and file, and the
+    utterances left out as `LabelProblem`s: end before start, and an utterance on several lines (identical lines:
+    the first is kept; lines that differ: all are left out).
     """
     files = iemocap_dialogue_files(root, dialogue)
     absent = [f"{split} / dialogue {dialogue}: {kind} file {files[kind]} not found"
               for kind in ("evaluation", "transcription") if not files[kind].is_file()]
     if absent:
-        return None, Counter(), absent
+        return None, Counter(), absent, []
     evaluated = parse_emo_evaluation(decode_text_file(files["evaluation"]))
     texts = parse_transcription(decode_text_file(files["transcription"]))
     label_index = class_label_index(IEMOCAP_LABELS)
-    faults, excluded, utterances = [], Counter(), []
+    faults, problems, excluded, by_id = [], [], Counter(), {}
     if not evaluated:
         faults.append(f"{split} / dialogue {dialogue}: no utterance line in {files['evaluation']}")
+    source = str(files["evaluation"])
     for item in evaluated:
         where = f"{split} / dialogue {dialogue} / utterance {item.utterance_id}"
         if item.label not in label_index:
@@ -158,12 +164,25 @@ def read_iemocap_dialogue(
         if item.utterance_id not in texts:
             faults.append(f"{where}: no transcript line in {files['transcription']}")
             continue
-        utterances.append(_iemocap_utterance(item, texts[item.utterance_id], files, label_index))
-    duplicates = [u for u, n in Counter(u.utterance_id for u in utterances).items() if n > 1]
-    faults += [
-        f"{split} / dialogue {dialogue} / utterance {u}: listed twice in {files['evaluation']}" for u in duplicates
-    ]
-    return DialogueRecord(dialogue, tuple(utterances)), excluded, faults
+        if item.end_time < item.start_time:
+            reason = (f"utterance {item.utterance_id}: end {item.end_time:g} s is before start {item.start_time:g} s; "
+                      "it is left out")
+            problems.append(LabelProblem(split, END_BEFORE_START, source, reason, dialogue, (item.utterance_id,)))
+            continue
+        by_id.setdefault(item.utterance_id, []).append(item)
+    utterances = []
+    for utterance_id, copies in by_id.items():
+        if len(copies) > 1:
+            if all(copy == copies[0] for copy in copies):
+                reason = f"utterance {utterance_id} is listed {len(copies)} times; the first is kept"
+                problems.append(LabelProblem(split, DUPLICATE, source, reason, dialogue))
+            else:
+                reason = (f"utterance {utterance_id} is listed {len(copies)} times with different labels or "
+                          "times; all are left out")
+                problems.append(LabelProblem(split, DUPLICATE, source, reason, dialogue, (utterance_id,)))
+                continue
+        utterances.append(_iemocap_utterance(copies[0], texts[utterance_id], files, label_index))
+    return DialogueRecord(dialogue, tuple(utterances)), excluded, faults, problems
 
 
 def _iemocap_utterance(item: EvaluatedUtterance, text: str, files: dict[str, Path], label_index) -> UtteranceRecord:
@@ -183,24 +202,36 @@ def _iemocap_utterance(item: EvaluatedUtterance, text: str, files: dict[str, Pat
     return UtteranceRecord(item.utterance_id, values, media)
 
 
-def read_iemocap_corpus(root: Union[str, Path], split_file: Union[str, Path, None] = None) -> Corpus:
-    """Reads the label and transcription files of every split.json dialogue; one `LabelFilesError` lists all faults."""
+def read_iemocap_corpus(
+    root: Union[str, Path], split_file: Union[str, Path, None] = None, strict: bool = True
+) -> Corpus:
+    """
+    Reads the label and transcription files of every split.json dialogue; one `LabelFilesError` lists all faults
+    (with `strict=False` they are returned in the corpus's `label_faults` instead, the faulty utterances left out).
+    Utterances a build refuses unless `on_missing="drop"` are in `label_problems`. A split file that cannot be read
+    raises in both modes.
+    """
     root = Path(root).expanduser().absolute()
-    splits, excluded_labels, faults = {}, {}, []
+    split_path = Path(split_file) if split_file is not None else DEFAULT_IEMOCAP_SPLIT_FILE
+    splits, excluded_labels, faults, problems = {}, {}, [], []
+    split_keys = {name: key for key, name in _SPLIT_NAMES.items()}
+    sources = {split: f"{split_path}, list {split_keys[split]!r}" for split in _SPLIT_NAMES.values()}
     for split, dialogue_names in read_iemocap_split_file(split_file).items():
         splits[split], excluded_labels[split] = [], Counter()
         for dialogue in dialogue_names:
-            record, excluded, dialogue_faults = read_iemocap_dialogue(root, split, dialogue)
+            record, excluded, dialogue_faults, dialogue_problems = read_iemocap_dialogue(root, split, dialogue)
             faults += dialogue_faults
+            problems += dialogue_problems
             excluded_labels[split] += excluded
             if record is not None and record.utterances:
                 splits[split].append(record)
-    if faults:
+    if faults and strict:
         raise LabelFilesError("IEMOCAP", faults)
     for split, counts in excluded_labels.items():
         if counts:
             logger.info("IEMOCAP %s: left out %d utterance(s) labelled %s", split, sum(counts.values()), dict(counts))
-    return Corpus("IEMOCAP", str(root), splits, IEMOCAP_LABELS, iemocap_features(), excluded_labels)
+    return Corpus("IEMOCAP", str(root), splits, IEMOCAP_LABELS, iemocap_features(), excluded_labels,
+                  label_problems=problems, label_faults=faults, split_sources=sources)
 
 
 def load_iemocap(
@@ -210,6 +241,7 @@ def load_iemocap(
     on_missing: str = "raise",
     max_clip_duration: Optional[float] = DEFAULT_MAX_CLIP_DURATION,
     num_workers: int = 8,
+    decode: bool = False,
 ):
     r"""
     Builds IEMOCAP (6 classes) from the `IEMOCAP_full_release` folder.
@@ -228,16 +260,25 @@ def load_iemocap(
             [...]}}`); defaults to the standard split shipped with the package.
         check_media (`bool`, defaults to `True`): open every WAV's and dialogue AVI's header (PyAV, no decoding).
             `False` builds from the label files alone.
-        on_missing (`str`, defaults to `"raise"`): `"raise"`: one `MediaProblemsError` lists every missing or
-            unreadable file; `"drop"`: the utterances needing them are left out (a missing AVI drops its whole
-            dialogue), logged and recorded in `info.description`. A file is never replaced.
+        on_missing (`str`, defaults to `"raise"`): `"raise"`: utterances whose end is before their start, an
+            utterance listed twice and an empty split (e.g. every validation utterance labelled outside the six
+            classes) raise one `LabelProblemsError`; then one `MediaProblemsError` lists every missing or unreadable
+            file. `"drop"`: those utterances and the ones needing missing files are left out (a missing AVI drops
+            its whole dialogue; of identical repeated lines the first is kept) and a split left empty is built
+            empty, all logged and recorded in `info.description`. A file is never replaced.
         max_clip_duration (`float`, *optional*, defaults to 30): utterance WAVs longer than this many seconds are
             logged. `None` turns this off.
-        num_workers (`int`, defaults to 8): threads opening file headers.
+        num_workers (`int`, defaults to 8): threads opening (or decoding) media files.
+        decode (`bool`, defaults to `False`): decode every WAV and dialogue AVI fully instead of reading its header,
+            so that a file cut after a good header counts as unreadable (much dearer: whole dialogue videos).
 
     Raises:
         `LabelFilesError`: label or transcription files are absent or inconsistent (all faults listed).
+        `LabelProblemsError` (a `LabelFilesError`): with `on_missing="raise"`, end-before-start or repeated
+            utterances, or an empty split (all of them listed, with split and file).
         `MediaProblemsError`: with `on_missing="raise"`, media files are missing or unreadable (all of them listed).
     """
     corpus = read_iemocap_corpus(root, split_file)
-    return build_dataset_dict(corpus, IEMOCAP_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers)
+    return build_dataset_dict(
+        corpus, IEMOCAP_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers, decode=decode
+    )

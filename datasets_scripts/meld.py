@@ -13,9 +13,12 @@ from datasets import Features, List, Value
 from ..configuration_magtkd import MELD_LABELS
 from .corpus import (
     DEFAULT_MAX_CLIP_DURATION,
+    DUPLICATE,
+    END_BEFORE_START,
     Corpus,
     DialogueRecord,
     LabelFilesError,
+    LabelProblem,
     UtteranceRecord,
     build_dataset_dict,
     class_label,
@@ -115,45 +118,84 @@ def _meld_utterance(row: dict[str, str], clip_dir: Path, line_number: int, csv_p
     return UtteranceRecord(utterance_id, values, (MediaFile(video_path, ("video", "audio")),))
 
 
-def read_meld_split(csv_path: Union[str, Path], clip_dir: Union[str, Path]) -> tuple[list[DialogueRecord], list[str]]:
+def read_meld_split(
+    csv_path: Union[str, Path], clip_dir: Union[str, Path], split: str = "train"
+) -> tuple[list[DialogueRecord], list[str], list[LabelProblem]]:
     """
-    The dialogues of one split (ordered by dialogue id, utterances by utterance id) and the faults found (bad rows,
-    repeated utterances), each naming the file, line, dialogue and utterance.
+    The dialogues of one split (ordered by dialogue id, utterances by utterance id), the faults found (bad rows),
+    each naming the file, line, dialogue and utterance, and the rows left out as `LabelProblem`s of `split`:
+    EndTime < StartTime, and an utterance (Dialogue_ID + Utterance_ID) on several rows (identical rows: the first
+    is kept; rows that differ: all are left out, as which one is right is unknown).
     """
     csv_path, clip_dir = Path(csv_path), Path(clip_dir)
-    faults, by_dialogue = [], {}
+    faults, problems, rows_by_key = [], [], {}
     for line_number, row in enumerate(read_meld_csv(csv_path), start=2):
         try:
             utterance = _meld_utterance(row, clip_dir, line_number, csv_path)
         except ValueError as error:
             faults.append(str(error))
             continue
-        utterances = by_dialogue.setdefault(int(row["Dialogue_ID"]), {})
-        if utterance.utterance_id in utterances:
-            faults.append(f"{csv_path}, line {line_number}: dialogue {row['Dialogue_ID']} utterance "
-                          f"{utterance.utterance_id} appears twice")
-        utterances[utterance.utterance_id] = utterance
+        dialogue_id = int(row["Dialogue_ID"])
+        start, end = utterance.values["start_times"], utterance.values["end_times"]
+        if end < start:
+            reason = (f"utterance {utterance.utterance_id}: EndTime {row['EndTime'].strip()} is before StartTime "
+                      f"{row['StartTime'].strip()}; the row is left out")
+            problems.append(LabelProblem(split, END_BEFORE_START, f"{csv_path}, line {line_number}", reason,
+                                         dialogue_id, (utterance.utterance_id,)))
+            continue
+        rows_by_key.setdefault((dialogue_id, utterance.utterance_id), []).append((line_number, utterance))
+    by_dialogue: dict[int, dict[int, UtteranceRecord]] = {}
+    for (dialogue_id, utterance_id), copies in rows_by_key.items():
+        if len(copies) > 1:
+            lines = ", ".join(str(line_number) for line_number, _ in copies)
+            source = f"{csv_path}, lines {lines}"
+            if all(utterance.values == copies[0][1].values for _, utterance in copies):
+                reason = (f"utterance {utterance_id} is on {len(copies)} identical rows; the first is kept, "
+                          "the repeats are left out")
+                problems.append(LabelProblem(split, DUPLICATE, source, reason, dialogue_id))
+            else:
+                differing = sorted(
+                    column for column in copies[0][1].values
+                    if any(utterance.values[column] != copies[0][1].values[column] for _, utterance in copies)
+                )
+                reason = (f"utterance {utterance_id} is on {len(copies)} rows that differ ({', '.join(differing)}); "
+                          "all are left out")
+                problems.append(LabelProblem(split, DUPLICATE, source, reason, dialogue_id, (utterance_id,)))
+                continue
+        by_dialogue.setdefault(dialogue_id, {})[utterance_id] = copies[0][1]
     dialogues = [
         DialogueRecord(dialogue_id, tuple(utterances[u] for u in sorted(utterances)))
         for dialogue_id, utterances in sorted(by_dialogue.items())
     ]
-    return dialogues, faults
+    return dialogues, faults, problems
 
 
-def read_meld_corpus(root: Union[str, Path]) -> Corpus:
-    """Reads the three official CSVs under `root`; raises one `LabelFilesError` listing every fault."""
+def read_meld_corpus(root: Union[str, Path], strict: bool = True) -> Corpus:
+    """
+    Reads the three official CSVs under `root`. Faults that make a CSV unreadable (an absent file or column, a bad
+    row) raise one `LabelFilesError` listing all of them; with `strict=False` they are returned in the corpus's
+    `label_faults` instead (the splits that could be read are kept, without the bad rows). Rows a build refuses
+    unless `on_missing="drop"` are in `label_problems`.
+    """
     root = Path(root).expanduser().absolute()
-    splits, faults = {}, []
+    splits, faults, problems, sources = {}, [], [], {}
     for split, (csv_name, clip_folder) in MELD_SPLIT_FILES.items():
         csv_path = root / csv_name
+        sources[split] = str(csv_path)
         if not csv_path.is_file():
             faults.append(f"{split}: label file {csv_path} not found")
             continue
-        splits[split], split_faults = read_meld_split(csv_path, root / clip_folder)
+        try:
+            splits[split], split_faults, split_problems = read_meld_split(csv_path, root / clip_folder, split)
+        except LabelFilesError as error:
+            faults += error.faults
+            continue
         faults += split_faults
-    if faults:
+        problems += split_problems
+    if faults and strict:
         raise LabelFilesError("MELD", faults)
-    return Corpus("MELD", str(root), splits, MELD_LABELS, meld_features())
+    return Corpus("MELD", str(root), splits, MELD_LABELS, meld_features(), label_problems=problems,
+                  label_faults=faults, split_sources=sources)
 
 
 def load_meld(
@@ -162,6 +204,7 @@ def load_meld(
     on_missing: str = "raise",
     max_clip_duration: Optional[float] = DEFAULT_MAX_CLIP_DURATION,
     num_workers: int = 8,
+    decode: bool = False,
 ):
     r"""
     Builds MELD from the official release folder.
@@ -176,16 +219,25 @@ def load_meld(
         root (`str` or `Path`): the release folder.
         check_media (`bool`, defaults to `True`): open every clip's container header (PyAV, no decoding) to find
             missing and unreadable clips and their durations. `False` builds from the CSVs alone.
-        on_missing (`str`, defaults to `"raise"`): `"raise"`: one `MediaProblemsError` lists every missing or
-            unreadable clip with its split, dialogue and utterance. `"drop"`: those utterances are left out, logged
-            with counts and recorded in each split's `info.description`. A clip is never replaced.
+        on_missing (`str`, defaults to `"raise"`): `"raise"`: rows with EndTime < StartTime, an utterance on
+            several rows and an empty split raise one `LabelProblemsError`; then one `MediaProblemsError` lists every
+            missing or unreadable clip with its split, dialogue and utterance. `"drop"`: those rows and utterances
+            are left out (of identical repeated rows the first is kept) and a split left empty is built empty, all
+            logged and recorded in each split's `info.description`. A clip is never replaced.
         max_clip_duration (`float`, *optional*, defaults to 30): clips longer than this many seconds are logged as
             outliers (the official test split has a few clips minutes long). `None` turns this off.
-        num_workers (`int`, defaults to 8): threads opening clip headers.
+        num_workers (`int`, defaults to 8): threads opening (or decoding) clips.
+        decode (`bool`, defaults to `False`): decode every clip fully (every video frame and the whole sound track)
+            instead of reading its header, so that a clip cut after a good header counts as unreadable. About 50-500x
+            dearer than the header (tens to hundreds of milliseconds a 720p clip).
 
     Raises:
         `LabelFilesError`: a CSV is absent or has bad rows (all of them listed).
+        `LabelProblemsError` (a `LabelFilesError`): with `on_missing="raise"`, rows with EndTime < StartTime,
+            repeated utterances or an empty split (all of them listed, with split, file and line).
         `MediaProblemsError`: with `on_missing="raise"`, clips are missing or unreadable (all of them listed).
     """
     corpus = read_meld_corpus(root)
-    return build_dataset_dict(corpus, MELD_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers)
+    return build_dataset_dict(
+        corpus, MELD_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers, decode=decode
+    )

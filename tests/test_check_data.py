@@ -5,9 +5,13 @@ import json
 import shutil
 from pathlib import Path
 
+import av
 import pytest
+from media_fixtures import write_mp4
 
-from magtkd_hf.cli import main
+from magtkd_hf.cli import build_parser, main
+from magtkd_hf.datasets_scripts import check_data
+from magtkd_hf.datasets_scripts.media import TRUNCATED, UNREADABLE, MediaFile, decode_media, probe_media
 from magtkd_hf.datasets_scripts.synthetic import (
     SyntheticIemocapUtterance as U,
     write_iemocap_dialogue,
@@ -17,13 +21,52 @@ from magtkd_hf.datasets_scripts.synthetic import (
     write_tiny_wav,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TEST_DATA = Path(__file__).resolve().parent / "data"  # the official MELD label CSVs (tests/data/meld/LICENSE.md)
 MELD_CSVS = {"train": "train_sent_emo.csv", "validation": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 
 
 def run_cli(capsys, *argv):
     code = main(["check-data", *map(str, argv)])
     return code, capsys.readouterr().out
+
+
+def run_check_command(capsys, *argv, decode=False):
+    """`check-data` as the CLI runs it, with `decode` set on the parsed arguments (whether or not cli.py has a
+    `--decode` flag yet: `run_check_data` reads it with getattr)."""
+    args = build_parser().parse_args(["check-data", *map(str, argv)])
+    args.decode = decode
+    code = args.func(args)
+    return code, capsys.readouterr().out
+
+
+def write_csv(path, rows):
+    fieldnames = list(rows[0]) if rows else ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID",
+                                             "Utterance_ID", "Season", "Episode", "StartTime", "EndTime"]
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def header_first_mp4(folder: Path, seconds: float = 3.0) -> Path:
+    """A real MP4 (H.264 + AAC) remuxed with its header (moov) before the data, so that a cut file still opens."""
+    whole = write_mp4(folder / "whole.mp4", num_frames=int(seconds * 8), fps=8, audio_seconds=seconds)
+    target_path = folder / "header_first.mp4"
+    with av.open(str(whole)) as source, av.open(
+        str(target_path), "w", format="mp4", options={"movflags": "faststart"}
+    ) as target:
+        streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                target.mux(packet)
+    return target_path
+
+
+def cut_in_half(source: Path, target: Path) -> Path:
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +79,7 @@ def clips(tmp_path_factory):
 def meld_tree(tmp_path, clips):
     rows = {}
     for split, name in MELD_CSVS.items():
-        with open(SHARED / "meld" / name, encoding="utf-8", newline="") as handle:
+        with open(TEST_DATA / "meld" / name, encoding="utf-8", newline="") as handle:
             rows[split] = [row for row in csv.DictReader(handle) if row["Dialogue_ID"] in ("0", "1")]
     return write_meld_tree(tmp_path / "meld", rows, clips["short"]), rows
 
@@ -70,7 +113,7 @@ def test_meld_missing_and_corrupt_clips_fail_and_are_named(meld_tree, clips, cap
 
 def test_meld_labels_only_on_the_real_csvs(tmp_path, capsys):
     for name in MELD_CSVS.values():
-        shutil.copyfile(SHARED / "meld" / name, tmp_path / name)
+        shutil.copyfile(TEST_DATA / "meld" / name, tmp_path / name)
     code, out = run_cli(capsys, "meld", tmp_path, "--no-media")
     assert code == 0 and "Media not checked" in out
     cells = [line.split() for line in out.splitlines()]
@@ -115,3 +158,112 @@ def test_iemocap_report_and_exit_codes(tmp_path, capsys):
     assert code == 1 and "test / dialogue Ses05F_impro02 / utterance Ses05F_impro02_M000:" in out
     code, out = run_cli(capsys, "iemocap", root, "--split-file", split_file, "--on-missing", "drop")
     assert code == 1 and "no utterance left in split(s) test" in out
+
+
+def test_label_faults_and_media_faults_are_reported_in_one_run(meld_tree, capsys):
+    root, rows = meld_tree
+    train = [dict(row) for row in rows["train"]]
+    train[0]["Emotion"] = "boredom"
+    write_csv(root / "train_sent_emo.csv", train)
+    (root / "test_sent_emo.csv").unlink()
+    (root / "dev_splits_complete" / "dia1_utt7.mp4").unlink()
+    (root / "train_splits" / "dia1_utt2.mp4").unlink()
+    code, out = run_cli(capsys, "meld", root)
+    assert code == 2
+    assert "Label file faults: 2\n" in out and "line 2, dialogue '0', utterance '0': unknown emotion 'boredom'" in out
+    assert "test: label file" in out and "test_sent_emo.csv not found" in out
+    # the media of every readable row is still checked: the train row with the bad label is not, the others are
+    assert f"Media files checked: {len(rows['train']) - 1 + len(rows['validation'])} (headers opened)" in out
+    assert "Missing files: 2\n" in out and "validation / dialogue 1 / utterance 7:" in out
+    assert "train / dialogue 1 / utterance 2:" in out
+    assert ("Result: NOT usable: the label files cannot be read (2 fault(s)); 2 media file(s) missing or "
+            "unreadable") in out
+
+
+def test_end_before_start_repeated_rows_and_empty_split_are_faults(meld_tree, capsys):
+    root, rows = meld_tree
+    train = [dict(row) for row in rows["train"]]
+    train[1]["StartTime"], train[1]["EndTime"] = "0:10:00,000", "0:09:59,000"
+    test = [dict(row) for row in rows["test"]] + [dict(rows["test"][0])]
+    write_csv(root / "train_sent_emo.csv", train)
+    write_csv(root / "test_sent_emo.csv", test)
+    write_csv(root / "dev_sent_emo.csv", [])
+    code, out = run_cli(capsys, "meld", root)
+    assert code == 2
+    assert "Rows with EndTime < StartTime or repeated: 2\n" in out
+    assert "train / dialogue 0: utterance 1: EndTime 0:09:59,000 is before StartTime 0:10:00,000" in out
+    assert "train_sent_emo.csv, line 3)" in out
+    assert "test / dialogue 0: utterance 0 is on 2 identical rows" in out and f"lines 2, {len(test) + 1})" in out
+    assert "Empty splits: 1\n  validation: no utterance in this split" in out and "dev_sent_emo.csv" in out
+    assert "Label file faults: 0" in out and "Missing files: 0" in out
+    assert "2 label-file row problem(s)" in out and "no utterance left in split(s) validation" in out
+
+    code, out = run_cli(capsys, "meld", root, "--on-missing", "drop")
+    assert code == 1 and "after dropping those rows:" in out
+    assert "Result: NOT usable: no utterance left in split(s) validation." in out
+
+    write_csv(root / "dev_sent_emo.csv", rows["validation"])
+    code, out = run_cli(capsys, "meld", root, "--on-missing", "drop")
+    assert code == 0 and "Result: usable (1 utterance(s) left out)." in out  # the identical repeat costs nothing
+
+
+def test_decode_finds_a_clip_cut_after_a_good_header(meld_tree, tmp_path, capsys):
+    root, rows = meld_tree
+    truncated = cut_in_half(header_first_mp4(tmp_path), tmp_path / "truncated.mp4")
+    shutil.copyfile(truncated, root / "train_splits" / "dia0_utt1.mp4")
+    code, out = run_check_command(capsys, "meld", root, decode=False)
+    assert code == 0 and "(headers opened)" in out
+    code, out = run_check_command(capsys, "meld", root, "--num-workers", "2", decode=True)
+    assert code == 1
+    assert f"Media files checked: {sum(len(r) for r in rows.values())} (fully decoded)" in out
+    assert "Unreadable files: 1\n  train / dialogue 0 / utterance 1:" in out
+    assert "dia0_utt1.mp4 (truncated: video decodes to" in out and "of the 3.00 s its header declares" in out
+
+
+def test_decode_shows_a_progress_bar(meld_tree, capsys):
+    root, rows = meld_tree
+    report = check_data("meld", root, decode=True, num_workers=2, progress=True)
+    assert report.is_usable and report.decode
+    err = capsys.readouterr().err
+    total = sum(len(r) for r in rows.values())
+    assert "Decoding media" in err and f"{total}/{total}" in err
+
+
+def test_decode_flag_of_the_cli(meld_tree, tmp_path, capsys):
+    root, _ = meld_tree
+    try:
+        build_parser().parse_args(["check-data", "meld", str(root), "--decode"])
+    except SystemExit:
+        pytest.skip("magtkd_hf/cli.py has no --decode flag yet")
+    capsys.readouterr()
+    cut_in_half(header_first_mp4(tmp_path), root / "output_repeated_splits_test" / "dia1_utt0.mp4")
+    assert run_cli(capsys, "meld", root)[0] == 0
+    code, out = run_cli(capsys, "meld", root, "--decode")
+    assert code == 1 and "dia1_utt0.mp4 (truncated" in out
+
+
+def test_decode_media_on_good_and_cut_files(tmp_path):
+    good = header_first_mp4(tmp_path)
+    both = ("video", "audio")
+    assert decode_media(MediaFile(str(good), both)).is_usable
+    assert decode_media(MediaFile(str(write_mp4(tmp_path / "flat.mp4", audio_seconds=2.0)), both)).is_usable
+
+    # cut in half: the last, partial packet fails to decode, after half the frames
+    half = decode_media(MediaFile(str(cut_in_half(good, tmp_path / "half.mp4")), both))
+    assert half.status == TRUNCATED and "then InvalidDataError" in half.reason
+    assert half.duration == pytest.approx(3.0)  # what the header says
+
+    # cut exactly between two packets: decoding ends early without any error
+    with av.open(str(good)) as container:
+        positions = sorted(packet.pos for packet in container.demux() if packet.pos is not None and packet.pos > 0)
+    data = good.read_bytes()
+    clean_cut = tmp_path / "clean_cut.mp4"
+    clean_cut.write_bytes(data[: positions[len(positions) // 2]])
+    assert probe_media(MediaFile(str(clean_cut), both)).is_usable
+    silent = decode_media(MediaFile(str(clean_cut), both))
+    assert silent.status == TRUNCATED and "its header declares" in silent.reason and "then" not in silent.reason
+
+    # the header is at the end (the muxer's default): a cut file does not even open
+    default_layout = cut_in_half(tmp_path / "whole.mp4", tmp_path / "default_cut.mp4")
+    assert decode_media(MediaFile(str(default_layout), both)).status == UNREADABLE
+    assert probe_media(MediaFile(str(default_layout), both)).status == UNREADABLE

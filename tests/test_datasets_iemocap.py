@@ -1,5 +1,6 @@
 """`load_iemocap`: a miniature IEMOCAP_full_release tree (real line formats, tiny media) and a full-size label tree."""
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -8,7 +9,14 @@ import pytest
 from datasets import ClassLabel, List, Value
 
 from magtkd_hf.configuration_magtkd import IEMOCAP_LABELS
-from magtkd_hf.datasets_scripts import DEFAULT_IEMOCAP_SPLIT_FILE, LabelFilesError, MediaProblemsError, load_iemocap
+from magtkd_hf.datasets_scripts import (
+    DEFAULT_IEMOCAP_SPLIT_FILE,
+    LabelFilesError,
+    LabelProblemsError,
+    MediaProblemsError,
+    load_iemocap,
+)
+from magtkd_hf.datasets_scripts.media import TRUNCATED
 from magtkd_hf.datasets_scripts.iemocap import parse_emo_evaluation, parse_transcription
 from magtkd_hf.datasets_scripts.synthetic import (
     SyntheticIemocapUtterance as U,
@@ -17,7 +25,8 @@ from magtkd_hf.datasets_scripts.synthetic import (
     write_tiny_wav,
 )
 
-SHARED_SPLIT_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "iemocap" / "split.json"
+# sha256 of `json.dumps(splits, sort_keys=True)` of the standard MAGTKD/TelME split.json (the dialogue lists).
+STANDARD_SPLIT_SHA256 = "01a9d2df65a7451a003ed1a8e94882e9ffeb8b7096b29ab8e43c563e05901149"
 
 # Real dialogue names of split.json; EmoEvaluation order on purpose not sorted by start time (F001 after M001).
 MINI_DIALOGUES = {
@@ -71,7 +80,12 @@ def mini_iemocap(tmp_path, media_files):
 
 
 def test_shipped_split_file_is_the_standard_split():
-    assert json.loads(DEFAULT_IEMOCAP_SPLIT_FILE.read_text()) == json.loads(SHARED_SPLIT_FILE.read_text())
+    splits = json.loads(DEFAULT_IEMOCAP_SPLIT_FILE.read_text())["splits"]
+    assert hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest() == STANDARD_SPLIT_SHA256
+    assert {key: len(names) for key, names in splits.items()} == {"train": 108, "dev": 12, "test": 31}
+    assert len({name for names in splits.values() for name in names}) == 151  # no dialogue in two splits
+    assert {name[:5] for name in splits["train"] + splits["dev"]} == {"Ses01", "Ses02", "Ses03", "Ses04"}
+    assert {name[:5] for name in splits["test"]} == {"Ses05"}
 
 
 def test_line_parsers_keep_only_utterance_lines():
@@ -196,3 +210,72 @@ def test_full_size_label_tree_gives_the_standard_counts(tmp_path):
         assert dataset[split]["dialogue_id"] == splits[key]
         assert sum(len(labels) for labels in dataset[split]["labels"]) == totals[key]
     assert (dataset.num_rows["train"], dataset.num_rows["validation"], dataset.num_rows["test"]) == (108, 12, 31)
+
+
+def rewrite_dialogue(root, media_files, dialogue, utterances):
+    write_iemocap_dialogue(root, dialogue, utterances, EXTRA_TRANSCRIPT_LINES, media_files["wav"], media_files["avi"])
+
+
+def test_end_before_start_raises_naming_split_and_file_unless_dropped(mini_iemocap, media_files):
+    root, split_file = mini_iemocap
+    utterances = list(MINI_DIALOGUES["train"]["Ses01F_impro01"])
+    utterances[2] = U("Ses01F_impro01_M001", "ang", 18.0175, 14.8872, "Yeah, you need to fill that out.")
+    rewrite_dialogue(root, media_files, "Ses01F_impro01", utterances)
+    with pytest.raises(LabelProblemsError) as caught:
+        load_iemocap(root, split_file=split_file)
+    message = str(caught.value)
+    assert "train / dialogue Ses01F_impro01: utterance Ses01F_impro01_M001: end 14.8872 s is before start" in message
+    assert "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt" in message
+    dataset = load_iemocap(root, split_file=split_file, on_missing="drop")
+    assert dataset["train"][0]["utterance_ids"] == ["Ses01F_impro01_F000", "Ses01F_impro01_F001"]
+    assert "Left out label-file rows (1 utterance(s) dropped)" in dataset["train"].info.description
+
+
+def test_utterance_listed_twice_raises_and_drop_keeps_the_first_identical_line(mini_iemocap, media_files):
+    root, split_file = mini_iemocap
+    utterances = list(MINI_DIALOGUES["test"]["Ses05F_impro02"])
+    rewrite_dialogue(root, media_files, "Ses05F_impro02", utterances + [utterances[0]])
+    with pytest.raises(LabelProblemsError) as caught:
+        load_iemocap(root, split_file=split_file, check_media=False)
+    assert "test / dialogue Ses05F_impro02: utterance Ses05F_impro02_M000 is listed 2 times" in str(caught.value)
+    dataset = load_iemocap(root, split_file=split_file, on_missing="drop")
+    assert dataset["test"][0]["utterance_ids"] == ["Ses05F_impro02_M000", "Ses05F_impro02_F001"]
+    assert "is listed 2 times; the first is kept" in dataset["test"].info.description
+
+
+def test_utterance_listed_twice_with_different_labels_is_left_out(mini_iemocap, media_files):
+    root, split_file = mini_iemocap
+    utterances = list(MINI_DIALOGUES["test"]["Ses05F_impro02"])
+    conflicting = U("Ses05F_impro02_F001", "ang", 5.5, 9.25, "x")
+    rewrite_dialogue(root, media_files, "Ses05F_impro02", utterances + [conflicting])
+    dataset = load_iemocap(root, split_file=split_file, check_media=False, on_missing="drop")
+    assert dataset["test"][0]["utterance_ids"] == ["Ses05F_impro02_M000"]
+    assert "with different labels or times; all are left out" in dataset["test"].info.description
+
+
+def test_validation_empty_after_filtering_raises_unless_dropped(mini_iemocap, media_files):
+    root, split_file = mini_iemocap
+    rewrite_dialogue(root, media_files, "Ses01M_impro01", [U("Ses01M_impro01_F000", "xxx", 1.25, 3.5, "Next.")])
+    with pytest.raises(LabelProblemsError) as caught:
+        load_iemocap(root, split_file=split_file)
+    message = str(caught.value)
+    assert "split(s) validation unusable" in message
+    assert ("validation: no utterance in this split after filtering: 1 utterance(s) with a label outside the "
+            "classes (xxx 1)") in message
+    assert f"{split_file}, list 'dev'" in message
+    dataset = load_iemocap(root, split_file=split_file, on_missing="drop")
+    assert dataset["validation"].num_rows == 0 and dataset["train"].num_rows == 2
+    assert "Empty split: validation: no utterance in this split" in dataset["validation"].info.description
+
+
+def test_truncated_wav_is_found_by_the_full_decode_only(mini_iemocap):
+    root, split_file = mini_iemocap
+    wav = root / "Session1/sentences/wav/Ses01F_script01_1/Ses01F_script01_1_F000.wav"
+    data = wav.read_bytes()
+    wav.write_bytes(data[: len(data) // 2])
+    load_iemocap(root, split_file=split_file)  # FFmpeg sizes a WAV by the file: the header check passes
+    with pytest.raises(MediaProblemsError) as caught:
+        load_iemocap(root, split_file=split_file, decode=True)
+    (problem,) = caught.value.problems
+    assert problem.status == TRUNCATED and problem.path == str(wav)
+    assert "the WAV data chunk declares 6400 bytes" in str(caught.value)

@@ -6,22 +6,26 @@ import math
 import shutil
 from pathlib import Path
 
+import av
 import pytest
 from datasets import ClassLabel, List, Value
+from media_fixtures import write_mp4
 
 from magtkd_hf.configuration_magtkd import MELD_LABELS
-from magtkd_hf.datasets_scripts import LabelFilesError, MediaProblemsError, load_meld
+from magtkd_hf.datasets_scripts import LabelFilesError, LabelProblemsError, MediaProblemsError, load_meld
+from magtkd_hf.datasets_scripts.media import TRUNCATED, MediaFile, probe_media
 from magtkd_hf.datasets_scripts.meld import parse_meld_timestamp, read_meld_csv
 from magtkd_hf.datasets_scripts.synthetic import write_meld_tree, write_tiny_mp4
 
-SHARED_MELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld"
+# The official MELD label CSVs (GPL-3.0, see tests/data/meld/LICENSE.md), shipped with the tests.
+MELD_LABEL_DIR = Path(__file__).resolve().parent / "data" / "meld"
 CSV_NAMES = {"train": "train_sent_emo.csv", "validation": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 
 
 def real_meld_rows(split, dialogue_ids):
     """Rows of the real CSV of `split` for the given dialogues, in file order."""
-    path = SHARED_MELD / CSV_NAMES[split]
-    assert path.is_file(), f"the real MELD CSVs are expected in {SHARED_MELD} (shared/ beside the repository)"
+    path = MELD_LABEL_DIR / CSV_NAMES[split]
+    assert path.is_file(), f"the real MELD CSVs are expected in {MELD_LABEL_DIR}"
     with open(path, encoding="utf-8", newline="") as handle:
         return [row for row in csv.DictReader(handle) if int(row["Dialogue_ID"]) in dialogue_ids]
 
@@ -29,8 +33,8 @@ def real_meld_rows(split, dialogue_ids):
 @pytest.fixture(scope="module")
 def real_meld():
     for name in CSV_NAMES.values():
-        assert (SHARED_MELD / name).is_file(), f"{SHARED_MELD / name} is missing (shared/ must sit beside the repo)"
-    return load_meld(SHARED_MELD, check_media=False)
+        assert (MELD_LABEL_DIR / name).is_file(), f"{MELD_LABEL_DIR / name} is missing"
+    return load_meld(MELD_LABEL_DIR, check_media=False)
 
 
 # Dialogues of the small tree, per split: real rows of these dialogue ids.
@@ -116,7 +120,7 @@ def test_real_csv_specific_utterances(real_meld):
     dialogue_1 = train[1]
     position = dialogue_1["utterance_ids"].index(8)
     assert dialogue_1["start_times"][position] == pytest.approx(2219.425, abs=1e-3)  # "0:36:59,425"
-    assert Path(dialogue_1["video_paths"][position]) == SHARED_MELD / "train_splits" / "dia1_utt8.mp4"
+    assert Path(dialogue_1["video_paths"][position]) == MELD_LABEL_DIR / "train_splits" / "dia1_utt8.mp4"
     assert Path(real_meld["validation"][0]["video_paths"][0]).parent.name == "dev_splits_complete"
     assert Path(real_meld["test"][0]["video_paths"][0]).parent.name == "output_repeated_splits_test"
 
@@ -207,3 +211,125 @@ def test_absent_csv_and_bad_rows_are_listed_together(small_meld):
 def test_on_missing_value_is_checked(small_meld):
     with pytest.raises(ValueError, match="on_missing"):
         load_meld(small_meld[0], on_missing="replace")
+
+
+def utterance_count(dataset, split):
+    return sum(len(ids) for ids in dataset[split]["utterance_ids"])
+
+
+def utterance_keys(dataset, split):
+    return [(row["dialogue_id"], u) for row in dataset[split] for u in row["utterance_ids"]]
+
+
+def test_end_before_start_raises_naming_split_file_and_line_unless_dropped(small_meld):
+    root, rows = small_meld
+    bad = [dict(row) for row in rows["validation"]]
+    bad[2]["StartTime"], bad[2]["EndTime"] = "0:00:05,000", "0:00:04,500"
+    write_meld_tree(root, {**rows, "validation": bad})
+    with pytest.raises(LabelProblemsError) as caught:
+        load_meld(root, check_media=False)
+    message = str(caught.value)
+    assert isinstance(caught.value, LabelFilesError) and len(caught.value.problems) == 1
+    assert f"validation / dialogue {bad[2]['Dialogue_ID']}: utterance {bad[2]['Utterance_ID']}" in message
+    assert "EndTime 0:00:04,500 is before StartTime 0:00:05,000" in message
+    assert "dev_sent_emo.csv, line 4" in message and 'on_missing="drop"' in message
+
+    dataset = load_meld(root, on_missing="drop")  # media checked too: every clip is there
+    key = (int(bad[2]["Dialogue_ID"]), int(bad[2]["Utterance_ID"]))
+    assert key not in utterance_keys(dataset, "validation")
+    assert utterance_count(dataset, "validation") == len(rows["validation"]) - 1
+    assert utterance_count(dataset, "train") == len(rows["train"])
+    description = dataset["validation"].info.description
+    assert "Left out label-file rows (1 utterance(s) dropped)" in description and "line 4" in description
+    assert "Left out" not in dataset["train"].info.description
+
+
+def test_duplicate_rows_raise_and_drop_keeps_one_identical_copy_and_no_conflicting_one(small_meld):
+    root, rows = small_meld
+    train = [dict(row) for row in rows["train"]]
+    identical, conflicting = dict(train[0]), dict(train[3])
+    conflicting["Emotion"] = "anger" if conflicting["Emotion"] != "anger" else "joy"
+    train += [identical, conflicting]
+    write_meld_tree(root, {**rows, "train": train})
+    with pytest.raises(LabelProblemsError) as caught:
+        load_meld(root, check_media=False)
+    message = str(caught.value)
+    assert len(caught.value.problems) == 2
+    first, last = len(rows["train"]) + 2, len(rows["train"]) + 3  # CSV lines of the two repeats
+    assert f"utterance {identical['Utterance_ID']} is on 2 identical rows" in message
+    assert f"train_sent_emo.csv, lines 2, {first}" in message
+    assert f"utterance {conflicting['Utterance_ID']} is on 2 rows that differ (labels)" in message
+    assert f"lines 5, {last}" in message
+
+    dataset = load_meld(root, check_media=False, on_missing="drop")
+    keys = utterance_keys(dataset, "train")
+    assert keys.count((int(identical["Dialogue_ID"]), int(identical["Utterance_ID"]))) == 1
+    assert (int(conflicting["Dialogue_ID"]), int(conflicting["Utterance_ID"])) not in keys
+    assert len(keys) == len(rows["train"]) - 1
+    assert "(1 utterance(s) dropped)" in dataset["train"].info.description
+
+
+def test_empty_dev_split_raises_unless_dropped_then_is_built_empty_and_recorded(small_meld, caplog):
+    root, rows = small_meld
+    write_meld_tree(root, {**rows, "validation": []})
+    with pytest.raises(LabelProblemsError) as caught:
+        load_meld(root)
+    message = str(caught.value)
+    assert "split(s) validation unusable" in message
+    assert "validation: no utterance in this split" in message and "dev_sent_emo.csv" in message
+    with caplog.at_level(logging.WARNING):
+        dataset = load_meld(root, on_missing="drop")
+    assert dataset["validation"].num_rows == 0 and utterance_count(dataset, "train") == len(rows["train"])
+    assert "Empty split: validation: no utterance in this split" in dataset["validation"].info.description
+    assert "Empty split" in caplog.text
+
+
+def test_split_emptied_by_dropped_media_is_recorded(small_meld):
+    root, _ = small_meld
+    shutil.rmtree(root / "dev_splits_complete")
+    with pytest.raises(MediaProblemsError):
+        load_meld(root)
+    dataset = load_meld(root, on_missing="drop")
+    assert dataset["validation"].num_rows == 0
+    description = dataset["validation"].info.description
+    assert "whose media is missing or unreadable" in description and "Empty split: validation" in description
+
+
+def truncated_mp4(folder: Path) -> Path:
+    """
+    A real 3 s MP4 (H.264 + AAC) with its header (moov) before the data, its bytes cut in half: the header still
+    opens and declares 3 s, the data ends half-way.
+    """
+    whole = write_mp4(folder / "whole.mp4", num_frames=24, fps=8, audio_seconds=3.0)
+    header_first = folder / "header_first.mp4"
+    with av.open(str(whole)) as source, av.open(
+        str(header_first), "w", format="mp4", options={"movflags": "faststart"}
+    ) as target:
+        streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
+        for packet in source.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                target.mux(packet)
+    data = header_first.read_bytes()
+    truncated = folder / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 2])
+    return truncated
+
+
+def test_truncated_clip_with_a_good_header_is_found_by_the_full_decode_only(small_meld, tmp_path):
+    root, rows = small_meld
+    truncated = truncated_mp4(tmp_path)
+    assert probe_media(MediaFile(str(truncated), ("video", "audio"))).is_usable  # the header opens
+    row = rows["train"][1]
+    shutil.copyfile(truncated, root / "train_splits" / f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}.mp4")
+    load_meld(root)  # header only: not seen
+    with pytest.raises(MediaProblemsError) as caught:
+        load_meld(root, decode=True, num_workers=2)
+    (problem,) = caught.value.problems
+    assert problem.status == TRUNCATED
+    assert (problem.split, problem.utterance_ids) == ("train", (int(row["Utterance_ID"]),))
+    message = str(caught.value)
+    assert f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}.mp4 (truncated: video decodes to" in message
+    assert "of the 3.00 s its header declares" in message
+    dataset = load_meld(root, decode=True, on_missing="drop")
+    assert utterance_count(dataset, "train") == len(rows["train"]) - 1
