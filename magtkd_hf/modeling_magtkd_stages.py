@@ -100,11 +100,20 @@ class MagtkdAudioEncoder(nn.Module):
                 f"The audio attention mask has shape {tuple(attention_mask.shape)} but `input_values` "
                 f"{tuple(input_values.shape)}: pass the processor's `audio_attention_mask`."
             )
-        hidden = self.encoder(
-            input_values.to(_parameter_dtype(self.encoder)),
-            attention_mask=None if attention_mask is None else attention_mask.long(),
-        ).last_hidden_state
-        return hidden[:, 0]
+        values = input_values.to(_parameter_dtype(self.encoder))
+        if attention_mask is None or torch.compiler.is_compiling() or bool(attention_mask.all()):
+            return self.encoder(values).last_hidden_state[:, 0]
+        return self._by_exact_length(values, attention_mask.sum(dim=1))
+
+    def _by_exact_length(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # data2vec-audio's positional convolution carries right padding into the last real frames even under an
+        # attention mask, so a padded utterance's feature would depend on its batch-mates. Utterances of one length
+        # run together, unpadded: each gets the feature it has alone (as the released extraction, one at a time).
+        features = values.new_empty(values.shape[0], self.encoder.config.hidden_size)
+        for length in lengths.unique().tolist():
+            rows = (lengths == length).nonzero().flatten()
+            features[rows] = self.encoder(values[rows, : int(length)]).last_hidden_state[:, 0]
+        return features
 
 
 class MagtkdVideoEncoder(nn.Module):
