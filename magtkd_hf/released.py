@@ -2,9 +2,7 @@
 section 5), without ever running code from a file."""
 
 import copy
-import io
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +23,7 @@ from .configuration_magtkd import (
 from .features import feature_dataset_features
 from .modeling_magtkd import MagtkdForEmotionRecognition
 from .modeling_magtkd_fusion import MagtkdFusionModel
+from .safe_pickle import PickleLimits, UnsafePickleError, load_plain_pickle  # noqa: F401 (UnsafePickleError: API)
 
 logger = logging.getLogger(__name__)
 _MODALITY_NAMES = {"t": "text", "a": "audio", "v": "video"}
@@ -316,54 +315,6 @@ def load_released_end_to_end(
 
 # --- stage-3 feature pickles -----------------------------------------------------------------------------------------
 
-# The only globals a pickle of plain containers and numpy arrays needs.
-_ALLOWED_PICKLE_GLOBALS = {
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-}
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for a global outside the plain-data allow-list; nothing from it was executed."""
-
-
-class PlainDataUnpickler(pickle.Unpickler):
-    """Unpickles only plain containers, numbers, strings and numpy arrays; any other global is refused by name."""
-
-    def find_class(self, module: str, name: str):
-        canonical = module.replace("numpy.core.", "numpy._core.", 1) if module.startswith("numpy.core.") else module
-        if (canonical, name) not in _ALLOWED_PICKLE_GLOBALS:
-            raise UnsafePickleError(
-                f"Refusing to unpickle global '{module}.{name}': only plain containers, numbers, strings and numpy "
-                "arrays are admitted."
-            )
-        return super().find_class(canonical, name)
-
-
-def load_plain_pickle(path: str | Path):
-    """Load a pickle of plain data with [`PlainDataUnpickler`]; numpy object arrays are refused as well."""
-    with open(path, "rb") as handle:
-        data = PlainDataUnpickler(io.BufferedReader(handle)).load()
-    _reject_object_arrays(data, str(path))
-    return data
-
-
-def _reject_object_arrays(value, path):
-    if isinstance(value, np.ndarray) and value.dtype.hasobject:
-        raise UnsafePickleError(f"{path}: numpy arrays of Python objects are not admitted.")
-    if isinstance(value, Mapping):
-        for item in value.values():
-            _reject_object_arrays(item, path)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _reject_object_arrays(item, path)
-
-
 _RELEASED_FEATURE_KEYS = (*FEATURE_SOURCES, "speakers", "labels", "vids", "dia2utt")
 
 
@@ -419,15 +370,17 @@ def import_released_features(
     output_dir: str | Path | None = None,
     dataset: str | None = None,
     speaker_indexing: str = "conversation",
+    limits: PickleLimits | None = None,
 ) -> datasets.DatasetDict:
     """
     The authors' stage-3 feature pickles, one per split (`{"train": path, "validation": path, "test": path}`), ->
-    a `DatasetDict`, saved to `output_dir` when given. Each pickle is read with [`PlainDataUnpickler`].
+    a `DatasetDict`, saved to `output_dir` when given. Each pickle is read with `magtkd_hf.safe_pickle`: plain data
+    only, within `limits` (objects, nesting depth, array bytes; the defaults admit the released MELD/IEMOCAP files).
     """
     label_names = dataset_facts(dataset)["labels"] if dataset else None
     splits = {}
     for split, path in split_files.items():
-        splits[split] = released_features_to_dataset(load_plain_pickle(path), str(path), label_names, speaker_indexing)
+        splits[split] = released_features_to_dataset(load_plain_pickle(path, limits), str(path), label_names, speaker_indexing)
         logger.info("%s: %d conversations from %s", split, len(splits[split]), path)
     dataset_dict = datasets.DatasetDict(splits)
     if output_dir is not None:
