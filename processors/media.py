@@ -10,8 +10,20 @@ it decodes about twice as fast here (~8 ms vs ~16 ms for a 3 s MELD clip); and i
 package choose the resampler (soxr rejects aliasing to about -90 dB) instead of the
 decoder's built-in one.
 
-Video: decord, which decodes straight through to the kept frames (seeking to 8 positions is
-3-4x slower on MELD-like clips) and returns RGB. Only the kept frames are converted.
+Video: PyAV with frame threading, decoding straight through in presentation order and
+converting only the kept frames to RGB, stopping after the last kept one (on a MELD-like
+clip a little faster than decord's `get_batch`, which also decodes nearly every frame, with
+identical pixels; seeking to 8 positions is 3-4x slower; see benchmarks/media.py). A frame's index is its position in that
+order, which is what the released scripts' sequential OpenCV reading counts. When the first
+kept frame lies seconds into the file (an utterance of a long IEMOCAP dialogue video), the
+decoder seeks to a keyframe before it and numbers the frames by their rank among the
+stream's packet timestamps; any inconsistency (no keyframe first, a gap, a missing frame)
+falls back to decoding from the start. (decord's seeking returns wrong frames on AVI files
+with B-frames; `decoder="decord"` stays available for comparison.)
+
+Time windows: a window that starts at or past the end of the media is an error (the file,
+the window and the media's length are named); one that ends past the end is cut there and
+logged as a warning.
 
 Every failure raises `MediaError`, which names the file; the processor adds the
 conversation and utterance.
@@ -19,6 +31,9 @@ conversation and utterance.
 
 from __future__ import annotations
 
+import bisect
+import functools
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -29,6 +44,11 @@ import torch
 import torch.nn.functional as F
 
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
+VIDEO_DECODERS = ("pyav", "decord")
+SEEK_AFTER_SECONDS = 3.0  # decode from the start when the first kept frame comes earlier than this
+SEEK_MARGIN_SECONDS = 1.0  # seek this much before the first kept frame (keyframe flags can be late)
+
+logger = logging.getLogger(__name__)
 
 
 class MediaError(ValueError):
@@ -52,6 +72,26 @@ class TimeWindow:
         end = None if self.end is None else self.end + seconds
         return TimeWindow(max(self.start - seconds, 0.0), end)
 
+    def __str__(self) -> str:
+        end = "end" if self.end is None else f"{self.end:g}"
+        return f"[{self.start:g}, {end}] s"
+
+
+def check_window(
+    window: TimeWindow, length: float, label: str, what: str, context: str | None = None, detail: str = ""
+) -> None:
+    """Refuse a window that starts at or past the end of the media (`length` seconds); log a
+    warning for one that ends past it (it is cut at the end). `what` names the media
+    ("audio", "video"), `detail` is added after its length."""
+    if window.start >= length:
+        raise MediaError(label, f"the time window {window} starts past the end of the {what} ({length:g} s{detail})")
+    if window.end is not None and window.end > length:
+        prefix = f"{context}, " if context else ""
+        logger.warning(
+            "%sfile %s: the time window %s ends past the end of the %s (%g s%s); cut at the end",
+            prefix, label, window, what, length, detail,
+        )
+
 
 # --------------------------------------------------------------------------------------
 # Audio
@@ -63,6 +103,8 @@ def load_audio(
     target_rate: int,
     max_samples: int | None = None,
     window: TimeWindow | None = None,
+    *,
+    context: str | None = None,
 ) -> np.ndarray:
     """Any audio source -> mono float32 waveform at `target_rate`, shape (T,), T <= max_samples.
 
@@ -71,7 +113,9 @@ def load_audio(
     `array` and `sampling_rate` (the decoded `datasets` Audio layout) or with a `path`
     (the undecoded one). Arrays may be (T,),
     (T, channels) or (channels, T). `window` cuts the span [start, end] seconds (before
-    resampling). The crop to `max_samples` keeps the beginning.
+    resampling); one starting past the end of the audio is an error, one ending past it is
+    cut (a warning, prefixed with `context`, is logged). The crop to `max_samples` keeps the
+    beginning.
     """
     if isinstance(source, Mapping) and "array" not in source and source.get("path") is not None:
         source = source["path"]  # a `datasets` Audio(decode=False) value: {"path": ..., "bytes": ...}
@@ -86,6 +130,7 @@ def load_audio(
         waveform, rate = _array_and_rate(source)
         label = "<in-memory audio>"
     if window is not None:
+        check_window(window, len(waveform) / rate, label, "audio", context)
         waveform = cut_window(waveform, rate, window)
     if waveform.size == 0:
         raise MediaError(label, "the audio is empty")
@@ -197,6 +242,13 @@ def cut_window(waveform: np.ndarray, rate: int, window: TimeWindow) -> np.ndarra
     return waveform[start:end]
 
 
+def zero_mean_unit_variance(waveform: np.ndarray) -> np.ndarray:
+    """The audio feature extractor's normalisation, (x - mean) / sqrt(var + 1e-7), over the
+    whole waveform (float32, like `Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm`)."""
+    waveform = np.asarray(waveform, dtype=np.float32)
+    return (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)
+
+
 def resample(waveform: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
     """Band-limited resampling with soxr (high quality); float32 (T,) -> (T * target / source,)."""
     if source_rate == target_rate:
@@ -233,6 +285,39 @@ def released_frame_indices(num_available: int, num_frames: int) -> list[int]:
     return kept + [kept[-1]] * (num_frames - len(kept))
 
 
+def released_iemocap_frame_indices(
+    num_frames_in_file: int, fps: float, window: TimeWindow, num_frames: int = 8
+) -> list[int]:
+    """The released IEMOCAP video loader's rule (spec section 3), 0-based file indices.
+
+    `window` is the utterance's window already widened (t0 = max(start - 1, 0), t1 = end + 1).
+    step = floor(fps * (t1 - t0) / num_frames), from the float window and NOT clipped to the
+    file; frames are counted in file order, a frame whose 1-based position p satisfies
+    t0 * fps <= p <= t1 * fps increments a counter, and it is kept when counter % step == 0;
+    the first `num_frames` kept frames are used, fewer are padded by repeating the last.
+    Frames past the file's end do not exist, so a window cut at the end keeps fewer frames
+    (with its unclipped step). Empty list when no frame is kept (the released loader then
+    failed and dropped the utterance). `window.end=None` means the file's end.
+
+    Raises ValueError when step < 1 (fps * (t1 - t0) < num_frames; the released loader
+    divided by zero).
+    """
+    t0 = window.start
+    t1 = num_frames_in_file / fps if window.end is None else window.end
+    step = int(fps * (t1 - t0) // num_frames)  # the released float expression, floored
+    if step < 1:
+        raise ValueError(
+            f"the window {window} holds {fps * (t1 - t0):.2f} frame periods at {fps:g} fps, fewer than "
+            f"{num_frames}: the released frame rule has no step"
+        )
+    first = max(math.ceil(t0 * fps), 1)  # integer p >= t0 * fps  <=>  p >= ceil(t0 * fps)
+    last = min(math.floor(t1 * fps), num_frames_in_file)
+    kept = [position - 1 for position in range(first - 1 + step, last + 1, step)][:num_frames]
+    if not kept:
+        return []
+    return kept + [kept[-1]] * (num_frames - len(kept))
+
+
 FRAME_SELECTIONS = {"uniform": uniform_frame_indices, "released": released_frame_indices}
 
 
@@ -247,6 +332,25 @@ def window_frame_range(num_frames_in_file: int, fps: float, window: TimeWindow |
     return range(first_position - 1, max(last_position, first_position - 1))
 
 
+def choose_frames(
+    num_frames_in_file: int,
+    fps: float,
+    num_frames: int = 8,
+    selection: str = "uniform",
+    window: TimeWindow | None = None,
+) -> list[int]:
+    """0-based file indices of the `num_frames` kept frames (repeats allowed; empty when
+    nothing is kept). `selection="released"` with a window is the released IEMOCAP rule
+    (`released_iemocap_frame_indices`), without one the released MELD rule
+    (`released_frame_indices`); "uniform" picks segment centres of the window's frames."""
+    if selection not in FRAME_SELECTIONS:
+        raise ValueError(f"selection must be one of {tuple(FRAME_SELECTIONS)}, got {selection!r}")
+    if selection == "released" and window is not None:
+        return released_iemocap_frame_indices(num_frames_in_file, fps, window, num_frames)
+    available = window_frame_range(num_frames_in_file, fps, window)
+    return [available[i] for i in FRAME_SELECTIONS[selection](len(available), num_frames)]
+
+
 def read_video_frames(
     path: str,
     num_frames: int = 8,
@@ -254,34 +358,231 @@ def read_video_frames(
     window: TimeWindow | None = None,
     num_threads: int = 2,
     empty_frame_size: tuple[int, int] = (224, 224),
+    *,
+    padding: float = 0.0,
+    decoder: str = "pyav",
+    context: str | None = None,
 ) -> np.ndarray:
     """Decode the kept frames of a video, RGB uint8, shape (num_frames, H, W, 3).
 
-    `window` (already widened by the caller) limits the frames to a time span. When the clip
-    (or the window) holds no frame at all, the released rule gives black frames of
-    `empty_frame_size` (height, width).
-    """
-    import decord
+    `window` limits the frames to a time span, widened by `padding` seconds on each side
+    (start clamped at 0) before the frames are chosen. The window itself (before widening)
+    must start before the end of the video (else `MediaError` naming the window and the
+    video's length); one ending past the end is cut there, with a warning prefixed by
+    `context`. When the clip (or the window) holds no frame at all, the released MELD rule
+    gives black frames of `empty_frame_size` (height, width); with the released IEMOCAP rule
+    that is an error (the released loader dropped such an utterance).
 
+    `decoder`: "pyav" (default; frame threads, `num_threads` of them, 0 = automatic) or
+    "decord" (`get_batch`, kept for comparison: it seeks, and returns wrong frames on AVI
+    files with B-frames).
+    """
+    if decoder not in VIDEO_DECODERS:
+        raise ValueError(f"decoder must be one of {VIDEO_DECODERS}, got {decoder!r}")
     _require_file(path)
+    video = _PyAVVideo(path, num_threads) if decoder == "pyav" else _DecordVideo(path, num_threads)
+    with video:
+        plan = functools.partial(
+            _plan_frames, path=path, fps=video.fps, num_frames=num_frames, selection=selection,
+            window=window, padding=padding, context=context,
+        )
+        file_indices = plan(video.num_frames)
+        if file_indices:
+            decoded = video.decode(sorted(set(file_indices)))
+            missing = [i for i in file_indices if i not in decoded]
+            if missing:
+                # Fewer decodable frames than the header says (a cut file): choose among those.
+                actual = video.decoded_count
+                if not actual or actual >= video.num_frames:
+                    raise MediaError(
+                        path, f"video decoding failed: frames {missing[:5]} of {video.num_frames} could not be decoded"
+                    )
+                logger.warning(
+                    "file %s: %d frames by its header, %d decodable; frames chosen among those",
+                    path, video.num_frames, actual,
+                )
+                file_indices = plan(actual)
+                decoded = video.decode(sorted(set(file_indices)), from_start=True) if file_indices else {}
+                if any(i not in decoded for i in file_indices):
+                    raise MediaError(path, "video decoding failed: fewer frames than the file's header declares")
+    if not file_indices:
+        return np.zeros((num_frames, *empty_frame_size, 3), dtype=np.uint8)
+    return np.stack([decoded[i] for i in file_indices])
+
+
+def _plan_frames(count, *, path, fps, num_frames, selection, window, padding, context) -> list[int]:
+    """Check the window against a video of `count` frames, then the file indices to keep."""
+    if window is not None:
+        duration = count / fps if fps > 0 else 0.0
+        check_window(window, duration, path, "video", context, f", {count} frames at {fps:g} fps")
+        if padding:
+            window = window.widened(padding)
     try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
-    except Exception as error:  # decord.DECORDError, RuntimeError
-        raise MediaError(path, f"unreadable video ({error})") from error
-    try:
-        available = window_frame_range(len(reader), float(reader.get_avg_fps()), window)
-        chosen = FRAME_SELECTIONS[selection](len(available), num_frames)
-        if not chosen:
-            return np.zeros((num_frames, *empty_frame_size, 3), dtype=np.uint8)
-        file_indices = [available[i] for i in chosen]
-        unique = sorted(set(file_indices))
-        decoded = reader.get_batch(unique).asnumpy()
-    except MediaError:
-        raise
-    except Exception as error:
-        raise MediaError(path, f"video decoding failed ({error})") from error
-    position = {index: row for row, index in enumerate(unique)}
-    return decoded[[position[i] for i in file_indices]]
+        file_indices = choose_frames(count, fps, num_frames, selection, window)
+    except ValueError as error:
+        raise MediaError(path, str(error)) from None
+    if not file_indices and selection == "released" and window is not None:
+        raise MediaError(
+            path,
+            f"the released IEMOCAP frame rule keeps no frame of the window {window} (the video ends at {count / fps:g} s)",
+        )
+    return file_indices
+
+
+class _PyAVVideo:
+    """A video file opened with PyAV: frame count, fps, and `decode(sorted indices)`."""
+
+    def __init__(self, path: str, num_threads: int):
+        self.path, self.num_threads, self.decoded_count = path, int(num_threads), None
+        self.container = self._open()
+        try:
+            stream = self.container.streams.video[0]
+            self.fps = _stream_fps(stream, path)
+            self.num_frames = int(stream.frames or 0) or len(_packet_timestamps(path))
+        except MediaError:
+            self.close()
+            raise
+        except Exception as error:  # av.error.*
+            self.close()
+            raise MediaError(path, f"unreadable video ({error})") from error
+
+    def _open(self):
+        import av
+
+        try:
+            container = av.open(self.path)
+        except Exception as error:  # av.error.InvalidDataError, OSError, ...
+            raise MediaError(self.path, f"unreadable video ({error})") from error
+        if not container.streams.video:
+            container.close()
+            raise MediaError(self.path, "the file has no video track")
+        return container
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.container is not None:
+            self.container.close()
+            self.container = None
+
+    def _stream(self):
+        stream = self.container.streams.video[0]
+        stream.thread_type = "FRAME"
+        stream.thread_count = max(self.num_threads, 0)
+        return stream
+
+    def decode(self, wanted: list[int], from_start: bool = False) -> dict[int, np.ndarray]:
+        """{index: RGB frame} for the sorted file indices `wanted` (missing ones absent)."""
+        try:
+            if not from_start and wanted[0] / self.fps > SEEK_AFTER_SECONDS:
+                frames = self._decode_after_seek(wanted)
+                if frames is not None:
+                    return frames
+                from_start = True
+            if from_start or self.container is None:  # a fresh container after a seek or a first pass
+                self.close()
+                self.container = self._open()
+            return self._decode_from_start(wanted)
+        except MediaError:
+            raise
+        except Exception as error:  # av.error.*
+            raise MediaError(self.path, f"video decoding failed ({error})") from error
+
+    def _decode_from_start(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        stream, kept, last, targets = self._stream(), {}, wanted[-1], set(wanted)
+        count = 0
+        for index, frame in enumerate(self.container.decode(stream)):
+            count = index + 1
+            if index in targets:
+                kept[index] = frame.to_ndarray(format="rgb24")
+                if index >= last:
+                    return kept
+        self.decoded_count = count  # reached the end before the last wanted frame
+        return kept
+
+    def _decode_after_seek(self, wanted: list[int]) -> dict[int, np.ndarray] | None:
+        """Seek to a keyframe before the first wanted frame; None when anything is inconsistent."""
+        timestamps = _packet_timestamps(self.path)
+        if len(timestamps) != self.num_frames or wanted[-1] >= len(timestamps):
+            return None
+        stream = self._stream()
+        target = timestamps[max(wanted[0] - round(SEEK_MARGIN_SECONDS * self.fps), 0)]
+        self.container.seek(target, stream=stream, backward=True, any_frame=False)
+        kept, last, targets, previous = {}, wanted[-1], set(wanted), None
+        for frame in self.container.decode(stream):
+            if frame.pts is None:
+                return None
+            index = bisect.bisect_left(timestamps, frame.pts)
+            if index >= len(timestamps) or timestamps[index] != frame.pts:
+                return None
+            if previous is None:
+                if not frame.key_frame or index > wanted[0]:
+                    return None
+            elif index != previous + 1:
+                return None
+            previous = index
+            if index in targets:
+                kept[index] = frame.to_ndarray(format="rgb24")
+                if index >= last:
+                    return kept
+        return None
+
+
+class _DecordVideo:
+    """The same interface over decord's `VideoReader` (comparison path)."""
+
+    def __init__(self, path: str, num_threads: int):
+        import decord
+
+        self.path, self.decoded_count = path, None
+        try:
+            self.reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+        except Exception as error:  # decord.DECORDError, RuntimeError
+            raise MediaError(path, f"unreadable video ({error})") from error
+        self.num_frames, self.fps = len(self.reader), float(self.reader.get_avg_fps())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.reader = None
+
+    def decode(self, wanted: list[int], from_start: bool = False) -> dict[int, np.ndarray]:
+        try:
+            batch = self.reader.get_batch(wanted).asnumpy()
+        except Exception as error:
+            raise MediaError(self.path, f"video decoding failed ({error})") from error
+        return dict(zip(wanted, batch))
+
+
+def _stream_fps(stream, path: str) -> float:
+    """The stream's average frame rate (what OpenCV's CAP_PROP_FPS and decord report), else the
+    guessed or base rate."""
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    raise MediaError(path, "the video track declares no frame rate")
+
+
+def _packet_timestamps(path: str) -> tuple[int, ...]:
+    """Sorted presentation timestamps of the first video stream's packets (cached per file
+    version): frame k in presentation order has the k-th smallest."""
+    status = os.stat(path)
+    return _cached_packet_timestamps(path, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_packet_timestamps(path: str, mtime_ns: int, size: int) -> tuple[int, ...]:
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stamps = [packet.pts for packet in container.demux(stream) if packet.pts is not None and packet.size]
+    return tuple(sorted(stamps))
 
 
 # --------------------------------------------------------------------------------------

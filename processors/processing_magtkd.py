@@ -6,6 +6,9 @@ siblings relatively (`.prompt`, `.media`) and nothing from `magtkd_hf`.
 
 from __future__ import annotations
 
+import copy
+import math
+import numbers
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from .media import (
     load_audio,
     read_video_frames,
     torch_path_supported,
+    zero_mean_unit_variance,
 )
 from .prompt import (
     MAX_SPEAKERS,
@@ -45,6 +49,7 @@ from .prompt import (
 MODALITIES = ("text", "audio", "video")
 IMAGE_BACKENDS = ("torch", "image_processor")
 TIME_WINDOW_CHOICES = ("auto", True, False)
+AUDIO_MODES = ("default", "released")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 IGNORE_INDEX = -100
@@ -94,16 +99,26 @@ class MagtkdProcessor(ProcessorMixin):
             to such a JSON file (read once, then saved inside the processor config).
         max_text_tokens: prompt tokens kept (the last ones) before the mask token (511).
         max_audio_samples: waveform crop at the target rate (400,000 = 25 s at 16 kHz).
+        audio_mode: "default" (crop to `max_audio_samples`, then the feature extractor
+            normalises what is kept) or "released" (the released scripts' order: the whole
+            clip is normalised by the feature extractor's zero-mean unit-variance rule, then
+            cropped). The two differ only for clips longer than the crop.
         num_frames: frames per utterance (8).
-        frame_selection: "uniform" (centres of equal segments) or "released".
+        frame_selection: "uniform" (centres of equal segments) or "released": the released
+            MELD rule for whole clips, the released IEMOCAP rule for time windows (see
+            `media.released_iemocap_frame_indices`).
         use_time_window: for dataset rows, whether `start_times`/`end_times` cut the video:
             True, False or "auto" (cut when several utterances of the row share one video
             file, as IEMOCAP's dialogue videos do; MELD's per-utterance clips are never cut).
             Utterance mappings with `start`/`end` keys are cut unless this is False.
+            A window that is used must give both `start` and `end` (seconds: numbers or
+            numeric strings, finite, 0 <= start < end); one starting past the end of its
+            media is an error, one ending past it is cut there (a `logging` warning names the
+            utterance, the window and the media's length).
         time_window_padding: seconds added on each side of the window for the video (1.0).
         image_backend: "torch" (fast path implementing the image processor's settings) or
             "image_processor" (the image processor itself).
-        video_num_threads: decoder threads per video.
+        video_num_threads: decoder threads per video (PyAV frame threads; 0 = automatic).
 
     Call: `processor(conversations, modalities=("text", "audio", "video"))` -> `BatchFeature`
     with, for B conversations, N = longest conversation, U = all utterances:
@@ -131,6 +146,7 @@ class MagtkdProcessor(ProcessorMixin):
         speaker_map: Mapping[str, int] | str | None = None,
         max_text_tokens: int = 511,
         max_audio_samples: int = 400_000,
+        audio_mode: str = "default",
         num_frames: int = 8,
         frame_selection: str = "uniform",
         use_time_window: str | bool = "auto",
@@ -144,6 +160,7 @@ class MagtkdProcessor(ProcessorMixin):
         _check_choice("frame_selection", frame_selection, tuple(FRAME_SELECTIONS))
         _check_choice("use_time_window", use_time_window, TIME_WINDOW_CHOICES)
         _check_choice("image_backend", image_backend, IMAGE_BACKENDS)
+        _check_choice("audio_mode", audio_mode, AUDIO_MODES)
         if speaker_mode == "global_map" and speaker_map is None:
             raise ValueError("speaker_mode='global_map' needs a speaker_map (mapping or JSON path)")
         if tokenizer.mask_token_id is None:
@@ -156,6 +173,7 @@ class MagtkdProcessor(ProcessorMixin):
         self.speaker_map = None if speaker_map is None else load_speaker_map(speaker_map)
         self.max_text_tokens = int(max_text_tokens)
         self.max_audio_samples = int(max_audio_samples)
+        self.audio_mode = audio_mode
         self.num_frames = int(num_frames)
         self.frame_selection = frame_selection
         self.use_time_window = use_time_window
@@ -304,8 +322,8 @@ class MagtkdProcessor(ProcessorMixin):
             if "speaker" not in item or "text" not in item:
                 raise MagtkdInputError(f"conversation {name}, utterance {label}: needs 'speaker' and 'text'")
             window = None
-            if window_choice is not False and item.get("start") is not None:
-                window = TimeWindow(float(item["start"]), _optional_float(item.get("end")))
+            if window_choice is not False:
+                window = _time_window(item.get("start"), item.get("end"), f"conversation {name}, utterance {label}")
             normalised.append(
                 Utterance(
                     speaker=str(item["speaker"]),
@@ -337,14 +355,21 @@ class MagtkdProcessor(ProcessorMixin):
                 columns[key] = list(value)
         if "speakers" not in columns:
             raise MagtkdInputError(f"conversation {name}: the row has no 'speakers' column")
+        if window_choice is not False and ("start_times" in columns) != ("end_times" in columns):
+            given, missing = ("start_times", "end_times") if "start_times" in columns else ("end_times", "start_times")
+            raise MagtkdInputError(
+                f"conversation {name}: the row has a {given!r} column but no {missing!r}; give both or neither"
+            )
         cut = self._row_uses_windows(columns, window_choice)
         utterances = []
         for j in range(count):
             uid = columns.get("utterance_ids", [None] * count)[j]
             label = f"{uid!r} (#{j})" if uid is not None else f"#{j}"
             window = None
-            if cut and columns["start_times"][j] is not None:
-                window = TimeWindow(float(columns["start_times"][j]), _optional_float(columns["end_times"][j]))
+            if cut:
+                window = _time_window(
+                    columns["start_times"][j], columns["end_times"][j], f"conversation {name}, utterance {label}"
+                )
             utterances.append(
                 Utterance(
                     speaker=str(columns["speakers"][j]),
@@ -440,6 +465,13 @@ class MagtkdProcessor(ProcessorMixin):
 
     def _audio_inputs(self, batch: list[Conversation]) -> dict[str, torch.Tensor]:
         rate = int(self.feature_extractor.sampling_rate)
+        extractor = self.feature_extractor
+        # released order: normalise the whole clip, then crop (the feature extractor then only pads)
+        normalise_first = self.audio_mode == "released" and bool(getattr(extractor, "do_normalize", False))
+        if normalise_first:
+            extractor = copy.copy(extractor)
+            extractor.do_normalize = False
+        crop = None if normalise_first else self.max_audio_samples
         waveforms = []
         for conversation in batch:
             for utterance in conversation.utterances:
@@ -452,8 +484,11 @@ class MagtkdProcessor(ProcessorMixin):
                         )
                     source, window = utterance.video, utterance.window
                 with _naming(conversation, utterance):
-                    waveforms.append(load_audio(source, rate, self.max_audio_samples, window=window))
-        features = self.feature_extractor(
+                    waveform = load_audio(source, rate, crop, window=window, context=_where(conversation, utterance))
+                if normalise_first:
+                    waveform = zero_mean_unit_variance(waveform)[: self.max_audio_samples]
+                waveforms.append(waveform)
+        features = extractor(
             waveforms,
             sampling_rate=rate,
             padding=True,
@@ -476,15 +511,16 @@ class MagtkdProcessor(ProcessorMixin):
             for utterance in conversation.utterances:
                 if utterance.video is None:
                     raise MagtkdInputError(f"conversation {conversation.name}, utterance {utterance.name}: no video")
-                window = None if utterance.window is None else utterance.window.widened(self.time_window_padding)
                 with _naming(conversation, utterance):
                     frames = read_video_frames(
                         utterance.video,
                         num_frames=self.num_frames,
                         selection=self.frame_selection,
-                        window=window,
+                        window=utterance.window,
                         num_threads=self.video_num_threads,
                         empty_frame_size=empty_size,
+                        padding=self.time_window_padding,
+                        context=_where(conversation, utterance),
                     )
                 if use_torch:
                     videos.append(frames_to_pixel_values_torch(frames, self.image_processor))
@@ -535,13 +571,17 @@ def _label_value(conversation: Conversation, utterance: Utterance) -> int:
     return int(label)
 
 
+def _where(conversation: Conversation, utterance: Utterance) -> str:
+    return f"conversation {conversation.name}, utterance {utterance.name}"
+
+
 @contextmanager
 def _naming(conversation: Conversation, utterance: Utterance):
     """Re-raise media errors with the conversation and utterance in the message."""
     try:
         yield
     except MediaError as error:
-        raise MagtkdInputError(f"conversation {conversation.name}, utterance {utterance.name}, {error}") from error
+        raise MagtkdInputError(f"{_where(conversation, utterance)}, {error}") from error
 
 
 def _is_column_batch(row: Mapping) -> bool:
@@ -564,8 +604,34 @@ def _optional_path(value):
     return value  # in-memory audio (array + rate)
 
 
-def _optional_float(value):
-    return None if value is None else float(value)
+def _time_window(start, end, where: str) -> TimeWindow | None:
+    """An utterance's `start`/`end` (seconds) -> a validated window; None when both are absent."""
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        given, missing, value = ("an end", "start", end) if start is None else ("a start", "end", start)
+        raise MagtkdInputError(
+            f"{where}: the time window has {given} ({value!r}) but no {missing}; give both or neither"
+        )
+    start_s, end_s = _seconds(start, "start", where), _seconds(end, "end", where)
+    if start_s < 0:
+        raise MagtkdInputError(f"{where}: time window start {start!r} is negative")
+    if not start_s < end_s:
+        raise MagtkdInputError(f"{where}: time window start {start!r} is not before its end {end!r}")
+    return TimeWindow(start_s, end_s)
+
+
+def _seconds(value, which: str, where: str) -> float:
+    """A number of seconds: an int/float (numpy scalars included) or a numeric string; finite."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, str)):
+        raise MagtkdInputError(f"{where}: time window {which} must be a number of seconds, got {value!r}")
+    try:
+        seconds = float(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise MagtkdInputError(f"{where}: time window {which} {value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds):
+        raise MagtkdInputError(f"{where}: time window {which} {value!r} is not finite")
+    return seconds
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -1,24 +1,36 @@
 """Audio/video loading of the MAGTKD processor (processors/media.py), on generated media."""
 
+import itertools
+import logging
+from fractions import Fraction
+
+import av
 import numpy as np
 import pytest
 import torch
 
 from magtkd_hf.processors import MagtkdProcessor
+from magtkd_hf.processors import media as media_module
 from magtkd_hf.processors.media import (
     MediaError,
     TimeWindow,
+    choose_frames,
     frames_to_pixel_values_processor,
     frames_to_pixel_values_torch,
     load_audio,
     read_sound_track,
     read_video_frames,
     released_frame_indices,
+    released_iemocap_frame_indices,
     uniform_frame_indices,
     window_frame_range,
 )
 
 from media_fixtures import frame_colour, sine, write_mp4, write_wav
+
+# 216 colours 51 levels apart: after H.264 / MPEG-4 (within ~10) each frame's index is known
+PALETTE = list(itertools.product((0, 51, 102, 153, 204, 255), repeat=3))
+NTSC = Fraction(30000, 1001)
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -35,7 +47,45 @@ def media(tmp_path_factory):
         "garbage_mp4": _garbage(folder / "garbage.mp4"),
         "garbage_wav": _garbage(folder / "garbage.wav"),
         "missing": str(folder / "missing.mp4"),
+        # 200 uniquely coloured frames (6.67 s), keyframe every 30 frames
+        "palette_2997": str(write_mp4(folder / "p2997.mp4", num_frames=200, fps=NTSC, width=32, height=32,
+                                      colours=PALETTE, keyframe_interval=30)),
+        "palette_30": str(write_mp4(folder / "p30.mp4", num_frames=200, fps=30, width=32, height=32,
+                                    colours=PALETTE, keyframe_interval=30)),
+        # MPEG-4 part 2 in AVI (IEMOCAP's DivX layout), without and with B-frames
+        "avi": write_avi(folder / "dialog.avi", 200, NTSC, b_frames=0),
+        "avi_b_frames": write_avi(folder / "dialog_b.avi", 200, NTSC, b_frames=2),
     }
+
+
+def write_avi(path, num_frames, fps, b_frames=0, size=32):
+    """An AVI with an MPEG-4 part 2 track (as IEMOCAP's DivX videos), frame i in PALETTE[i]."""
+    container = av.open(str(path), mode="w")
+    stream = container.add_stream("mpeg4", rate=fps)
+    stream.width = stream.height = size
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"g": "30", "qscale": "2", "bf": str(b_frames)}
+    for index in range(num_frames):
+        image = np.empty((size, size, 3), dtype=np.uint8)
+        image[:] = PALETTE[index]
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return str(path)
+
+
+def palette_indices(frames):
+    """The frame index each decoded frame shows (nearest PALETTE colour of its centre pixel)."""
+    palette = np.array(PALETTE)
+    found = []
+    for frame in frames:
+        centre = frame[frame.shape[0] // 2, frame.shape[1] // 2].astype(int)
+        distance = np.abs(palette - centre).max(axis=1)
+        assert distance.min() <= 20, centre
+        found.append(int(distance.argmin()))
+    return found
 
 
 def _garbage(path):
@@ -103,6 +153,26 @@ def test_sound_track_time_window(media):
     assert len(waveform) == 8000
 
 
+def test_audio_window_past_the_end_is_an_error(media):
+    with pytest.raises(MediaError) as caught:
+        load_audio(media["clip"], 16000, window=TimeWindow(3.5, 4.0))  # the track is 3 s long
+    message = str(caught.value)
+    assert media["clip"] in message and "[3.5, 4] s" in message and "starts past the end" in message
+    assert "3 s" in message
+    with pytest.raises(MediaError, match="starts past the end"):
+        load_audio((np.zeros(16000, np.float32), 16000), 16000, window=TimeWindow(1.0, 2.0))  # start == length
+
+
+def test_audio_window_cut_at_the_end_is_logged(media, caplog):
+    with caplog.at_level(logging.WARNING, logger=media_module.__name__):
+        waveform = load_audio(media["clip"], 16000, window=TimeWindow(2.5, 4.0), context="conversation 'd' (#0), utterance 'u' (#1)")
+    assert len(waveform) == 8000  # 2.5 s .. 3.0 s
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "conversation 'd' (#0), utterance 'u' (#1)" in message and "[2.5, 4] s" in message
+    assert "3 s" in message and "cut at the end" in message
+
+
 # ----------------------------------------------------------------------------- frame choice
 
 
@@ -155,9 +225,150 @@ def test_time_window_frames(media):
     _assert_colours(frames, expected)
 
 
-def test_empty_window_gives_black_frames(media):
-    frames = read_video_frames(media["long_clip"], num_frames=8, window=TimeWindow(50.0, 51.0), empty_frame_size=(224, 224))
+def test_window_without_frames_gives_black_frames(media):
+    # at 8 fps frames 8 and 9 (1-based) lie at 1.0 s and 1.125 s: none inside [1.01, 1.1]
+    frames = read_video_frames(media["long_clip"], num_frames=8, window=TimeWindow(1.01, 1.1), empty_frame_size=(224, 224))
     assert frames.shape == (8, 224, 224, 3) and frames.max() == 0
+
+
+@pytest.mark.parametrize("selection", ["uniform", "released"])
+@pytest.mark.parametrize("decoder", ["pyav", "decord"])
+def test_video_window_past_the_end_is_an_error(media, selection, decoder):
+    # long_clip: 48 frames at 8 fps = 6 s; the utterance window starts after it (widened, it would not)
+    with pytest.raises(MediaError) as caught:
+        read_video_frames(media["long_clip"], selection=selection, window=TimeWindow(6.5, 8.0), padding=1.0, decoder=decoder)
+    message = str(caught.value)
+    assert media["long_clip"] in message and "[6.5, 8] s" in message and "starts past the end of the video" in message
+    assert "6 s, 48 frames at 8 fps" in message
+
+
+def test_video_window_cut_at_the_end_is_logged(media, caplog):
+    with caplog.at_level(logging.WARNING, logger=media_module.__name__):
+        frames = read_video_frames(media["long_clip"], window=TimeWindow(5.0, 7.0), padding=1.0, context="conversation #0, utterance #2")
+    assert frames.shape[0] == 8
+    _assert_colours(frames, [31 + i for i in uniform_frame_indices(17, 8)])  # frames 32..48 (1-based)
+    message = caplog.records[-1].getMessage()
+    assert "conversation #0, utterance #2" in message and "[5, 7] s" in message and "6 s" in message
+
+
+# ----------------------------------------------------------------------------- released IEMOCAP frame rule
+
+
+def released_iemocap_loop(num_frames_in_file, fps, start, end, num_frames=8):
+    """The released IEMOCAP loader's rule as the spec states it, frame by frame: read the frames in
+    order; the frame just read is number `position` (1-based); inside [t0 * fps, t1 * fps] it
+    increments a counter and is kept when counter % step == 0; step from the float window."""
+    t0, t1 = max(start - 1, 0), end + 1
+    step = fps * (t1 - t0) // num_frames
+    kept, counter = [], 0
+    for position in range(1, num_frames_in_file + 1):
+        if t0 * fps <= position <= t1 * fps:
+            counter += 1
+            if counter % step == 0:
+                kept.append(position - 1)
+    kept = kept[:num_frames]
+    return kept + kept[-1:] * (num_frames - len(kept))
+
+
+@pytest.mark.parametrize("fps", [float(NTSC), 30.0, 25.0])
+def test_released_iemocap_rule_matches_a_direct_computation(fps):
+    rng = np.random.default_rng(0)
+    count = 600  # 20 s at 30 fps
+    windows = [(0.0, 0.4), (0.3, 1.7), (0.9999, 1.0001), (5.0, 5.5), (18.5, 19.9), (19.0, 21.0), (19.8, 25.0)]
+    for _ in range(400):
+        start = round(float(rng.uniform(0, count / fps - 0.2)), 4)  # IEMOCAP gives 4 decimals
+        windows.append((start, round(start + float(rng.uniform(0.2, 12.0)), 4)))
+    for start, end in windows:
+        expected = released_iemocap_loop(count, fps, start, end)
+        assert released_iemocap_frame_indices(count, fps, TimeWindow(start, end).widened(1.0)) == expected, (start, end)
+
+
+def test_released_iemocap_rule_differs_from_counting_frames():
+    # 29.97 fps, utterance [2.1, 4.6] s: t0 = 1.1, t1 = 5.6; fps * 4.5 = 134.87 -> step 16; the window
+    # holds frames 33..167 (135 frames; 135 // 8 = 16 too) but when cut at the video's end (100 frames)
+    # the released rule keeps its step of 16: frames 48, 64, 80, 96, then the last repeated
+    fps = float(NTSC)
+    window = TimeWindow(2.1, 4.6).widened(1.0)
+    assert released_iemocap_frame_indices(100, fps, window) == [47, 63, 79, 95, 95, 95, 95, 95]
+    counted = window_frame_range(100, fps, window)  # the MELD rule over the clipped window: step 68 // 8 = 8
+    assert [counted[i] for i in released_frame_indices(len(counted), 8)] != released_iemocap_frame_indices(100, fps, window)
+    # [0.95, 2.0]: t0 = max(-0.05, 0) = 0, t1 = 3.0; fps * 3 = 89.91 -> step 11, from frame 1 on
+    assert released_iemocap_frame_indices(300, fps, TimeWindow(0.95, 2.0).widened(1.0)) == [10, 21, 32, 43, 54, 65, 76, 87]
+
+
+def test_released_iemocap_rule_errors():
+    with pytest.raises(ValueError, match="no step"):
+        released_iemocap_frame_indices(100, 2.0, TimeWindow(0.0, 3.0))  # 6 frame periods < 8
+    # cut at the end with fewer frames than one step: nothing kept
+    assert released_iemocap_frame_indices(100, 10.0, TimeWindow(9.5, 20.0)) == []
+
+
+@pytest.mark.parametrize("key, fps", [("palette_2997", float(NTSC)), ("palette_30", 30.0), ("avi", float(NTSC))])
+def test_released_iemocap_frames_decoded(media, key, fps):
+    path = media[key]
+    # 200 frames: 6.67 s at 29.97 fps, 6.67 s at 30 fps; windows at the start, inside, past the
+    # seek threshold (decoded after a seek), and cut at the end
+    for start, end in [(0.2, 1.5), (1.0, 3.0), (2.1, 3.4), (4.4, 5.2), (5.0, 6.6), (5.5, 7.5)]:
+        expected = released_iemocap_loop(200, fps, start, end)
+        frames = read_video_frames(path, selection="released", window=TimeWindow(start, end), padding=1.0)
+        assert palette_indices(frames) == expected, (key, start, end)
+
+
+# ----------------------------------------------------------------------------- decoders agree
+
+
+@pytest.mark.parametrize("key", ["clip", "palette_2997", "palette_30", "avi"])
+@pytest.mark.parametrize("selection", ["uniform", "released"])
+def test_pyav_and_decord_give_the_same_frames(media, key, selection):
+    for window in [None, TimeWindow(0.5, 1.0), TimeWindow(4.5, 5.0)]:
+        if key == "clip" and window is not None and window.start > 1:
+            continue
+        frames = {
+            decoder: read_video_frames(media[key], selection=selection, window=window, padding=1.0, decoder=decoder)
+            for decoder in ("pyav", "decord")
+        }
+        assert frames["pyav"].shape == frames["decord"].shape
+        assert np.array_equal(frames["pyav"], frames["decord"]), (key, selection, window)  # measured: identical
+
+
+@pytest.mark.parametrize("selection", ["uniform", "released"])
+def test_b_frame_avi_gives_the_right_frames(media, selection):
+    # (decord returns other frames on this file, from the start and after seeking)
+    for window in [None, TimeWindow(0.5, 1.0), TimeWindow(4.2, 5.1)]:
+        frames = read_video_frames(media["avi_b_frames"], selection=selection, window=window, padding=1.0)
+        widened = None if window is None else window.widened(1.0)
+        assert palette_indices(frames) == choose_frames(200, float(NTSC), 8, selection, widened)
+
+
+def test_file_with_fewer_frames_than_its_header(media, tmp_path, caplog):
+    # the first 60 % of the AVI: its header still says 200 frames, 99 can be decoded
+    cut = tmp_path / "cut.avi"
+    data = open(media["avi"], "rb").read()
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    with caplog.at_level(logging.WARNING, logger=media_module.__name__):
+        frames = read_video_frames(str(cut))
+    decodable = sum(1 for _ in av.open(str(cut)).decode(video=0))
+    assert f"{decodable} decodable" in caplog.text
+    assert palette_indices(frames) == uniform_frame_indices(decodable, 8)
+    assert np.array_equal(frames, read_video_frames(str(cut), decoder="decord"))  # decord counts packets
+    window = TimeWindow(2.0, 3.0)
+    frames = read_video_frames(str(cut), selection="released", window=window, padding=1.0)
+    assert palette_indices(frames) == released_iemocap_frame_indices(decodable, float(NTSC), window.widened(1.0))
+    with pytest.raises(MediaError, match=rf"starts past the end of the video \(.* s, {decodable} frames"):
+        read_video_frames(str(cut), window=TimeWindow(4.0, 5.0), padding=1.0)
+
+
+@pytest.mark.parametrize("key", ["palette_2997", "avi", "avi_b_frames"])
+def test_seeking_gives_the_frames_of_decoding_from_the_start(media, key, monkeypatch):
+    fps = float(NTSC)
+    windows = [TimeWindow(4.2, 5.1), TimeWindow(5.9, 6.6)]  # first kept frame past SEEK_AFTER_SECONDS
+    seeking = [read_video_frames(media[key], window=w, padding=1.0) for w in windows]
+    monkeypatch.setattr(media_module, "SEEK_AFTER_SECONDS", 1e9)
+    straight = [read_video_frames(media[key], window=w, padding=1.0) for w in windows]
+    for window, a, b in zip(windows, seeking, straight):
+        assert np.array_equal(a, b)
+        expected = choose_frames(200, fps, 8, "uniform", window.widened(1.0))
+        assert palette_indices(a) == expected
 
 
 def test_torch_fast_path_matches_pil_processor():

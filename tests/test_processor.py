@@ -1,6 +1,7 @@
 """MagtkdProcessor: prompt, speakers, outputs, rows, errors, save/load and remote code."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +19,13 @@ from magtkd_hf.processors import (
     released_iemocap_previous_speakers,
     released_iemocap_speaker_indices,
 )
-from magtkd_hf.processors.media import TimeWindow, read_video_frames, uniform_frame_indices
+from magtkd_hf.processors.media import (
+    TimeWindow,
+    frames_to_pixel_values_torch,
+    read_video_frames,
+    released_iemocap_frame_indices,
+    uniform_frame_indices,
+)
 
 from media_fixtures import make_tiny_roberta_tokenizer, sine, write_mp4, write_wav
 
@@ -253,6 +260,34 @@ def test_max_audio_samples_crop(media):
     assert out["input_values"].shape == (1, 4000)
 
 
+def _normalised(waveform):
+    waveform = np.asarray(waveform, dtype=np.float64)
+    return (waveform - waveform.mean()) / np.sqrt(waveform.var() + 1e-7)
+
+
+def test_released_audio_mode_normalises_the_whole_clip_then_crops():
+    # 30 s at 16 kHz (longer than the 25 s crop); the last 5 s are loud and offset, so the
+    # statistics of the whole clip differ from those of the first 25 s
+    rate, crop = 16000, 400_000
+    rng = np.random.default_rng(0)
+    waveform = sine(220.0, 30.0, rate, amplitude=0.1) + 0.01 * rng.standard_normal(30 * rate).astype(np.float32)
+    waveform[crop:] = waveform[crop:] * 8 + 0.3
+    conversation = [{"speaker": "A", "text": "hi", "audio": (waveform, rate)}]
+    released = make_processor(audio_mode="released")(conversation, modalities=("audio",))["input_values"][0]
+    default = make_processor()(conversation, modalities=("audio",))["input_values"][0]
+    assert released.shape == default.shape == (crop,)
+    np.testing.assert_allclose(released.numpy(), _normalised(waveform)[:crop], atol=2e-4)  # normalise, then crop
+    np.testing.assert_allclose(default.numpy(), _normalised(waveform[:crop]), atol=2e-4)  # crop, then normalise
+    assert float((released - default).abs().max()) > 0.5
+    # a clip shorter than the crop: both orders agree; padding stays zero in a batch
+    short = [{"speaker": "A", "text": "hi", "audio": (waveform[: 2 * rate], rate)}, conversation[0]]
+    out = make_processor(audio_mode="released")(short, modalities=("audio",))
+    np.testing.assert_allclose(out["input_values"][0, : 2 * rate].numpy(), _normalised(waveform[: 2 * rate]), atol=2e-4)
+    assert torch.all(out["input_values"][0, 2 * rate :] == 0) and out["audio_attention_mask"].sum(1).tolist() == [32000, crop]
+    with pytest.raises(ValueError, match="audio_mode"):
+        make_processor(audio_mode="crop_first")
+
+
 def test_modalities_can_be_skipped(processor):
     out = processor(text_only(["A"], ["hi"]), modalities=TEXT)
     assert "pixel_values" not in out and "input_values" not in out and "labels" not in out
@@ -325,6 +360,18 @@ def test_iemocap_row_cuts_the_dialogue_video(processor, media):
     assert not torch.equal(whole, out["pixel_values"])
 
 
+def test_released_frame_selection_on_dialogue_windows(media):
+    processor = make_processor(frame_selection="released")
+    row = iemocap_row(media)
+    out = processor(row, modalities=("video",))
+    for n, (start, end) in enumerate(zip(row["start_times"], row["end_times"])):
+        window = TimeWindow(start, end).widened(1.0)
+        chosen = released_iemocap_frame_indices(48, 8.0, window)
+        frames = read_video_frames(media["dialogue"], num_frames=48)[chosen]
+        expected = frames_to_pixel_values_torch(frames, processor.image_processor)
+        assert torch.equal(out["pixel_values"][n], expected)
+
+
 def test_column_batch_of_rows(processor, media):
     rows = [meld_row(media), iemocap_row(media)]
     columns = {key: [row.get(key) for row in rows] for key in set(rows[0]) | set(rows[1])}
@@ -362,6 +409,79 @@ def test_errors_name_dialogue_and_utterance_ids(processor, media):
     assert "'Ses01F_impro01'" in message and "'Ses01F_impro01_M000'" in message and media["missing"] in message
 
 
+def _video_utterance(media, **times):
+    return [{"speaker": "A", "text": "hi", "video": media["dialogue"]}, dict(speaker="B", text="yo", video=media["dialogue"], **times)]
+
+
+@pytest.mark.parametrize(
+    "times, expected",
+    [
+        ({"start": "abc", "end": 2.0}, "time window start 'abc' is not a number of seconds"),
+        ({"start": 1.0, "end": [2.0]}, "time window end must be a number of seconds, got [2.0]"),
+        ({"start": True, "end": 2.0}, "time window start must be a number of seconds, got True"),
+        ({"start": float("nan"), "end": 2.0}, "time window start nan is not finite"),
+        ({"start": 1.0, "end": "inf"}, "time window end 'inf' is not finite"),
+        ({"start": -0.5, "end": 2.0}, "time window start -0.5 is negative"),
+        ({"start": 2.0, "end": 2.0}, "time window start 2.0 is not before its end 2.0"),
+        ({"start": 3.0, "end": 1.0}, "time window start 3.0 is not before its end 1.0"),
+        ({"end": 2.0}, "the time window has an end (2.0) but no start"),
+        ({"start": 1.0}, "the time window has a start (1.0) but no end"),
+        ({"start": 1.0, "end": None}, "but no end"),
+    ],
+)
+def test_bad_time_windows_are_refused(processor, media, times, expected):
+    message = _error(processor, [text_only(["A"], ["hi"]), _video_utterance(media, **times)], modalities=("video",))
+    assert "conversation #1, utterance #1" in message and expected in message, message
+
+
+def test_time_windows_accept_numbers_and_numeric_strings(processor, media):
+    as_float = processor(_video_utterance(media, start=2.0, end=3), modalities=("video",))["pixel_values"]
+    as_text = processor(_video_utterance(media, start=" 2.0", end="3"), modalities=("video",))["pixel_values"]
+    as_numpy = processor(_video_utterance(media, start=np.float32(2.0), end=np.int64(3)), modalities=("video",))
+    assert torch.equal(as_float, as_text) and torch.equal(as_float, as_numpy["pixel_values"])
+    # not cutting: the times are not read at all
+    processor(_video_utterance(media, start="abc"), modalities=("video",), use_time_window=False)
+
+
+def test_bad_row_times_are_refused(processor, media):
+    row = iemocap_row(media)
+    row["start_times"] = [2.0, "x"]
+    message = _error(processor, row, modalities=("video",))
+    assert "'Ses01F_impro01'" in message and "'Ses01F_impro01_M000'" in message and "'x'" in message
+    row = iemocap_row(media)
+    row["start_times"] = [2.0, None]
+    assert "but no start" in _error(processor, row, modalities=("video",))
+    row = iemocap_row(media)
+    del row["end_times"]
+    assert "'start_times' column but no 'end_times'" in _error(processor, row, modalities=("video",))
+    # MELD rows: episode times are never applied, so they are not checked (MELD has end < start rows)
+    meld = meld_row(media)
+    meld["start_times"], meld["end_times"] = [14.0, 15.0], [12.0, None]
+    processor(meld, modalities=("video",))
+
+
+def test_window_past_the_end_of_the_media_is_an_error(processor, media):
+    # the dialogue video has 48 frames at 8 fps (6 s); clip_a's sound track lasts 1 s
+    message = _error(processor, [_video_utterance(media, start=6.5, end=7.0)], modalities=("video",))
+    for part in ("conversation #0, utterance #1", media["dialogue"], "[6.5, 7] s", "starts past the end of the video", "6 s"):
+        assert part in message, message
+    released = make_processor(frame_selection="released")
+    assert "starts past the end" in _error(released, [_video_utterance(media, start=6.0, end=7.0)], modalities=("video",))
+    audio = [{"speaker": "A", "text": "hi", "video": media["clip_a"], "start": 1.2, "end": 2.0}]
+    message = _error(processor, [audio], modalities=("audio",))
+    for part in ("conversation #0, utterance #0", media["clip_a"], "[1.2, 2] s", "starts past the end of the audio", "1 s"):
+        assert part in message, message
+
+
+def test_window_cut_at_the_end_is_logged(processor, media, caplog):
+    with caplog.at_level(logging.WARNING):
+        out = processor(_video_utterance(media, start=5.0, end=9.0), modalities=("video",))
+    assert out["pixel_values"].shape[0] == 2
+    messages = [r.getMessage() for r in caplog.records if "cut at the end" in r.getMessage()]
+    assert len(messages) == 1
+    assert "conversation #0, utterance #1" in messages[0] and "[5, 9] s" in messages[0] and "6 s" in messages[0]
+
+
 def test_empty_text_is_an_error(processor):
     message = _error(processor, [text_only(["A"], ["hi"]), text_only(["A", "B"], ["hi", "   "])], modalities=TEXT)
     assert "conversation #1, utterance #1" in message and "empty" in message
@@ -385,6 +505,7 @@ SETTINGS = dict(
     speaker_map={"Ross": 6, "Rachel": 3},
     max_text_tokens=100,
     max_audio_samples=12345,
+    audio_mode="released",
     num_frames=4,
     frame_selection="released",
     use_time_window=False,
