@@ -332,6 +332,12 @@ class MagtkdConfig(MagtkdLabelsMixin, PreTrainedConfig):
     fusion_model_config: dict | PreTrainedConfig | None = None
 
     def __post_init__(self, **kwargs):
+        misplaced = sorted(set(kwargs) & set(MagtkdFusionConfig.__dataclass_fields__) - set(PreTrainedConfig.__dataclass_fields__))
+        if misplaced:
+            raise TypeError(
+                f"MagtkdConfig got fusion settings {misplaced}: give them in `fusion_model_config` "
+                "(e.g. MagtkdConfig(fusion_model_config=MagtkdFusionConfig(hidden_size=...)))."
+            )
         for name, stage_class in _STAGE_CONFIGS.items():
             setattr(self, name, _as_stage_config(getattr(self, name), stage_class))
         if self.id2label is None and kwargs.get("num_labels") is None:

@@ -61,7 +61,7 @@ def regroup_utterances(
         )
     if conversation_index is not None and utterance_index is not None:
         given = conversation_index.to(flat_index.device) * layout.max_length + utterance_index.to(flat_index.device)
-        if given.shape != flat_index.shape and not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling() and given.shape != flat_index.shape:
             raise ValueError(f"{given.numel()} utterance indices for {flat_index.numel()} real utterances.")
         check_all(
             given == flat_index,

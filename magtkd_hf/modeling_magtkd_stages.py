@@ -11,7 +11,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_magtkd import MagtkdAudioConfig, MagtkdTextConfig, MagtkdVideoConfig
 from .losses import classification_loss, distillation_loss, labelled_positions
-from .modeling_magtkd_fusion import MagtkdPreTrainedModel
+from .modeling_magtkd_fusion import MagtkdPreTrainedModel, check_all
 
 
 @dataclass
@@ -101,6 +101,13 @@ class MagtkdAudioEncoder(nn.Module):
                 f"{tuple(input_values.shape)}: pass the processor's `audio_attention_mask`."
             )
         values = input_values.to(_parameter_dtype(self.encoder))
+        if attention_mask is not None and torch.compiler.is_compiling():
+            # The per-length grouping below is data-dependent: an exported graph takes unpadded clips only.
+            check_all(
+                attention_mask.bool(),
+                lambda: "Padded audio cannot run in an exported or compiled graph: give clips of one length or "
+                "`audio_features`.",
+            )
         if attention_mask is None or torch.compiler.is_compiling() or bool(attention_mask.all()):
             return self.encoder(values).last_hidden_state[:, 0]
         return self._by_exact_length(values, attention_mask.sum(dim=1))
@@ -151,12 +158,16 @@ class MagtkdEncoderPreTrainedModel(MagtkdPreTrainedModel):
                 if isinstance(tensor, torch.Tensor) and tensor.is_floating_point():
                     tensor.requires_grad_(True)
 
-        hooks = []
+        hooks, seen = [], set()
         for module in self.modules():
             if isinstance(module, MagtkdPreTrainedModel) or not isinstance(module, PreTrainedModel):
                 continue
-            embeddings = module.get_input_embeddings()
-            if embeddings is not None:
+            try:
+                embeddings = module.get_input_embeddings()
+            except (NotImplementedError, AttributeError):  # data2vec-audio has no input embeddings
+                continue
+            if embeddings is not None and id(embeddings) not in seen:
+                seen.add(id(embeddings))
                 hooks.append(embeddings.register_forward_hook(make_outputs_require_grads))
         self._require_grads_hooks = hooks
         if hooks:

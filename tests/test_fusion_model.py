@@ -1,8 +1,19 @@
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, TimesformerConfig
 
-from magtkd_hf import MagtkdConfig, MagtkdFusionConfig, MagtkdFusionModel
+from magtkd_hf import (
+    DATASETS,
+    IEMOCAP_LABELS,
+    MELD_LABELS,
+    MagtkdAudioConfig,
+    MagtkdConfig,
+    MagtkdFusionConfig,
+    MagtkdFusionModel,
+    MagtkdTextConfig,
+    MagtkdVideoConfig,
+    dataset_facts,
+)
 from magtkd_hf.losses import fusion_loss
 
 HIDDEN, HEADS = 32, 4
@@ -143,24 +154,115 @@ def test_invalid_config_values_raise(settings, message):
 def test_presets_and_unknown_preset():
     meld = MagtkdConfig.for_meld()
     assert meld.id2label[0] == "anger" and meld.num_labels == 7
-    assert meld.text_config.hidden_size == 1024 and meld.audio_config.hidden_size == 768
-    assert meld.video_config.num_frames == 8 and meld.audio_config.mask_time_length == 3
+    assert meld.text_config.encoder_config.hidden_size == 1024 and meld.audio_config.feature_size == 768
+    assert meld.text_config.encoder_config.vocab_size == 50274 and meld.text_config.feature_size == 768
+    assert meld.video_config.encoder_config.num_frames == 8 and meld.audio_config.encoder_config.mask_time_length == 3
+    assert meld.fusion_model_config.video_feature_source == "video_kd"
     iemocap = MagtkdFusionConfig.for_iemocap(released_speaker_table=True)
     assert [iemocap.id2label[i] for i in range(6)] == ["ang", "exc", "fru", "hap", "neu", "sad"]
     assert (iemocap.audio_anchor_loss_weight, iemocap.video_anchor_loss_weight) == (0.7, 0.8)
     assert iemocap.anchor_feature_loss and iemocap.video_feature_source == "video"
     assert iemocap.speaker_table_size == 3 and iemocap.speaker_padding_index == 2
     assert MagtkdFusionConfig.for_meld(released_speaker_table=True).speaker_table_size == 305
-    with pytest.raises(ValueError, match="Unknown preset"):
-        MagtkdFusionConfig.from_preset("cmu-mosei")
+    for config_class in (MagtkdFusionConfig, MagtkdConfig, MagtkdTextConfig):
+        with pytest.raises(ValueError, match="Unknown dataset 'cmu-mosei'.*iemocap.*meld"):
+            config_class.from_preset("cmu-mosei")
 
 
-def test_end_to_end_config_round_trips_with_its_encoder_configs(tmp_path):
-    config = MagtkdConfig(text_config={"hidden_size": 64, "num_hidden_layers": 1}, hidden_size=HIDDEN,
-                          audio_config={"hidden_size": HIDDEN, "num_attention_heads": HEADS},
-                          video_config={"hidden_size": HIDDEN, "num_attention_heads": HEADS},
-                          num_attention_heads=HEADS)
+def test_dataset_table_is_what_the_presets_read():
+    assert set(DATASETS) == {"meld", "iemocap"} and dataset_facts("MELD") is DATASETS["meld"]
+    for name, facts in DATASETS.items():
+        fusion = MagtkdFusionConfig.from_preset(name, released_speaker_table=True)
+        assert tuple(fusion.label_names) == facts["labels"]
+        assert fusion.audio_anchor_loss_weight == facts["audio_anchor_loss_weight"]
+        assert fusion.video_anchor_loss_weight == facts["video_anchor_loss_weight"]
+        assert fusion.anchor_feature_loss == facts["anchor_feature_loss"]
+        assert fusion.audio_feature_source == facts["audio_feature_source"]
+        assert fusion.video_feature_source == facts["video_feature_source"]
+        assert fusion.num_speakers == facts["released_num_speakers"]
+    assert tuple(IEMOCAP_LABELS) == DATASETS["iemocap"]["labels"] and tuple(MELD_LABELS) == DATASETS["meld"]["labels"]
+
+
+@pytest.mark.parametrize("config_class", [MagtkdTextConfig, MagtkdAudioConfig, MagtkdVideoConfig])
+def test_stage_config_presets_give_the_dataset_labels(config_class):
+    assert config_class().label_names == list(MELD_LABELS)  # MELD by default
+    iemocap = config_class.for_iemocap()
+    assert iemocap.label_names == list(IEMOCAP_LABELS) and iemocap.label2id["sad"] == 5
+    assert config_class.for_meld().label_names == list(MELD_LABELS)
+
+
+def test_end_to_end_preset_shares_the_fusion_labels_with_every_stage():
+    config = MagtkdConfig.from_preset("iemocap", audio_anchor_loss_weight=0.5)
+    assert config.label_names == list(IEMOCAP_LABELS)
+    for sub_config in (config.text_config, config.audio_config, config.video_config, config.fusion_model_config):
+        assert sub_config.label_names == list(IEMOCAP_LABELS)
+    fusion = config.fusion_model_config
+    assert fusion.audio_anchor_loss_weight == 0.5 and fusion.video_anchor_loss_weight == 0.8  # override, preset
+    assert fusion.video_feature_source == "video"
+    # The labels of a fusion given without a preset win over the stage configs' defaults.
+    custom = MagtkdConfig(fusion_model_config=MagtkdFusionConfig(id2label={0: "calm", 1: "angry"}))
+    assert custom.label_names == custom.text_config.label_names == ["calm", "angry"] and custom.num_labels == 2
+
+
+def test_end_to_end_config_round_trips_with_its_stage_and_encoder_configs(tmp_path):
+    config = MagtkdConfig(
+        text_config=MagtkdTextConfig(
+            encoder_config={"model_type": "roberta", "hidden_size": 64, "num_hidden_layers": 1}, feature_size=HIDDEN
+        ),
+        # a plain encoder config (object or dict of another model type) becomes the stage's `encoder_config`
+        audio_config={"model_type": "data2vec-audio", "hidden_size": HIDDEN, "num_attention_heads": HEADS},
+        video_config=TimesformerConfig(hidden_size=HIDDEN, num_attention_heads=HEADS),
+        fusion_model_config=tiny_config(),
+    )
+    assert type(config.audio_config) is MagtkdAudioConfig and type(config.video_config) is MagtkdVideoConfig
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
-    assert type(loaded) is MagtkdConfig and loaded.text_config.hidden_size == 64
-    assert loaded.text_config.model_type == "roberta" and loaded.to_fusion_config().hidden_size == HIDDEN
+    assert type(loaded) is MagtkdConfig and type(loaded.text_config) is MagtkdTextConfig
+    assert loaded.text_config.encoder_config.model_type == "roberta"
+    assert loaded.text_config.encoder_config.hidden_size == 64 and loaded.text_config.feature_size == HIDDEN
+    assert loaded.audio_config.encoder_config.model_type == "data2vec-audio"
+    assert loaded.video_config.encoder_config.model_type == "timesformer" and loaded.video_config.feature_size == HIDDEN
+    assert type(loaded.fusion_model_config) is MagtkdFusionConfig and loaded.fusion_model_config.hidden_size == HIDDEN
+    assert loaded.fusion_model_config.to_dict() == config.fusion_model_config.to_dict()
+
+
+@pytest.mark.parametrize("config_class", [MagtkdTextConfig, MagtkdAudioConfig, MagtkdVideoConfig, MagtkdFusionConfig])
+def test_every_config_loads_as_its_own_class(tmp_path, config_class):
+    config = config_class.for_iemocap()
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert type(loaded) is config_class and loaded.label_names == list(IEMOCAP_LABELS)
+    if config_class is not MagtkdFusionConfig:
+        assert loaded.encoder_config.to_dict() == config.encoder_config.to_dict()
+
+
+def test_forward_rejects_unknown_keywords():
+    model = MagtkdFusionModel(tiny_config())
+    with pytest.raises(TypeError, match="output_hidden_states"):
+        model(**make_batch([2, 1]), output_hidden_states=True)
+
+
+def test_bfloat16_model_takes_float32_features():
+    model = MagtkdFusionModel(tiny_config()).eval()
+    batch = make_batch([3, 2], seed=6)
+    with torch.no_grad():
+        expected = model(**batch)
+        half = model.to(torch.bfloat16)
+        output = half(**batch)  # float32 features, as cached features or float32 encoders give them
+    assert output.logits.dtype == torch.bfloat16 and torch.isfinite(output.loss)
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(output.logits.float()[real], expected.logits[real], atol=0.1, rtol=0.1)
+
+
+def test_torch_export_gives_the_eager_outputs():
+    torch.manual_seed(0)
+    model = MagtkdFusionModel(tiny_config()).eval()
+    batch = make_batch([3, 2], seed=7)  # B=2, N=3: the second conversation has one padded position
+    batch.pop("labels")
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    with torch.no_grad():
+        exported = torch.export.export(model, args=(), kwargs=batch)
+        expected = model(**batch)
+        output = exported.module()(**batch)
+    for name in ("logits", "audio_logits", "video_logits", "text_anchor_hidden_states"):
+        torch.testing.assert_close(output[name], expected[name], atol=1e-5, rtol=1e-5)

@@ -1,8 +1,17 @@
 import math
 
+import pytest
 import torch
 
-from magtkd_hf.losses import dist_logit_loss, distillation_loss, feature_relation_loss, fusion_loss
+from magtkd_hf.losses import (
+    IGNORE_INDEX,
+    classification_loss,
+    dist_logit_loss,
+    distillation_loss,
+    feature_relation_loss,
+    fusion_loss,
+    labelled_positions,
+)
 
 
 def pearson(a, b):
@@ -83,3 +92,27 @@ def test_fusion_loss_adds_weighted_anchor_terms_and_teacher_gets_gradients():
     z_only.grad = None
     fusion_loss(z_only, z_a.detach(), z_v.detach(), f_t, f_a, f_v, labels, 0.7, 0.8, False).backward()
     assert not torch.allclose(z_only.grad, ce_grad)  # the DIST terms reach the (not detached) teacher
+
+
+def test_classification_loss_is_cross_entropy_over_the_labelled_samples():
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(5, 3, generator=generator, requires_grad=True)
+    labels = torch.tensor([0, -100, 2, 1, -100])
+    keep = labels != -100
+    assert labelled_positions(labels).tolist() == keep.tolist()
+    expected = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
+    torch.testing.assert_close(classification_loss(logits, labels), expected)
+    # Every label ignored: 0 with a graph (not F.cross_entropy's NaN), so `backward` still works.
+    ignored = torch.full_like(labels, IGNORE_INDEX)
+    assert labelled_positions(ignored) is None
+    zero = classification_loss(logits, ignored)
+    assert zero.item() == 0.0 and zero.requires_grad
+    zero.backward()
+    assert logits.grad is not None and logits.grad.abs().sum() == 0
+
+
+def test_classification_loss_refuses_labels_of_another_shape():
+    logits = torch.randn(4, 3)
+    for labels in (torch.zeros(2, 2, dtype=torch.long), torch.zeros(3, dtype=torch.long)):
+        with pytest.raises(ValueError, match=r"expected \(4,\)"):
+            classification_loss(logits, labels)

@@ -8,13 +8,14 @@ import torch
 from released_reference import make_released_state_dict, released_reference_logits
 from transformers import AutoModel
 
-from magtkd_hf import MagtkdFusionModel
+from magtkd_hf import MagtkdFusionConfig, MagtkdFusionModel, dataset_facts
 from magtkd_hf.cli import main as cli
 from magtkd_hf.released import (
     UnsafePickleError,
     import_released_features,
     load_plain_pickle,
     load_released_fusion,
+    released_fusion_config,
 )
 
 HIDDEN, HEADS = 32, 8  # the released models have 8 heads; the converter keeps that
@@ -63,6 +64,34 @@ def test_convert_released_command_writes_a_loadable_folder(tmp_path, capsys):
     with torch.no_grad():
         logits = model.eval()(text, audio, video, speakers, mask).logits
     torch.testing.assert_close(logits[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_loaded_released_fusion_saves_a_folder_that_loads_as_the_fusion_model(tmp_path):
+    """What `convert-released --fusion` does, at the library level."""
+    state = make_released_state_dict(HIDDEN, HEADS, 6, 2, seed=1)
+    torch.save(state, tmp_path / "fusion.bin")
+    model, unused = load_released_fusion(tmp_path / "fusion.bin", "iemocap")
+    assert "a_t_gate.fc.weight" in unused and not model.training
+    model.save_pretrained(tmp_path / "converted")
+    loaded, info = AutoModel.from_pretrained(tmp_path / "converted", output_loading_info=True)
+    assert type(loaded) is MagtkdFusionModel and loaded.config.id2label[5] == "sad"
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert loaded.config.speaker_padding_index == 2 and loaded.config.share_text_anchor_block
+    (text, audio, video), speakers, mask = conversations(2, [4, 1], seed=2)
+    expected = released_reference_logits(state, text, audio, video, speakers, mask, HEADS)
+    with torch.no_grad():
+        logits = loaded.eval()(text, audio, video, speakers, mask).logits
+    torch.testing.assert_close(logits[mask.bool()], expected[mask.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_released_fusion_config_reads_the_checkpoint_shapes_and_the_dataset_table():
+    state = make_released_state_dict(HIDDEN, HEADS, 7, 304)
+    config = released_fusion_config(state, "MELD")
+    assert type(config) is MagtkdFusionConfig and config.hidden_size == HIDDEN and config.intermediate_size == HIDDEN
+    assert config.num_speakers == 304 and config.label_names == list(dataset_facts("meld")["labels"])
+    assert config.audio_anchor_loss_weight == dataset_facts("meld")["audio_anchor_loss_weight"]
+    with pytest.raises(ValueError, match="Unknown dataset 'cmu-mosei'"):
+        released_fusion_config(state, "cmu-mosei")
 
 
 def test_converter_names_the_offending_key(tmp_path):
@@ -146,6 +175,22 @@ def test_import_command_reindexes_speakers_per_conversation(tmp_path, capsys):
     for row, dialogue in zip(train, data["vids"]):
         order = {}
         assert row["speaker_ids"] == [order.setdefault(s, len(order)) for s in data["speakers"][dialogue]]
+
+
+def test_imported_speakers_are_numbered_per_conversation_by_default(tmp_path):
+    """What `import-released-features` does by default, at the library level."""
+    data = released_feature_dict(seed=1)
+    with open(tmp_path / "meld_train.pkl", "wb") as handle:
+        pickle.dump(data, handle)
+    splits = import_released_features({"train": tmp_path / "meld_train.pkl"}, tmp_path / "out")
+    assert set(datasets.load_from_disk(str(tmp_path / "out"))) == {"train"}
+    train = splits["train"]
+    assert len(train) == 3 and sum(len(labels) for labels in train["labels"]) == 8
+    for row, dialogue in zip(train, data["vids"]):
+        order = {}
+        assert row["speaker_ids"] == [order.setdefault(s, len(order)) for s in data["speakers"][dialogue]]
+    with pytest.raises(ValueError, match="speaker_indexing"):
+        import_released_features({"train": tmp_path / "meld_train.pkl"}, speaker_indexing="global")
 
 
 @pytest.mark.parametrize("function", [os.system, eval])
