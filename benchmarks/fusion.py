@@ -102,30 +102,9 @@ def inference_pass(model, loader, device):
     return time.perf_counter() - start
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--inference-batch-size", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--csv", type=Path, default=MELD_TRAIN_CSV)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-
-    lengths = meld_train_lengths(args.csv)
-    config = MagtkdFusionConfig.for_meld()
-    rows = synthetic_rows(lengths, config.hidden_size, config.num_labels, torch.Generator().manual_seed(0))
-    collator = FusionFeatureCollator()
-    utterances = sum(lengths)
-    rate = measure_matmul_rate(str(args.threads), device)
-    floor = 3 * flops_per_utterance(config) * utterances / rate
-    print(f"{len(lengths)} conversations, {utterances} utterances, longest {max(lengths)}; device {device}, "
-          f"{torch.get_num_threads()} threads; 768-wide matmul rate {rate / 1e9:.0f} GFLOP/s; "
-          f"forward {flops_per_utterance(config) / 1e6:.0f} MFLOP/utterance; "
-          f"training compute floor {floor:.1f} s/epoch")
-
+def training_variants(args, config, rows, lengths, collator, device):
+    """Epoch seconds (forward, backward, optimiser) per sampling order and AdamW implementation; returns the last
+    model trained."""
     variants = [
         ("random order, AdamW(fused)", False, True),
         ("length-grouped, AdamW(fused)", True, True),
@@ -152,14 +131,45 @@ def main():
             total = time.perf_counter() - start
             print(f"{name:34s} {total:8.1f} {timings['forward']:8.1f} {timings['backward']:8.1f} "
                   f"{timings['optimizer']:8.1f}")
+    return model
 
+
+def inference_variants(args, model, rows, lengths, collator, device, floor_s):
+    """Inference seconds over the set in length-sorted batches of the training and the inference batch sizes."""
     order = sorted(range(len(rows)), key=lambda index: lengths[index])
     for batch_size in (args.batch_size, args.inference_batch_size):
         loader = DataLoader([rows[i] for i in order], batch_size=batch_size, collate_fn=collator)
         inference_pass(model, [next(iter(loader))], device)
         seconds = inference_pass(model, loader, device)
-        print(f"inference over the set, length-sorted batches of {batch_size}: {seconds:.1f} s "
-              f"(floor {flops_per_utterance(config) * utterances / rate:.1f} s)")
+        print(f"inference over the set, length-sorted batches of {batch_size}: {seconds:.1f} s (floor {floor_s:.1f} s)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--inference-batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--csv", type=Path, default=MELD_TRAIN_CSV)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    lengths = meld_train_lengths(args.csv)
+    config = MagtkdFusionConfig.for_meld()
+    rows = synthetic_rows(lengths, config.hidden_size, config.num_labels, torch.Generator().manual_seed(0))
+    collator = FusionFeatureCollator()
+    utterances = sum(lengths)
+    rate = measure_matmul_rate(str(args.threads), device)
+    floor = 3 * flops_per_utterance(config) * utterances / rate
+    print(f"{len(lengths)} conversations, {utterances} utterances, longest {max(lengths)}; device {device}, "
+          f"{torch.get_num_threads()} threads; 768-wide matmul rate {rate / 1e9:.0f} GFLOP/s; "
+          f"forward {flops_per_utterance(config) / 1e6:.0f} MFLOP/utterance; "
+          f"training compute floor {floor:.1f} s/epoch")
+
+    model = training_variants(args, config, rows, lengths, collator, device)
+    inference_variants(args, model, rows, lengths, collator, device, flops_per_utterance(config) * utterances / rate)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory {peak:.0f} MiB" + (
         f"; peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if device.type == "cuda" else ""))

@@ -6,15 +6,17 @@
    to MELD's 9,989 training utterances (this measures the loop, processor and media decoding, not real encoders).
 2. The fusion stage at real width (H = 768, the released MELD recipe: batch 16, dropout 0.5, AdamW 1e-4) on
    MELD-sized synthetic features (1,038 train conversations with the real utterance counts of train_sent_emo.csv,
-   the real dev/test counts), through `magtkd-hf train fusion`'s code path: training seconds per epoch, dev
-   evaluation seconds, and the same model trained alone in a bare loop (benchmarks/fusion.py's `train_epoch`,
-   length-grouped batches, fused AdamW) on the same rows: the loop's overhead. Goal: within 1.3x of that floor.
+   the real dev/test counts), through `magtkd-hf train fusion`'s code path (`run_stage`): training seconds per
+   epoch, dev evaluation seconds, and the same model trained alone in a bare loop (forward, backward, clip, fused
+   AdamW over the same length-grouped batches): the loop's overhead. The two alternate, `--rounds` times, and the
+   fastest round of each counts, in wall-clock and in CPU seconds (the process's own, less sensitive to other work
+   on a shared machine). Goal: within 1.3x of that floor.
 3. The released fusion loop (`multimodel_fusion.py`'s `train_or_eval_model`) on the same features, when
    `--released-code DIR` (the authors' MELD/ folder, outside this repository; never committed) is given AND a CUDA
    device is present: that code calls `.cuda()` unconditionally, so on CPU the comparison is skipped (and said so).
 
-    python benchmarks/recipe.py [--threads 2] [--epochs 1] [--conversations 40] [--skip-encoders] [--skip-fusion]
-                                [--fusion-conversations 1038] [--released-code /path/to/MAGTKD/MELD]
+    python benchmarks/recipe.py [--threads 2] [--epochs 1] [--rounds 3] [--conversations 40] [--skip-encoders]
+                                [--skip-fusion] [--fusion-conversations 1038] [--released-code /path/to/MAGTKD/MELD]
 """
 
 import argparse
@@ -31,9 +33,6 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
-
 SHARED_MELD = HERE.parents[1] / "shared" / "data" / "meld"
 CSV_NAMES = {"train": "train_sent_emo.csv", "validation": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 MELD_TRAIN_UTTERANCES = 9989
@@ -48,47 +47,41 @@ def meld_lengths(split: str) -> list[int]:
 # ----------------------------------------------------------------------------------------------- encoder stages
 
 
-def tiny_release(folder: Path, train_conversations: int, eval_conversations: int = 6) -> Path:
-    from transformers import Data2VecAudioModel, RobertaModel, TimesformerModel
+def tiny_release(folder: Path, train_conversations: int, eval_conversations: int = 6) -> dict:
+    """Tiny encoders and processor (magtkd_hf.tiny: a tokenizer trained on the rows' utterances) and a MELD-layout
+    release of the first real CSV rows, every clip one generated 2-second MP4."""
+    from magtkd_hf.datasets_scripts.synthetic import write_meld_tree, write_tiny_mp4
+    from magtkd_hf.tiny import write_tiny_components
 
-    from magtkd_hf.datasets_scripts.synthetic import write_meld_tree
-    from media_fixtures import write_mp4
-    from tiny_magtkd import tiny_audio_config, tiny_processor, tiny_text_config, tiny_video_config
-
-    processor = tiny_processor()
-    processor.save_pretrained(str(folder / "processor"))
-    RobertaModel(tiny_text_config(len(processor.tokenizer)), add_pooling_layer=False).save_pretrained(
-        str(folder / "text-encoder")
-    )
-    Data2VecAudioModel(tiny_audio_config()).save_pretrained(str(folder / "audio-encoder"))
-    TimesformerModel(tiny_video_config()).save_pretrained(str(folder / "video-encoder"))
     rows = {}
     for split, name in CSV_NAMES.items():
         wanted = train_conversations if split == "train" else eval_conversations
         with open(SHARED_MELD / name, encoding="utf-8", newline="") as handle:
             all_rows = list(csv.DictReader(handle))
-        dialogues = list(dict.fromkeys(row["Dialogue_ID"] for row in all_rows))[:wanted]
-        rows[split] = [row for row in all_rows if row["Dialogue_ID"] in set(dialogues)]
-    clip = write_mp4(folder / "clip.mp4", num_frames=24, width=64, height=48, audio_seconds=2.0)
+        dialogues = set(list(dict.fromkeys(row["Dialogue_ID"] for row in all_rows))[:wanted])
+        rows[split] = [row for row in all_rows if row["Dialogue_ID"] in dialogues]
+    texts = [row["Utterance"] for split_rows in rows.values() for row in split_rows]
+    components = write_tiny_components(folder, texts)
+    clip = write_tiny_mp4(folder / "clip.mp4", duration=2.0, size=48, fps=12)
     write_meld_tree(folder / "MELD.Raw", rows, clip)
-    return folder
+    return components
 
 
 def bench_encoder_stages(args, work: Path) -> list[dict]:
-    from magtkd_hf.training import TrainingContext, load_recipe, run_stage
+    from magtkd_hf.training import ModelSettings, TrainingConfig, run_stage
 
-    release = tiny_release(work / "tiny", args.conversations)
+    components = tiny_release(work / "tiny", args.conversations)
     settings = {"epochs": args.epochs, "num_workers": args.num_workers, "eval_batch_size": 16}
-    context = TrainingContext(
-        output_dir=work / "run", recipe=load_recipe("meld"), data=str(release / "MELD.Raw"),
-        processor_path=str(release / "processor"),
-        encoders={m: str(release / f"{m}-encoder") for m in ("text", "audio", "video")},
-        overrides={"*": settings}, model_overrides={"num_attention_heads": 4, "dropout": 0.1}, cpu=True,
+    config = TrainingConfig(
+        output_dir=str(work / "run"), recipe="meld", data=str(work / "tiny" / "MELD.Raw"),
+        processor=str(components["processor"]),
+        **{f"{m}_encoder": str(components[f"{m}-encoder"]) for m in ("text", "audio", "video")},
+        overrides={"*": settings}, model=ModelSettings(num_attention_heads=4, dropout=0.1), cpu=True,
     )
     results = []
     for stage in ("text", "audio", "video", "distill-audio", "distill-video", "extract-features"):
         started = time.perf_counter()
-        metrics = run_stage(stage, context)
+        metrics = run_stage(stage, config)
         total = time.perf_counter() - started
         if stage == "extract-features":
             utterances = sum(metrics["utterances"].values())
@@ -138,54 +131,92 @@ def meld_sized_features(folder: Path, train_conversations: int, hidden: int, see
     return sizes
 
 
-def bare_model_epoch(features_dir: Path, batch_size: int, epochs: int) -> float:
-    """The fusion model alone (benchmarks/fusion.py's loop: forward, backward, clip, fused AdamW), same rows."""
-    from fusion import train_epoch
+class Clock:
+    """Wall-clock and CPU seconds (this process's, all its threads) of a block."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def bare_model_epoch(features_dir: Path, batch_size: int, seed: int = 2024) -> Clock:
+    """The fusion model alone over the loop's first-epoch batches (the same length-grouped order, `EpochSampler` of
+    the recipe's seed, epoch 0, so both pad alike): forward, backward, clipping at 10, fused AdamW; no Accelerate,
+    scheduler, progress bar or loss logging."""
     from torch.utils.data import DataLoader
-    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from magtkd_hf import MagtkdFusionConfig, MagtkdFusionModel
     from magtkd_hf.features import FusionFeatureCollator
-    from magtkd_hf.training.data import FeatureRows, load_feature_splits
+    from magtkd_hf.training.data import EpochSampler, FeatureRows, load_feature_splits
 
-    splits = load_feature_splits(features_dir)
-    rows = FeatureRows(splits["train"], ("text", "audio_kd", "video_kd"), 7)
-    torch.manual_seed(0)
-    model = MagtkdFusionModel(MagtkdFusionConfig.for_meld())
+    config = MagtkdFusionConfig.for_meld()
+    rows = FeatureRows(load_feature_splits(features_dir)["train"], ("text", "audio_kd", "video_kd"), 7)
+    torch.manual_seed(seed)
+    model = MagtkdFusionModel(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-6, fused=True)
-    sampler = LengthGroupedSampler(batch_size, lengths=rows.lengths(), generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(rows, batch_size=batch_size, sampler=sampler, collate_fn=FusionFeatureCollator())
-    seconds = []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        train_epoch(model, loader, optimizer, torch.device("cpu"))
-        seconds.append(time.perf_counter() - started)
-    return min(seconds)
+    sampler = EpochSampler(len(rows), seed, rows.lengths(), batch_size)
+    loader = DataLoader(rows, batch_size=batch_size, sampler=sampler, collate_fn=FusionFeatureCollator.from_config(config))
+    with Clock() as clock:
+        for batch in loader:
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return clock
+
+
+def loop_epoch(features_dir: Path, output_dir: Path) -> tuple[Clock, dict]:
+    """One epoch of `magtkd-hf train fusion` (the released MELD recipe) through `run_stage`: the training part is
+    timed around the loop's `train_epoch`, the rest (dev evaluation, best-model save, checkpoint, test) is in the
+    metrics."""
+    from magtkd_hf.training import TrainingConfig, loop, run_stage
+
+    clocks, original = [], loop.train_epoch
+
+    def timed_train_epoch(*args, **kwargs):
+        with Clock() as clock:
+            entry = original(*args, **kwargs)
+        clocks.append(clock)
+        return entry
+
+    loop.train_epoch = timed_train_epoch
+    try:
+        config = TrainingConfig(output_dir=str(output_dir), recipe="meld", features=str(features_dir), cpu=True,
+                                overrides={"*": {"epochs": 1, "keep_checkpoints": 1}})
+        metrics = run_stage("fusion", config)
+    finally:
+        loop.train_epoch = original
+    return clocks[0], metrics
 
 
 def bench_fusion(args, work: Path) -> dict:
-    from magtkd_hf.training import TrainingContext, load_recipe, run_stage
-
+    """Bare epoch and loop epoch alternately, `args.rounds` times; the fastest of each (wall and CPU) and ratios."""
     features = work / "features"
-    started = time.perf_counter()
-    sizes = meld_sized_features(features, args.fusion_conversations, 768)
-    built = time.perf_counter() - started
-    context = TrainingContext(
-        output_dir=work / "fusion-run", recipe=load_recipe("meld"), features=str(features),
-        overrides={"*": {"epochs": args.epochs, "keep_checkpoints": 1}}, cpu=True,
-    )
-    started = time.perf_counter()
-    metrics = run_stage("fusion", context)
-    total = time.perf_counter() - started
-    history = metrics["history"]
+    with Clock() as built:
+        sizes = meld_sized_features(features, args.fusion_conversations, 768)
+    bare, looped, rest = [], [], []
+    for round_index in range(args.rounds):
+        bare.append(bare_model_epoch(features, 16))
+        clock, metrics = loop_epoch(features, work / f"fusion-run-{round_index}")
+        looped.append(clock)
+        entry = metrics["history"][0]
+        rest.append({"dev_eval_s": entry["dev_seconds"], "epoch_s": entry["seconds"]})
+        print(f"  round {round_index + 1}: bare {bare[-1].wall:.1f} s wall / {bare[-1].cpu:.1f} s CPU, loop "
+              f"{clock.wall:.1f} s wall / {clock.cpu:.1f} s CPU", flush=True)
     result = {
-        "sizes": sizes, "features_build_s": built, "stage_total_s": total,
-        "loop_train_s": min(entry["train_seconds"] for entry in history),
-        "dev_eval_s": min(entry["dev_seconds"] for entry in history),
-        "epoch_with_eval_and_checkpoint_s": min(entry["seconds"] for entry in history),
-        "bare_model_train_s": bare_model_epoch(features, 16, args.epochs),
+        "sizes": sizes, "features_build_s": built.wall, "rounds": args.rounds,
+        "loop_train_s": min(c.wall for c in looped), "loop_train_cpu_s": min(c.cpu for c in looped),
+        "bare_model_train_s": min(c.wall for c in bare), "bare_model_train_cpu_s": min(c.cpu for c in bare),
+        "dev_eval_s": min(r["dev_eval_s"] for r in rest),
+        "epoch_with_eval_and_checkpoint_s": min(r["epoch_s"] for r in rest),
+        "all_rounds": {"bare": [(c.wall, c.cpu) for c in bare], "loop": [(c.wall, c.cpu) for c in looped]},
     }
     result["overhead_ratio"] = result["loop_train_s"] / result["bare_model_train_s"]
+    result["overhead_ratio_cpu"] = result["loop_train_cpu_s"] / result["bare_model_train_cpu_s"]
     if args.released_code:
         result["released"] = bench_released(args, features)
     return result
@@ -245,10 +276,41 @@ def bench_released(args, features_dir: Path) -> dict | str:
     return {"released_train_s": min(seconds)}
 
 
+def print_encoder_stages(args, rows) -> None:
+    print(f"\nEncoder stages at tiny sizes ({args.conversations} train conversations, "
+          f"{args.threads} threads, {args.epochs} epoch(s)):")
+    print(f"{'stage':18s} {'utterances':>10s} {'train s/epoch':>14s} {'dev s':>7s} {'MELD-sized epoch s':>19s}")
+    for row in rows:
+        meld = f"{row['per_meld_epoch_s']:.0f}" if row["per_meld_epoch_s"] else "-"
+        dev = f"{row['dev_s']:.1f}" if "dev_s" in row else "-"
+        print(f"{row['stage']:18s} {row['utterances']:10d} {row['epoch_s']:14.1f} {dev:>7s} {meld:>19s}")
+
+
+def print_fusion(args, fusion) -> None:
+    sizes = fusion["sizes"]
+    print(f"\nFusion stage, H=768, released MELD recipe, {sizes['train'][0]} train conversations "
+          f"({sizes['train'][1]} utterances), {args.threads} threads, fastest of {fusion['rounds']} rounds:")
+    print(f"{'':48s} {'wall s':>7s} {'CPU s':>7s}")
+    print(f"  {'loop (magtkd-hf train fusion) training epoch':46s} {fusion['loop_train_s']:7.1f} "
+          f"{fusion['loop_train_cpu_s']:7.1f}")
+    print(f"  {'fusion model alone, bare loop, same rows':46s} {fusion['bare_model_train_s']:7.1f} "
+          f"{fusion['bare_model_train_cpu_s']:7.1f}")
+    print(f"  {'ratio loop / bare model (goal <= 1.3)':46s} {fusion['overhead_ratio']:7.2f} "
+          f"{fusion['overhead_ratio_cpu']:7.2f}")
+    print(f"  dev evaluation ({sizes['validation'][1]} utterances)             {fusion['dev_eval_s']:7.1f} s")
+    print(f"  whole epoch (train + dev + best save + checkpoint) {fusion['epoch_with_eval_and_checkpoint_s']:5.1f} s")
+    released = fusion.get("released", "skipped: --released-code not given")
+    if isinstance(released, dict):
+        print(f"  released fusion loop training epoch            {released['released_train_s']:7.1f} s")
+    else:
+        print(f"  released fusion loop: {released}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of the encoder stages")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/loop fusion epochs")
     parser.add_argument("--conversations", type=int, default=40, help="train conversations of the tiny-encoder part")
     parser.add_argument("--fusion-conversations", type=int, default=1038, help="train conversations (MELD: 1038)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers of the encoder stages")
@@ -266,29 +328,10 @@ def main():
     try:
         if not args.skip_encoders:
             report["encoder_stages"] = bench_encoder_stages(args, work)
-            print(f"\nEncoder stages at tiny sizes ({args.conversations} train conversations, "
-                  f"{args.threads} threads, {args.epochs} epoch(s)):")
-            print(f"{'stage':18s} {'utterances':>10s} {'train s/epoch':>14s} {'dev s':>7s} {'MELD-sized epoch s':>19s}")
-            for row in report["encoder_stages"]:
-                meld = f"{row['per_meld_epoch_s']:.0f}" if row["per_meld_epoch_s"] else "-"
-                dev = f"{row['dev_s']:.1f}" if "dev_s" in row else "-"
-                print(f"{row['stage']:18s} {row['utterances']:10d} {row['epoch_s']:14.1f} {dev:>7s} {meld:>19s}")
+            print_encoder_stages(args, report["encoder_stages"])
         if not args.skip_fusion:
-            fusion = bench_fusion(args, work)
-            report["fusion"] = fusion
-            sizes = fusion["sizes"]
-            print(f"\nFusion stage, H=768, released MELD recipe, {sizes['train'][0]} train conversations "
-                  f"({sizes['train'][1]} utterances), {args.threads} threads:")
-            print(f"  loop (magtkd-hf train fusion) training epoch   {fusion['loop_train_s']:7.1f} s")
-            print(f"  fusion model alone, bare loop, same rows       {fusion['bare_model_train_s']:7.1f} s")
-            print(f"  ratio loop / bare model                         {fusion['overhead_ratio']:7.2f} (goal <= 1.3)")
-            print(f"  dev evaluation ({sizes['validation'][1]} utterances)             {fusion['dev_eval_s']:7.1f} s")
-            print(f"  whole epoch (train + dev + best save + checkpoint) {fusion['epoch_with_eval_and_checkpoint_s']:5.1f} s")
-            released = fusion.get("released", "skipped: --released-code not given")
-            if isinstance(released, dict):
-                print(f"  released fusion loop training epoch            {released['released_train_s']:7.1f} s")
-            else:
-                print(f"  released fusion loop: {released}")
+            report["fusion"] = bench_fusion(args, work)
+            print_fusion(args, report["fusion"])
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
     finally:

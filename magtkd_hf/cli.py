@@ -3,12 +3,18 @@
 import argparse
 import re
 import sys
+from dataclasses import fields
 from pathlib import Path
+
+from .configuration_magtkd import DATASETS, dataset_facts
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from transformers import HfArgumentParser
+
     parser = argparse.ArgumentParser(prog="magtkd-hf", description=__doc__)
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # HfArgumentParser: a sub-command can declare its options as dataclasses (`train`); the others add them as usual.
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HfArgumentParser)
     for add_command in _COMMANDS:
         add_command(subparsers)
     return parser
@@ -101,7 +107,7 @@ def _add_convert_released_command(subparsers) -> None:
         "are listed, not converted.",
     )
     parser.add_argument("--fusion", required=True, metavar="FILE.bin", help="released fusion state dict")
-    parser.add_argument("--dataset", required=True, choices=("meld", "iemocap"), help="dataset it was trained on")
+    parser.add_argument("--dataset", required=True, choices=tuple(DATASETS), help="dataset it was trained on")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
     unimodal = parser.add_argument_group("end-to-end conversion (released stage-1/2 state dicts)")
     for flag, released_name in (
@@ -148,18 +154,17 @@ def _convert_released_end_to_end(args, given: dict) -> int:
     from .processors import MagtkdProcessor
     from .released import load_released_end_to_end
 
-    if args.dataset == "meld" and args.speaker_map is None:
+    speaker_mode = dataset_facts(args.dataset)["released_speaker_mode"]
+    if speaker_mode == "global_map" and args.speaker_map is None:
         raise SystemExit(
             "--dataset meld: the released MELD models index speakers with a global map; pass --speaker-map "
             "speaker2id.json (MELD/feature/speaker2id.json of the released scripts)."
         )
     configs = [AutoConfig.from_pretrained(name) for name in (args.text_encoder, args.audio_encoder, args.video_encoder)]
     model, unused = load_released_end_to_end(args.fusion, given, args.dataset, *configs)
-    speaker_settings = (
-        {"speaker_mode": "global_map", "speaker_map": args.speaker_map}
-        if args.dataset == "meld"
-        else {"speaker_mode": "released_iemocap"}
-    )
+    speaker_settings = {"speaker_mode": speaker_mode}
+    if speaker_mode == "global_map":
+        speaker_settings["speaker_map"] = args.speaker_map
     try:
         processor = MagtkdProcessor.from_encoders(
             args.text_encoder, args.audio_encoder, video_size=int(configs[2].image_size),
@@ -171,14 +176,16 @@ def _convert_released_end_to_end(args, given: dict) -> int:
             args.text_encoder, None, video_size=int(configs[2].image_size), tokenization_mode="released",
             num_frames=int(configs[2].num_frames), frame_selection="released", **speaker_settings,
         )
-    if len(processor.tokenizer) != model.config.text_config.vocab_size:
+    text_rows = model.config.text_config.encoder_config.vocab_size
+    if len(processor.tokenizer) != text_rows:
         raise SystemExit(
             f"The tokenizer of {args.text_encoder} has {len(processor.tokenizer)} tokens with the speaker tokens, the "
-            f"released text model {model.config.text_config.vocab_size} rows: not the tokenizer it was trained with."
+            f"released text model {text_rows} rows: not the tokenizer it was trained with."
         )
     model.save_pretrained(args.output)
     processor.save_pretrained(args.output)
-    used = {"text": "text", "audio": model.config.audio_feature_source, "video": model.config.video_feature_source}
+    fusion = model.config.fusion_model_config
+    used = {"text": "text", "audio": fusion.audio_feature_source, "video": fusion.video_feature_source}
     print(f"Converted the released {args.dataset} model to {args.output} (MagtkdForEmotionRecognition + processor).")
     for modality, source in used.items():
         print(f"  {modality} encoder <- --{source.replace('_', '-')} {given[source]}")
@@ -222,7 +229,7 @@ def _add_import_released_features_command(subparsers) -> None:
         help="one pickle per split; the split is read from the file name (train/dev/test) or given as SPLIT=FILE",
     )
     parser.add_argument("--output", required=True, metavar="DIR")
-    parser.add_argument("--dataset", choices=("meld", "iemocap"), help="names the labels (ClassLabel) when given")
+    parser.add_argument("--dataset", choices=tuple(DATASETS), help="names the labels (ClassLabel) when given")
     parser.add_argument(
         "--speaker-indexing", choices=("conversation", "released"), default="conversation",
         help="'conversation' (default): speakers numbered by first appearance in each conversation; 'released': the "
@@ -256,7 +263,7 @@ def _add_check_data_command(subparsers) -> None:
         "header opened with PyAV, nothing decoded) and clips longer than a limit. Exit status: 0 usable as asked, "
         "1 media files missing or unreadable (or a split left empty), 2 label files absent or unreadable.",
     )
-    parser.add_argument("dataset", choices=("meld", "iemocap"), help="which release ROOT holds")
+    parser.add_argument("dataset", choices=tuple(DATASETS), help="which release ROOT holds")
     parser.add_argument("root", metavar="ROOT", help="the MELD release folder or the IEMOCAP_full_release folder")
     parser.add_argument("--no-media", action="store_true", help="check the label files only, not the media files")
     parser.add_argument(
@@ -284,17 +291,19 @@ def _add_check_data_command(subparsers) -> None:
 _COMMANDS.append(_add_check_data_command)
 
 
-_TRAIN_STAGES = ("text", "audio", "video", "distill-audio", "distill-video", "extract-features", "fusion", "all")
-
-
 def _add_train_command(subparsers) -> None:
-    """`train STAGE`: the MAGTKD recipe, one stage per call (or `all`), on Accelerate."""
+    """`train STAGE`: the MAGTKD recipe, one stage per call (or `all`); its options are the fields of
+    `RunSettings`, `ModelSettings` and `StageSettings` (magtkd_hf/training/settings.py)."""
+    from .training import STAGE_ORDER, ModelSettings, RunSettings, StageSettings
+
+    stages = (*STAGE_ORDER, "all")
     parser = subparsers.add_parser(
         "train",
-        help="train a stage of the MAGTKD recipe (text|audio|video|distill-audio|distill-video|extract-features|"
-        "fusion|all)",
-        description="Runs one stage of the MAGTKD recipe with the released settings of --recipe (overridable by the "
-        "flags below), writing OUTPUT_DIR/<stage>/ (a save_pretrained folder, metrics.json, confusion_matrix.png, "
+        dataclass_types=(RunSettings, ModelSettings, StageSettings),
+        formatter_class=argparse.HelpFormatter,
+        help=f"train a stage of the MAGTKD recipe ({'|'.join(stages)})",
+        description="Runs one stage of the MAGTKD recipe with the settings of --recipe (overridable by the options "
+        "below), writing OUTPUT_DIR/<stage>/ (a save_pretrained folder, metrics.json, confusion_matrix.png, "
         "checkpoints/epoch_K/). Each stage reads the earlier stages' folders under OUTPUT_DIR. Stages: text, audio, "
         "video (stage 1); distill-audio, distill-video (stage 2, frozen text teacher); extract-features (stage 3, "
         "OUTPUT_DIR/features, a datasets DatasetDict); fusion (stage 4, from OUTPUT_DIR/features or --features, e.g. "
@@ -303,111 +312,38 @@ def _add_train_command(subparsers) -> None:
         "`accelerate launch -m magtkd_hf train ...` (or `python -m torch.distributed.run --nproc_per_node N -m "
         "magtkd_hf train ...` on CPU).",
     )
-    parser.add_argument("stage", choices=_TRAIN_STAGES, metavar="STAGE", help=", ".join(_TRAIN_STAGES))
-    parser.add_argument("--output-dir", required=True, metavar="DIR", help="the run's folder; stage folders go here")
-    parser.add_argument(
-        "--recipe", default="meld", metavar="NAME_OR_FILE",
-        help="'meld' (default) or 'iemocap' (the released settings, shipped) or a recipe JSON file",
-    )
-    data = parser.add_argument_group("inputs")
-    data.add_argument("--data", metavar="DIR", help="stages 1-3: a MELD/IEMOCAP release folder or a saved DatasetDict")
-    data.add_argument("--on-missing", choices=("raise", "drop"), default="raise",
-                      help="building from a release folder: missing/unreadable clips raise (default) or are dropped")
-    data.add_argument("--processor", metavar="DIR", help="a saved MagtkdProcessor (default: OUTPUT_DIR/processor, "
-                      "else built from the text and audio encoders)")
-    for modality in ("text", "audio", "video"):
-        data.add_argument(f"--{modality}-encoder", metavar="NAME_OR_DIR",
-                          help=f"pretrained {modality} encoder (Hub name or folder; default: the recipe's)")
-    for stage in ("text", "audio", "video", "distill-audio", "distill-video"):
-        data.add_argument(f"--{stage}-model", metavar="DIR",
-                          help=f"use this trained '{stage}' folder instead of OUTPUT_DIR/{stage}")
-    data.add_argument("--features", metavar="DIR",
-                      help="stage-3 features folder (fusion input; extract-features output) instead of "
-                      "OUTPUT_DIR/features")
-    hyper = parser.add_argument_group("settings (default: the recipe's value for the stage; with 'all', every stage)")
-    hyper.add_argument("--learning-rate", type=float)
-    hyper.add_argument("--weight-decay", type=float)
-    hyper.add_argument("--batch-size", type=int, help="utterances (stages 1-3) or conversations (fusion) per step")
-    hyper.add_argument("--eval-batch-size", type=int)
-    hyper.add_argument("--epochs", type=int)
-    hyper.add_argument("--warmup-epochs", type=float, help="linear warm-up length in epochs of optimiser steps")
-    hyper.add_argument("--schedule", choices=("optimizer_steps", "released"),
-                       help="count the schedule in optimiser steps (default) or as the released scripts (samples)")
-    hyper.add_argument("--max-grad-norm", type=float, help="clip gradients at this norm after unscaling (10)")
-    hyper.add_argument("--gradient-accumulation-steps", type=int)
-    hyper.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"))
-    hyper.add_argument("--seed", type=int, help="default: the recipe's (2024)")
-    hyper.add_argument("--num-workers", type=int, help="DataLoader workers (media decoding)")
-    hyper.add_argument("--logit-weight", type=float, help="stage 2: weight of the DIST logit-relation loss")
-    hyper.add_argument("--feature-weight", type=float, help="stage 2: weight of the feature-relation loss")
-    hyper.add_argument("--student-init", choices=("stage", "encoder"),
-                       help="stage 2: start the student from its stage-1 model or from the pretrained encoder")
-    hyper.add_argument("--keep-checkpoints", type=int, help="epoch checkpoints kept (0: all)")
-    hyper.add_argument("--no-fused-optimizer", action="store_true", help="use the default AdamW implementation")
-    hyper.add_argument("--set", action="append", default=[], metavar="[STAGE.]KEY=VALUE",
-                       help="any setting, for one stage (fusion.epochs=5) or all (epochs=5); repeatable")
-    model = parser.add_argument_group("model")
-    model.add_argument("--num-attention-heads", type=int, help="fusion heads (8)")
-    model.add_argument("--dropout", type=float, help="fusion dropout (0.5)")
-    model.add_argument("--audio-features", choices=("audio", "audio_kd"), help="fusion audio input (recipe preset)")
-    model.add_argument("--video-features", choices=("video", "video_kd"), help="fusion video input (recipe preset)")
-    run = parser.add_argument_group("run")
-    run.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                     help="continue from the newest epoch checkpoint of the stage (or this checkpoint folder); with "
-                     "'all', finished stages are skipped")
-    run.add_argument("--stop-after-epochs", type=int, metavar="N",
-                     help="stop after N epochs of this call (as if interrupted); --resume continues")
-    run.add_argument("--report-to", choices=("none", "tensorboard", "wandb"), default="none",
-                     help="experiment tracker through Accelerate (needs the tracker's package)")
-    run.add_argument("--track-test", action="store_true",
-                     help="also evaluate test every epoch and report the test-selected figure of the released "
-                     "scripts (for comparison only; selection stays on dev)")
-    run.add_argument("--cpu", action="store_true", help="train on CPU even when a GPU is present")
+    parser.add_argument("stage", choices=stages, metavar="STAGE", help=", ".join(stages))
+    parser.add_argument("--set", action="append", default=[], metavar="[STAGE.]KEY=VALUE", dest="set_options",
+                        help="any stage setting, for one stage (fusion.epochs=5) or all (epochs=5); repeatable")
+    # Not given: the recipe decides (the dataclass defaults are the last fallback, applied by the recipe).
+    parser.set_defaults(**{item.name: None for cls in (ModelSettings, StageSettings) for item in fields(cls)})
+    parser.set_defaults(func=_run_train)
 
-    def run_train(args) -> int:
-        from .training import TrainingContext, load_recipe, parse_set_options, run_all, run_stage
 
-        overrides = parse_set_options(args.set)
-        flags = {
-            "learning_rate": args.learning_rate, "weight_decay": args.weight_decay, "batch_size": args.batch_size,
-            "eval_batch_size": args.eval_batch_size, "epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
-            "schedule": args.schedule, "max_grad_norm": args.max_grad_norm,
-            "gradient_accumulation_steps": args.gradient_accumulation_steps, "mixed_precision": args.mixed_precision,
-            "seed": args.seed, "num_workers": args.num_workers, "logit_weight": args.logit_weight,
-            "feature_weight": args.feature_weight, "student_init": args.student_init,
-            "keep_checkpoints": args.keep_checkpoints, "report_to": args.report_to,
-            "track_test": args.track_test or None, "fused_optimizer": False if args.no_fused_optimizer else None,
-        }
-        flags = {key: value for key, value in flags.items() if value is not None}
-        for stage, values in overrides.items():
-            overrides[stage] = {**values, **flags} if stage == "*" else values
-        overrides.setdefault("*", dict(flags))
-        context = TrainingContext(
-            output_dir=Path(args.output_dir),
-            recipe=load_recipe(args.recipe),
-            data=args.data,
-            processor_path=args.processor,
-            encoders={"text": args.text_encoder, "audio": args.audio_encoder, "video": args.video_encoder},
-            stage_dirs={stage: getattr(args, f"{stage.replace('-', '_')}_model")
-                        for stage in ("text", "audio", "video", "distill-audio", "distill-video")},
-            features=args.features,
-            overrides=overrides,
-            model_overrides={"num_attention_heads": args.num_attention_heads, "dropout": args.dropout,
-                             "audio_feature_source": args.audio_features,
-                             "video_feature_source": args.video_features},
-            cpu=args.cpu,
-            resume=args.resume,
-            stop_after_epochs=args.stop_after_epochs,
-            on_missing=args.on_missing,
-        )
-        try:
-            result = run_all(context) if args.stage == "all" else run_stage(args.stage, context)
-        finally:
-            _end_distributed()
-        _print_train_summary(args.stage, result, context.output_dir)
-        return 0
+def training_config_from_args(args):
+    """The parsed `train` options -> a `TrainingConfig`: stage settings given as options apply to every stage,
+    `--set STAGE.KEY=VALUE` to one (a stage's own entries win over the options)."""
+    from .training import ModelSettings, RunSettings, StageSettings, TrainingConfig, parse_set_options
 
-    parser.set_defaults(func=run_train)
+    def given(cls) -> dict:
+        return {item.name: getattr(args, item.name) for item in fields(cls) if getattr(args, item.name) is not None}
+
+    overrides = parse_set_options(args.set_options)
+    overrides["*"] = {**overrides.get("*", {}), **given(StageSettings)}
+    run = {item.name: getattr(args, item.name) for item in fields(RunSettings)}
+    return TrainingConfig(**run, model=ModelSettings(**given(ModelSettings)), overrides=overrides)
+
+
+def _run_train(args) -> int:
+    from .training import run_all, run_stage
+
+    config = training_config_from_args(args)
+    try:
+        result = run_all(config) if args.stage == "all" else run_stage(args.stage, config)
+    finally:
+        _end_distributed()
+    _print_train_summary(args.stage, result, Path(config.output_dir))
+    return 0
 
 
 def _end_distributed() -> None:

@@ -4,7 +4,7 @@ from collections.abc import Mapping, Sequence
 
 from transformers import BatchFeature
 
-MODALITIES = ("text", "audio", "video")
+from .configuration_magtkd import MODALITIES
 
 
 class MagtkdDataCollator:

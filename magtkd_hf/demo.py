@@ -9,19 +9,21 @@ from pathlib import Path
 
 import torch
 
-from .cli import main as cli_main
 from .datasets_scripts.sample import SAMPLE_CONVERSATIONS, SAMPLE_MELD_ROOT
 from .inference import format_predictions, load_emotion_model, predict_emotions
-from .training.stages import load_metrics
 from .tiny import write_tiny_components
+from .training import ModelSettings, TrainingConfig, run_all
+from .training.reporting import load_metrics
 
 DEMO_SEED = 2024
-# Small models learn from few utterances only with larger steps than the paper's; every stage runs a few epochs.
-DEMO_TRAINING = [
-    "--epochs", "4", "--learning-rate", "5e-4", "--batch-size", "4", "--eval-batch-size", "8",
-    "--num-attention-heads", "4", "--dropout", "0.1", "--num-workers", "0", "--mixed-precision", "no",
-    "--set", "fusion.epochs=60", "--set", "fusion.learning_rate=3e-3", "--set", "fusion.batch_size=2",
-]
+# Small models learn from few utterances only with larger steps than the paper's; every stage runs a few epochs,
+# the fusion (a few thousand parameters per conversation) many more.
+DEMO_OVERRIDES = {
+    "*": {"epochs": 4, "learning_rate": 5e-4, "batch_size": 4, "eval_batch_size": 8, "num_workers": 0,
+          "mixed_precision": "no"},
+    "fusion": {"epochs": 60, "learning_rate": 3e-3, "batch_size": 2},
+}
+DEMO_MODEL = ModelSettings(num_attention_heads=4, dropout=0.1)
 
 
 def sample_texts() -> list[str]:
@@ -38,18 +40,23 @@ def sample_test_conversation() -> list[dict]:
     ]
 
 
-def run_demo(output_dir: str | Path, extra_arguments: list[str] = ()) -> dict:
-    """Runs the miniature recipe into `output_dir` and predicts; returns the paths, metrics and predictions."""
+def demo_training_config(output_dir: str | Path, components: dict, **run_settings) -> TrainingConfig:
+    """`train all` of the miniature recipe on the sample conversations with the tiny components."""
+    return TrainingConfig(
+        output_dir=str(Path(output_dir) / "run"), data=str(SAMPLE_MELD_ROOT),
+        processor=str(components["processor"]),
+        **{f"{modality}_encoder": str(components[f"{modality}-encoder"]) for modality in ("text", "audio", "video")},
+        model=DEMO_MODEL, overrides=DEMO_OVERRIDES, **run_settings,
+    )
+
+
+def run_demo(output_dir: str | Path, **run_settings) -> dict:
+    """Runs the miniature recipe into `output_dir` and predicts; returns the paths, metrics and predictions.
+    `run_settings`: more `RunSettings` fields (e.g. `cpu=True`)."""
     output_dir = Path(output_dir)
     torch.manual_seed(DEMO_SEED)  # the tiny encoders' random weights
     components = write_tiny_components(output_dir / "tiny-encoders", sample_texts())
-    arguments = ["train", "all", "--output-dir", str(output_dir / "run"), "--data", str(SAMPLE_MELD_ROOT)]
-    for name in ("processor", "text-encoder", "audio-encoder", "video-encoder"):
-        arguments += [f"--{name}", str(components[name])]
-    arguments += [*DEMO_TRAINING, *extra_arguments]
-    status = cli_main(arguments)
-    if status:
-        raise RuntimeError(f"`magtkd-hf {' '.join(arguments)}` failed with status {status}.")
+    run_all(demo_training_config(output_dir, components, **run_settings))
     model_dir = output_dir / "run" / "model"
     model, processor = load_emotion_model(model_dir)
     conversation = sample_test_conversation()

@@ -40,6 +40,11 @@ class FusionFeatureCollator:
     def __init__(self, audio_source: str = "audio_kd", video_source: str = "video_kd"):
         self.sources = {"text_features": "text", "audio_features": audio_source, "video_features": video_source}
 
+    @classmethod
+    def from_config(cls, config) -> "FusionFeatureCollator":
+        """The collator of the columns a `MagtkdFusionConfig` reads (`audio_feature_source`, `video_feature_source`)."""
+        return cls(config.audio_feature_source, config.video_feature_source)
+
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         lengths = [len(row["speaker_ids"]) for row in rows]
         batch_size, max_length = len(rows), max(lengths)

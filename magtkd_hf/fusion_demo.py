@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .configuration_magtkd import MELD_LABELS, MagtkdFusionConfig
+from .configuration_magtkd import MagtkdFusionConfig
 from .features import FusionFeatureCollator, conversation_lengths, feature_dataset_features
 from .metrics import classification_metrics
-from .modeling_magtkd import MagtkdFusionModel
+from .modeling_magtkd_fusion import MagtkdFusionModel
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,9 @@ def synthetic_feature_split(
 ) -> datasets.Dataset:
     """Conversations of 2-12 utterances in the stage-3 features schema (see module docstring)."""
     num_labels = next(iter(prototypes.values())).shape[0]
-    rows = {column: [] for column in feature_dataset_features(hidden_size, MELD_LABELS[:num_labels])}
+    label_names = MagtkdFusionConfig().label_names[:num_labels]  # the fusion's default classes
+    schema = feature_dataset_features(hidden_size, label_names)
+    rows = {column: [] for column in schema}
     for conversation in range(num_conversations):
         length = int(rng.integers(2, 13))
         labels = [int(rng.integers(num_labels))]
@@ -45,7 +47,7 @@ def synthetic_feature_split(
             rows[source].append(strength * prototypes[source][labels] + noise)
         rows["speaker_ids"].append([int(speaker) for speaker in rng.integers(0, 3, length)])
         rows["labels"].append(labels)
-    return datasets.Dataset.from_dict(rows, features=feature_dataset_features(hidden_size, MELD_LABELS[:num_labels]))
+    return datasets.Dataset.from_dict(rows, features=schema)
 
 
 def synthetic_feature_splits(hidden_size: int = 64, num_labels: int = 7, seed: int = 0) -> datasets.DatasetDict:
@@ -77,7 +79,7 @@ def run_fusion_demo(output_dir: str | Path, steps: int = 300, eval_every: int = 
     splits = synthetic_feature_splits(seed=seed).with_format("numpy")
     config = MagtkdFusionConfig(hidden_size=64, num_attention_heads=4, intermediate_size=64, dropout=0.1)
     model = MagtkdFusionModel(config)
-    collator = FusionFeatureCollator(config.audio_feature_source, config.video_feature_source)
+    collator = FusionFeatureCollator.from_config(config)
     train = splits["train"]
     sampler = LengthGroupedSampler(16, lengths=conversation_lengths(train), generator=torch.Generator().manual_seed(seed))
     train_loader = DataLoader(train, batch_size=16, sampler=sampler, collate_fn=collator)

@@ -15,9 +15,9 @@ from magtkd_hf import load_meld
 from magtkd_hf.cli import main as cli
 from magtkd_hf.datasets_scripts.synthetic import write_meld_tree
 from magtkd_hf.features import FusionFeatureCollator
-from magtkd_hf.training import STAGES, TrainingContext, load_recipe
+from magtkd_hf.training import STAGES, StageInputs, TrainingConfig
 from magtkd_hf.training.data import UtteranceItems
-from magtkd_hf.training.stages import _build_encoder_task
+from magtkd_hf.training.stages import distillation_job
 
 from media_fixtures import write_mp4
 from tiny_magtkd import tiny_audio_config, tiny_processor, tiny_text_config, tiny_video_config
@@ -122,26 +122,28 @@ def test_final_model_loads_with_auto_classes_and_predicts(trained, tiny_release)
 
 
 def test_distillation_loss_falls_over_a_few_steps(trained, tiny_release):
-    context = TrainingContext(
-        output_dir=trained, recipe=load_recipe("meld"), data=str(tiny_release / "MELD.Raw"),
-        processor_path=str(tiny_release / "processor"), cpu=True,
-    )
-    settings = context.settings("distill-audio")
-    task = _build_encoder_task(context, STAGES["distill-audio"], settings, None)
-    assert isinstance(task.train_dataset, UtteranceItems)
-    batch = task.collate_fn([task.train_dataset[index] for index in range(8)])
-    assert set(batch) == {"labels", "text", "audio"}
-    model = task.model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    inputs = StageInputs(TrainingConfig(
+        output_dir=str(trained), recipe="meld", data=str(tiny_release / "MELD.Raw"),
+        processor=str(tiny_release / "processor"), cpu=True,
+    ))
+    job = distillation_job(STAGES["distill-audio"], inputs, inputs.settings("distill-audio"))
+    assert isinstance(job.train_dataset, UtteranceItems)
+    batch = job.collator([job.train_dataset[index] for index in range(8)])
+    assert set(batch) == {"labels", "student_inputs", "teacher_inputs"}
+    assert set(batch["student_inputs"]) == {"input_values", "attention_mask"}
+    assert set(job.eval_collator([job.train_dataset[0]])) == {"input_values", "attention_mask", "labels"}
+    model = job.model.train()
+    assert not model.teacher.training
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     losses = []
     for _ in range(6):
-        loss = task.loss_fn(model, batch, task.frozen)
+        loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0] and np.isfinite(losses).all()
-    assert all(not parameter.requires_grad or parameter.grad is None for parameter in task.frozen["teacher"].parameters())
+    assert all(not parameter.requires_grad and parameter.grad is None for parameter in model.teacher.parameters())
 
 
 def test_all_with_resume_skips_finished_stages(trained, tiny_release, capsys):

@@ -5,6 +5,7 @@ import os
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -16,9 +17,17 @@ from transformers import AutoModel
 import magtkd_hf
 from magtkd_hf.cli import main as cli
 from magtkd_hf.fusion_demo import synthetic_feature_splits
-from magtkd_hf.training import TrainingContext, evaluate_saved_fusion, load_recipe, run_stage
+from magtkd_hf.cli import build_parser, training_config_from_args
+from magtkd_hf.training import (
+    EpochSampler,
+    ModelSettings,
+    TrainingConfig,
+    evaluate_saved_fusion,
+    load_recipe,
+    run_stage,
+)
+from magtkd_hf.training.checkpointing import find_resumable_checkpoint
 from magtkd_hf.training.data import FeatureRows, load_feature_splits
-from magtkd_hf.training.loop import EpochSampler, latest_checkpoint
 from magtkd_hf.training.reporting import confusion_matrix
 
 HIDDEN = 64
@@ -41,11 +50,11 @@ def features_dir(tmp_path_factory):
     return folder
 
 
-def _context(output_dir, features_dir, **settings):
+def _config(output_dir, features_dir, **settings):
     overrides = {"*": {"learning_rate": 1e-3, "batch_size": 8, "eval_batch_size": 8, "num_workers": 0, **settings}}
-    return TrainingContext(
-        output_dir=output_dir, recipe=load_recipe("meld"), features=str(features_dir), overrides=overrides,
-        model_overrides={"num_attention_heads": 4, "dropout": 0.1}, cpu=True,
+    return TrainingConfig(
+        output_dir=str(output_dir), recipe="meld", features=str(features_dir), overrides=overrides,
+        model=ModelSettings(num_attention_heads=4, dropout=0.1), cpu=True,
     )
 
 
@@ -76,22 +85,21 @@ def test_fusion_command_writes_model_metrics_and_confusion_matrix(tmp_path, feat
 
 
 def test_fusion_learns_on_features_that_carry_the_labels(tmp_path, features_dir):
-    metrics = run_stage("fusion", _context(tmp_path, features_dir, epochs=4, warmup_epochs=0.5))
+    metrics = run_stage("fusion", _config(tmp_path, features_dir, epochs=4, warmup_epochs=0.5))
     first, best = metrics["history"][0]["validation"]["weighted_f1"], metrics["validation"]["weighted_f1"]
     assert best > 25.0 and best >= first  # 7 classes: chance is about 14
     assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
 
 
 def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(tmp_path, features_dir):
-    uninterrupted = run_stage("fusion", _context(tmp_path / "a", features_dir, epochs=3))
+    uninterrupted = run_stage("fusion", _config(tmp_path / "a", features_dir, epochs=3))
 
-    stopped = run_stage("fusion", TrainingContext(**{**_context(tmp_path / "b", features_dir, epochs=3).__dict__,
-                                                     "stop_after_epochs": 1}))
+    interrupted = _config(tmp_path / "b", features_dir, epochs=3)
+    stopped = run_stage("fusion", replace(interrupted, stop_after_epochs=1))
     assert stopped == {"stopped_after_epoch": 1}
-    assert latest_checkpoint(tmp_path / "b" / "fusion").name == "epoch_1"
+    assert find_resumable_checkpoint(tmp_path / "b" / "fusion" / "checkpoints")[0].name == "epoch_1"
     assert not (tmp_path / "b" / "fusion" / "metrics.json").exists()
-    resumed = run_stage("fusion", TrainingContext(**{**_context(tmp_path / "b", features_dir, epochs=3).__dict__,
-                                                     "resume": True}))
+    resumed = run_stage("fusion", replace(interrupted, resume="latest"))
 
     assert _comparable(resumed) == _comparable(uninterrupted)
     weights = [AutoModel.from_pretrained(str(tmp_path / run / "fusion")).state_dict() for run in ("a", "b")]
@@ -112,6 +120,10 @@ def test_two_processes_gather_the_same_metrics_as_one(tmp_path, features_dir):
     assert finished.returncode == 0, finished.stderr[-3000:]
     metrics = json.loads((tmp_path / "fusion" / "metrics.json").read_text())
     assert metrics["num_processes"] == 2
+    # 16 batches of 8 shared by 2 processes: 8 optimiser steps an epoch; the prepared scheduler, stepped once per
+    # process at each of them, follows the same curve as one process would: peak after the warm-up, 0 at the end.
+    assert metrics["schedule"] == {"warmup_steps": 8, "total_steps": 16, "optimizer_steps": 16}
+    assert [entry["learning_rate"] for entry in metrics["history"]] == [pytest.approx(1e-3), 0.0]
 
     single = evaluate_saved_fusion(tmp_path / "fusion", features_dir, batch_size=5)
     for split in ("validation", "test"):
@@ -157,7 +169,7 @@ def test_import_released_features_then_train_fusion(tmp_path, speaker_indexing):
 
 def test_errors_name_the_folder_and_the_conversation(tmp_path, features_dir):
     with pytest.raises(FileNotFoundError, match="nowhere.*extract-features|nowhere"):
-        run_stage("fusion", _context(tmp_path, tmp_path / "nowhere", epochs=1))
+        run_stage("fusion", _config(tmp_path, tmp_path / "nowhere", epochs=1))
     splits = load_feature_splits(features_dir)
     rows = splits["train"].select(range(3)).to_dict()
     rows["labels"][1] = [0] * (len(rows["labels"][1]) - 1) + [12]
@@ -200,6 +212,49 @@ def test_recipes_hold_the_released_settings():
     with pytest.raises(ValueError, match="unknown setting 'epoch'"):
         meld.stage_settings("fusion", {"epoch": 2})
     assert Path(magtkd_hf.__file__).parent.joinpath("training", "recipes", "meld.json").is_file()
+    assert (meld.model.num_attention_heads, meld.model.dropout) == (8, 0.5)
+    assert meld.encoder_config_overrides == {"audio": {"mask_time_length": 3}}
+
+
+def test_recipe_files_hold_hyper_parameters_only(tmp_path):
+    """Labels, fusion loss weights, feature sources and speaker numbering come from the dataset table, not the
+    recipe; a recipe naming an unknown setting or dataset is refused with the file and the key."""
+    for name in ("meld", "iemocap"):
+        text = Path(magtkd_hf.__file__).parent.joinpath("training", "recipes", f"{name}.json").read_text()
+        for fact in magtkd_hf.DATASETS[name]:
+            assert f'"{fact}"' not in text
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"dataset": "meld", "stages": {"fusion": {"epoch": 3}}}))
+    with pytest.raises(ValueError, match=r"bad.json 'stages.fusion': unknown setting 'epoch'"):
+        load_recipe(bad)
+    bad.write_text(json.dumps({"dataset": "friends", "stages": {}}))
+    with pytest.raises(ValueError, match="Unknown dataset 'friends'"):
+        load_recipe(bad)
+
+
+def test_the_train_command_is_built_from_the_settings_dataclasses():
+    """Every field of the settings dataclasses is an option of `train`; options given apply to every stage, `--set`
+    to one stage (winning over the options), options not given leave the recipe's values."""
+    from dataclasses import fields
+
+    from magtkd_hf.training import RunSettings, StageSettings
+
+    arguments = build_parser().parse_args([
+        "train", "fusion", "--output-dir", "runs/x", "--epochs", "3", "--no-fused-optimizer", "--track-test",
+        "--audio-features", "audio", "--set", "fusion.epochs=5", "--set", "learning_rate=2e-4", "--resume",
+    ])
+    config = training_config_from_args(arguments)
+    assert config.overrides == {"*": {"learning_rate": 2e-4, "epochs": 3, "fused_optimizer": False,
+                                      "track_test": True}, "fusion": {"epochs": 5}}
+    assert config.model == ModelSettings(audio_feature_source="audio") and config.resume == "latest"
+    recipe = load_recipe(config.recipe)
+    fusion = recipe.stage_settings("fusion", config.stage_overrides("fusion"))
+    text = recipe.stage_settings("text", config.stage_overrides("text"))
+    assert (fusion.epochs, text.epochs, fusion.batch_size, text.batch_size) == (5, 3, 16, 4)
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for cls in (RunSettings, ModelSettings, StageSettings):
+        for item in fields(cls):
+            assert f"--{item.name.replace('_', '-')}" in help_text
 
 
 def test_train_help_lists_every_stage(capsys):
@@ -211,8 +266,8 @@ def test_train_help_lists_every_stage(capsys):
 
 
 def test_gradient_accumulation_and_bf16_autocast(tmp_path, features_dir):
-    metrics = run_stage("fusion", _context(tmp_path, features_dir, epochs=1, gradient_accumulation_steps=3,
-                                           mixed_precision="bf16"))
+    metrics = run_stage("fusion", _config(tmp_path, features_dir, epochs=1, gradient_accumulation_steps=3,
+                                          mixed_precision="bf16"))
     batches = -(-121 // 8)  # 16 batches of 8 conversations
     assert metrics["schedule"]["optimizer_steps"] == -(-batches // 3) == metrics["schedule"]["total_steps"]
     assert metrics["settings"]["mixed_precision"] == "bf16" and np.isfinite(metrics["history"][0]["train_loss"])

@@ -1,43 +1,42 @@
-"""The MAGTKD training recipe on Accelerate: one loop (`loop.py`), the stages as a table (`stages.py`), the released
-MELD and IEMOCAP settings as files (`recipes/*.json`, read by `recipe.py`).
+"""The MAGTKD training recipe on Accelerate: the settings (`settings.py`, one dataclass per concern), the released
+MELD and IEMOCAP hyper-parameters as files (`recipes/*.json`, read by `recipe.py`), the stages as a table
+(`stages.py`), one training loop (`loop.py`) with verified checkpoints (`checkpointing.py`).
 
-    magtkd-hf train {text,audio,video,distill-audio,distill-video,extract-features,fusion,all} --recipe meld ...
+    from magtkd_hf.training import TrainingConfig, run_all, run_stage
+    run_all(TrainingConfig(output_dir="runs/meld", recipe="meld", data="/data/MELD.Raw"))
 """
 
-from .loop import EpochSampler, StageTask, evaluate, latest_checkpoint, train_stage
-from .recipe import RECIPES, Recipe, StageSettings, load_recipe, parse_set_options
-from .stages import (
-    STAGE_ORDER,
-    STAGES,
-    StageSpec,
-    TrainingContext,
-    assemble_end_to_end,
-    evaluate_saved_fusion,
-    extract_features,
-    fusion_config_for_features,
-    run_all,
-    run_stage,
-)
+from .assemble import assemble_end_to_end, evaluate_saved_fusion
+from .data import EpochSampler
+from .extract import extract_features
+from .inputs import StageInputs
+from .loop import StageJob, evaluate, train_stage
+from .recipe import Recipe, load_recipe, shipped_recipes
+from .settings import ModelSettings, RunSettings, StageSettings, TrainingConfig, parse_set_options
+from .stages import FEATURE_STAGE, STAGE_ORDER, STAGES, StageSpec, fusion_config_for_features, run_all, run_stage
 
 __all__ = [
     "EpochSampler",
-    "RECIPES",
+    "FEATURE_STAGE",
+    "ModelSettings",
     "Recipe",
+    "RunSettings",
     "STAGES",
     "STAGE_ORDER",
+    "StageInputs",
+    "StageJob",
     "StageSettings",
     "StageSpec",
-    "StageTask",
-    "TrainingContext",
+    "TrainingConfig",
     "assemble_end_to_end",
     "evaluate",
     "evaluate_saved_fusion",
     "extract_features",
     "fusion_config_for_features",
-    "latest_checkpoint",
     "load_recipe",
     "parse_set_options",
     "run_all",
     "run_stage",
+    "shipped_recipes",
     "train_stage",
 ]

@@ -1,4 +1,5 @@
-"""Data of the stages: conversations (stages 1-3) cut into utterance items, and stage-3 feature rows (stage 4)."""
+"""Data of the stages: conversations (stages 1-3) cut into utterance items and collated into each stage model's
+keyword arguments, stage-3 feature rows (stage 4), and the epoch-seeded sampling order that makes resuming exact."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ from typing import Mapping, Sequence
 import datasets
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..configuration_magtkd import FEATURE_SOURCES
 
-MODALITY_INPUTS = {
-    "text": ("input_ids", "attention_mask"),
-    "audio": ("input_values", "audio_attention_mask"),
-    "video": ("pixel_values",),
+# The processor's output names -> each stage model's keyword arguments (the audio model's `attention_mask` is the
+# processor's audio mask, not the text one).
+MODEL_INPUTS = {
+    "text": {"input_ids": "input_ids", "attention_mask": "attention_mask"},
+    "audio": {"input_values": "input_values", "attention_mask": "audio_attention_mask"},
+    "video": {"pixel_values": "pixel_values"},
 }
 SPLITS = ("train", "validation", "test")
 
@@ -28,11 +32,11 @@ def load_conversations(data: str | Path, dataset: str, on_missing: str = "raise"
         return datasets.load_from_disk(str(path))
     if not path.is_dir():
         raise FileNotFoundError(f"--data {path}: no such folder (a {dataset} release folder or a saved DatasetDict)")
-    from .. import load_iemocap, load_meld
+    import magtkd_hf
 
-    loader = {"meld": load_meld, "iemocap": load_iemocap}.get(dataset)
+    loader = getattr(magtkd_hf, f"load_{dataset}", None)  # load_meld, load_iemocap: one builder per dataset
     if loader is None:
-        raise ValueError(f"--data {path}: cannot build dataset {dataset!r} from a release folder (meld or iemocap)")
+        raise ValueError(f"--data {path}: no release-folder builder for dataset {dataset!r} (magtkd_hf.load_{dataset})")
     return loader(path, on_missing=on_missing)
 
 
@@ -80,39 +84,57 @@ class UtteranceItems(Dataset):
 
 
 class UtteranceCollator:
-    """Utterance items -> `{"labels": (b,), "text": {...}, "audio": {...}, "video": {...}}` for the modalities asked:
-    text inputs of the last prompt of each history (left padded, mask token last), audio/video inputs of the
-    utterance alone."""
+    """Utterance items -> one stage model's keyword arguments and `labels` (b,): for text, the last prompt of each
+    history (left padded, the mask token last); for audio and video, the utterance's own media."""
 
-    def __init__(self, processor, modalities: Sequence[str], use_time_window: bool = False):
-        self.processor = processor
-        self.modalities = tuple(modalities)
-        self.use_time_window = use_time_window
+    def __init__(self, processor, modality: str, use_time_window: bool = False):
+        if modality not in MODEL_INPUTS:
+            raise ValueError(f"unknown modality {modality!r}; modalities: {tuple(MODEL_INPUTS)}")
+        self.processor, self.modality, self.use_time_window = processor, modality, use_time_window
 
     def __call__(self, items: Sequence[Mapping]) -> dict:
-        batch = {"labels": torch.tensor([int(item["label"]) for item in items], dtype=torch.long)}
-        if "text" in self.modalities:
+        labels = torch.tensor([int(item["label"]) for item in items], dtype=torch.long)
+        return {**self.model_inputs(items), "labels": labels}
+
+    def model_inputs(self, items: Sequence[Mapping]) -> dict:
+        if self.modality == "text":
             histories = [item["history"] for item in items]
             output = self.processor(histories, modalities=("text",), use_time_window=False)
+            # The processor prompts every utterance of a history; the item's utterance is the history's last.
             last = torch.tensor(np.cumsum([len(history["texts"]) for history in histories]) - 1)
-            input_ids, attention_mask = output["input_ids"][last], output["attention_mask"][last]
-            first = int(attention_mask.any(dim=0).nonzero()[0])  # left padding: drop columns padded everywhere
-            batch["text"] = {"input_ids": input_ids[:, first:], "attention_mask": attention_mask[:, first:]}
-        media = tuple(modality for modality in ("audio", "video") if modality in self.modalities)
-        if media:
-            output = self.processor(
-                [item["utterance"] for item in items], modalities=media, use_time_window=self.use_time_window
-            )
-            for modality in media:
-                batch[modality] = {name: output[name] for name in MODALITY_INPUTS[modality]}
-        return batch
+            return trim_left_padding(output["input_ids"][last], output["attention_mask"][last])
+        output = self.processor(
+            [item["utterance"] for item in items], modalities=(self.modality,), use_time_window=self.use_time_window
+        )
+        return {argument: output[name] for argument, name in MODEL_INPUTS[self.modality].items()}
 
 
-def model_inputs(modality: str, inputs: Mapping[str, torch.Tensor]) -> dict:
-    """A modality's collated inputs -> keyword arguments of its unimodal model."""
-    if modality == "audio":
-        return {"input_values": inputs["input_values"], "attention_mask": inputs["audio_attention_mask"]}
-    return dict(inputs)
+class DistillationCollator:
+    """Utterance items -> `MagtkdDistillationModel` inputs: the student's and the teacher's keyword arguments and
+    `labels` (b,)."""
+
+    def __init__(self, student: UtteranceCollator, teacher: UtteranceCollator):
+        self.student, self.teacher = student, teacher
+
+    def __call__(self, items: Sequence[Mapping]) -> dict:
+        return {
+            "student_inputs": self.student.model_inputs(items),
+            "teacher_inputs": self.teacher.model_inputs(items),
+            "labels": torch.tensor([int(item["label"]) for item in items], dtype=torch.long),
+        }
+
+
+def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
+    """Prompts are left padded to the longest of the processor's call: drop the columns padded in every row (the
+    model's output is the same, the encoder runs on fewer positions)."""
+    first = int(attention_mask.any(dim=0).nonzero()[0])
+    return {"input_ids": input_ids[:, first:], "attention_mask": attention_mask[:, first:]}
+
+
+def model_inputs(modality: str, processor_output: Mapping[str, torch.Tensor], rows: slice = slice(None)) -> dict:
+    """The keyword arguments of `modality`'s stage model from a processor output, for utterances `rows`."""
+    inputs = {argument: processor_output[name][rows] for argument, name in MODEL_INPUTS[modality].items()}
+    return trim_left_padding(**inputs) if modality == "text" else inputs
 
 
 class ConversationItems(Dataset):
@@ -225,3 +247,25 @@ class FeatureRows(Dataset):
 
     def lengths(self) -> list[int]:
         return [len(row["speaker_ids"]) for row in self.rows]
+
+
+class EpochSampler(Sampler):
+    """A shuffling sampler whose order depends only on (seed, epoch): resuming at epoch k replays epoch k's order.
+    With `lengths`, transformers' `LengthGroupedSampler` order (batches of similar lengths, a bit of randomness)."""
+
+    def __init__(self, num_items: int, seed: int, lengths: Sequence[int] | None = None, batch_size: int = 1):
+        self.num_items, self.seed, self.epoch = num_items, seed, 0
+        self.grouped = None if lengths is None else LengthGroupedSampler(batch_size, lengths=list(lengths))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.grouped is not None:
+            self.grouped.generator = generator
+            return iter(self.grouped)
+        return iter(torch.randperm(self.num_items, generator=generator).tolist())

@@ -1,19 +1,19 @@
-"""The one Accelerate training loop shared by every MAGTKD stage.
+"""The one training loop of every MAGTKD stage, top-down in the style of transformers'
+`examples/pytorch/text-classification/run_glue_no_trainer.py`:
 
-A stage hands the loop a [`StageTask`]: the model to train, its data, how to compute the loss and the predictions,
-how to save and reload the selected model. The loop does the rest, in the style of transformers'
-`examples/pytorch/*_no_trainer.py`: seeding, mixed precision, gradient accumulation, clipping after unscaling,
-a linear warm-up schedule counted in optimiser steps, a checkpoint per epoch (`accelerator.save_state`) and resuming
-from it, model selection on dev weighted F1, one test evaluation of the selected model, metrics gathered over all
-processes, a metrics JSON and a confusion-matrix PNG.
+settings -> Accelerator -> data -> model -> optimiser and scheduler -> `accelerator.prepare(...)` -> epochs
+(`loss = model(**batch).loss`, dev evaluation, keep the best on dev weighted F1, checkpoint; resumable) -> test once,
+on the selected model as saved -> metrics JSON and confusion matrix.
+
+A stage hands the loop a [`StageJob`]: a model whose forward takes a batch and returns `.loss` and `.logits`, its
+datasets and its collator. Nothing else is stage-specific: the loss is the model's, predictions are
+`logits.argmax(-1)` against the batch's `labels`, the selected model is written with `save_pretrained`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -22,78 +22,246 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..metrics import classification_metrics
-from .recipe import StageSettings
-from .reporting import confusion_matrix, save_confusion_matrix_png, write_json
+from .checkpointing import find_resumable_checkpoint, load_checkpoint, save_checkpoint
+from .data import EpochSampler
+from .reporting import confusion_matrix, stage_metrics, write_stage_report
+from .settings import StageSettings
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
-TRAINER_STATE = "trainer_state.json"
-METRICS_FILE = "metrics.json"
 
 
 @dataclass
-class StageTask:
-    """What one stage trains, on what, with which loss.
+class StageJob:
+    """What one stage trains, on what.
 
     Attributes:
-        name: the stage's name (for messages, trackers and files).
-        model: the model to train (on CPU; the loop places it).
-        train_dataset, eval_datasets: map-style datasets; `eval_datasets` must hold `"validation"` (model selection)
-            and may hold `"test"` (evaluated once, on the selected model).
-        collate_fn: items -> batch (a mapping of tensors).
-        loss_fn: `(model, batch, frozen) -> loss` (a scalar tensor).
-        predict_fn: `(model, batch, frozen) -> (predictions, labels)`, long tensors of one shape, (b,) or (B, N);
-            labels -100 are ignored.
-        save_fn: `(unwrapped model, folder)`: writes the selected model (e.g. `save_pretrained`).
-        load_fn: `(folder) -> model`: reads it back (the test evaluation uses what was saved).
+        name: the stage's name (messages, trackers, metrics).
+        model: `model(**batch)` returns `.loss` (with `labels`) and `.logits`; `save_pretrained(folder)` writes the
+            stage's output (a distillation model writes its student).
+        train_dataset, eval_datasets: map-style datasets; `eval_datasets` holds `"validation"` (model selection) and
+            may hold `"test"` (evaluated once, on the selected model).
+        collator: items -> a training batch (the model's keyword arguments and `labels`).
+        eval_collator: items -> an evaluation batch of the saved model ([`saved_model`]); default `collator`.
         label_names: class names in index order.
-        frozen: modules used but not trained (e.g. a teacher); placed on the device, kept in eval mode.
-        train_lengths: per-item lengths: batches are then grouped by length (`LengthGroupedSampler`).
-        description: facts recorded in the metrics JSON (input folders, sizes).
+        processor: saved beside the model when given.
+        train_lengths: per-item lengths: batches are then grouped by length.
+        description: facts recorded in the metrics JSON (input folders, sizes, loss weights).
     """
 
     name: str
     model: nn.Module
     train_dataset: Dataset
     eval_datasets: Mapping[str, Dataset]
-    collate_fn: Callable
-    loss_fn: Callable
-    predict_fn: Callable
-    save_fn: Callable
-    load_fn: Callable
+    collator: Callable
     label_names: Sequence[str]
-    frozen: dict = field(default_factory=dict)
+    eval_collator: Callable | None = None
+    processor: Any = None
     train_lengths: Sequence[int] | None = None
     description: dict = field(default_factory=dict)
 
 
-class EpochSampler(Sampler):
-    """A shuffling sampler whose order depends only on (seed, epoch): resuming at epoch k replays epoch k's order.
-    With `lengths`, transformers' `LengthGroupedSampler` order (batches of similar lengths, a bit of randomness)."""
+def saved_model(model: nn.Module) -> nn.Module:
+    """The model that the stage saves and evaluates: the model itself, or a distillation model's student."""
+    return getattr(model, "student", model)
 
-    def __init__(self, num_items: int, seed: int, lengths: Sequence[int] | None = None, batch_size: int = 1):
-        self.num_items, self.seed, self.epoch = num_items, seed, 0
-        self.grouped = None if lengths is None else LengthGroupedSampler(batch_size, lengths=list(lengths))
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+def train_stage(
+    build_job: Callable[[Any], StageJob],
+    settings: StageSettings,
+    output_dir: str | Path,
+    resume: bool | str | Path | None = False,
+    stop_after_epochs: int | None = None,
+    cpu: bool = False,
+) -> dict:
+    """
+    Train one stage into `output_dir`: the selected model, `metrics.json`, `confusion_matrix.png`, `checkpoints/`.
 
-    def __len__(self) -> int:
-        return self.num_items
+    Args:
+        build_job: `(accelerator) -> StageJob`, called after seeding (model initialisation is reproducible).
+        resume: False/None; True or "latest" (the newest complete checkpoint, if any); or a checkpoint folder.
+        stop_after_epochs: stop (without testing) after this many epochs of this call, as if interrupted.
+    Returns:
+        the metrics (also in `metrics.json`), or `{"stopped_after_epoch": k}` when stopped early.
+    """
+    from accelerate.utils import set_seed
 
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        if self.grouped is not None:
-            self.grouped.generator = generator
-            return iter(self.grouped)
-        return iter(torch.randperm(self.num_items, generator=generator).tolist())
+    output_dir = Path(output_dir)
+    accelerator = make_accelerator(settings, output_dir, cpu)
+    set_seed(settings.seed)
+    job = build_job(accelerator)
+    train_loader, eval_loaders = make_loaders(job, settings)
+    optimizer = make_optimizer(job.model, settings, accelerator.device)
+    schedule = schedule_lengths(settings, math.ceil(len(train_loader) / accelerator.num_processes),
+                                len(job.train_dataset))
+    # Accelerate steps a prepared scheduler once per process at every optimiser step: count in those units.
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, schedule[0] * accelerator.num_processes, max(schedule[1], 1) * accelerator.num_processes
+    )
+    model, optimizer, train_loader, scheduler = accelerator.prepare(job.model, optimizer, train_loader, scheduler)
+    eval_loaders = {split: accelerator.prepare_data_loader(loader) for split, loader in eval_loaders.items()}
+    state = restore(accelerator, scheduler, output_dir / CHECKPOINTS, resume, job.name)
+    tracking = settings.report_to not in ("none", "", None)
+    if tracking:
+        accelerator.init_trackers(f"magtkd-{job.name}", config=_tracker_config(settings))
+
+    epochs_run = 0
+    for epoch in range(state["completed_epochs"], settings.epochs):
+        entry = train_epoch(accelerator, model, train_loader, optimizer, scheduler, settings, state, epoch, job.name)
+        dev_metrics = run_evaluations(accelerator, model, eval_loaders, job, settings, entry)
+        record_epoch(accelerator, model, job, output_dir, state, entry, dev_metrics)
+        if tracking:
+            accelerator.log(_tracker_log(entry), step=epoch + 1)
+        save_checkpoint(accelerator, output_dir / CHECKPOINTS, epoch + 1,
+                        {**state, "scheduler": scheduler.state_dict()}, settings.keep_checkpoints)
+        epochs_run += 1
+        if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < settings.epochs:
+            _finish_trackers(accelerator)
+            return {"stopped_after_epoch": epoch + 1}
+
+    accelerator.wait_for_everyone()
+    metrics = test_selected(accelerator, model, eval_loaders, job, settings, state, output_dir, schedule)
+    if tracking:
+        split = "test" if "test" in metrics else "validation"
+        accelerator.log({f"{split}/weighted_f1": metrics[split]["weighted_f1"]}, step=settings.epochs)
+    _finish_trackers(accelerator)
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, state, epoch, name) -> dict:
+    """One epoch of `loss = model(**batch).loss` with accumulation, clipping after unscaling and the prepared
+    scheduler (stepped only when the optimiser stepped). Returns the epoch's history entry."""
+    started = time.perf_counter()
+    loader.set_epoch(epoch)  # the EpochSampler's order: (seed, epoch) alone
+    model.train()
+    progress = tqdm(total=len(loader), desc=f"{name} epoch {epoch + 1}/{settings.epochs}", dynamic_ncols=True,
+                    disable=not accelerator.is_local_main_process)
+    loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
+    for step, batch in enumerate(loader):
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss = model(**batch).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and settings.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        state["global_step"] += int(accelerator.sync_gradients)
+        loss_sum += loss.detach().float()
+        loss_count += 1
+        progress.update(1)
+        if step % 10 == 0 or step == len(loader) - 1:  # .item() waits for the device: not at every step
+            progress.set_postfix(loss=f"{loss_sum.item() / loss_count:.4f}", refresh=False)
+    progress.close()
+    train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(loss_count, 1)
+    return {"epoch": epoch + 1, "train_loss": train_loss, "learning_rate": scheduler.get_last_lr()[0],
+            "train_seconds": time.perf_counter() - started, "started": started}
+
+
+def run_evaluations(accelerator, model, eval_loaders, job: StageJob, settings, entry: dict) -> dict:
+    """Dev (and, with `track_test`, test) metrics of this epoch's model, summarised into `entry`; returns dev's."""
+    evaluated_at = time.perf_counter()
+    dev_metrics, _ = evaluate(accelerator, model, eval_loaders["validation"], job.label_names)
+    entry["validation"] = _summary(dev_metrics)
+    entry["dev_seconds"] = time.perf_counter() - evaluated_at
+    if settings.track_test and "test" in eval_loaders:
+        entry["test"] = _summary(evaluate(accelerator, model, eval_loaders["test"], job.label_names)[0])
+    logger.info("%s epoch %d: loss %.4f, dev weighted F1 %.2f", job.name, entry["epoch"], entry["train_loss"],
+                dev_metrics["weighted_f1"])
+    return dev_metrics
+
+
+@torch.no_grad()
+def evaluate(accelerator, model, loader, label_names: Sequence[str]) -> tuple[dict, Any]:
+    """`saved_model(model)(**batch).logits.argmax(-1)` against `batch["labels"]` over `loader`, gathered from every
+    process (the duplicates that even out the last batch dropped) -> (metrics, (labels, predictions) numpy)."""
+    evaluated = saved_model(accelerator.unwrap_model(model))
+    evaluated.eval()
+    all_predictions, all_labels = [], []
+    for batch in loader:
+        labels = batch.pop("labels")
+        with accelerator.autocast():
+            predictions = evaluated(**batch).logits.argmax(-1)
+        if predictions.dim() == 2:  # (B, N): conversations of different lengths on different processes
+            predictions = accelerator.pad_across_processes(predictions, dim=1, pad_index=-100)
+            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
+        predictions, labels = accelerator.gather_for_metrics((predictions.contiguous(), labels.contiguous()))
+        all_predictions.append(predictions.flatten().cpu())
+        all_labels.append(labels.flatten().cpu())
+    labels = torch.cat(all_labels).numpy() if all_labels else torch.empty(0, dtype=torch.long).numpy()
+    predictions = torch.cat(all_predictions).numpy() if all_predictions else labels
+    return classification_metrics(labels, predictions, list(label_names)), (labels, predictions)
+
+
+def record_epoch(accelerator, model, job: StageJob, output_dir: Path, state: dict, entry: dict, dev_metrics) -> None:
+    """Keep the epoch's model when its dev weighted F1 is the best so far (the first epoch's always), and add the
+    epoch to the history."""
+    if state["best_dev_weighted_f1"] is None or dev_metrics["weighted_f1"] > state["best_dev_weighted_f1"]:
+        state.update(best_dev_weighted_f1=dev_metrics["weighted_f1"], best_epoch=entry["epoch"],
+                     best_validation=dev_metrics)
+        save_selected(accelerator, model, job, output_dir)
+    entry["seconds"] = time.perf_counter() - entry.pop("started")
+    state["history"].append(entry)
+    state["completed_epochs"] = entry["epoch"]
+
+
+def save_selected(accelerator, model, job: StageJob, output_dir: Path) -> None:
+    """The new best model on dev, written by the main process with `save_pretrained` (and the processor)."""
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(str(output_dir))
+        if job.processor is not None:
+            job.processor.save_pretrained(str(output_dir))
+
+
+def test_selected(accelerator, model, eval_loaders, job: StageJob, settings, state, output_dir, schedule) -> dict:
+    """Reload the selected model as saved, evaluate it once on test (dev when there is none) and write the report."""
+    if state["best_epoch"] is None:
+        raise RuntimeError(f"stage {job.name!r}: no epoch was run (epochs={settings.epochs}), nothing to select")
+    target = saved_model(accelerator.unwrap_model(model))
+    selected = type(target).from_pretrained(str(output_dir))
+    target.load_state_dict(selected.state_dict())
+    del selected
+    final_split = "test" if "test" in eval_loaders else "validation"
+    final_metrics, (labels, predictions) = evaluate(accelerator, model, eval_loaders[final_split], job.label_names)
+    final_metrics["confusion_matrix"] = confusion_matrix(labels, predictions, len(job.label_names))
+    metrics = stage_metrics(job, settings, state, final_split, final_metrics, accelerator.num_processes, schedule)
+    if accelerator.is_main_process:
+        write_stage_report(output_dir, metrics, final_split, job.label_names)
+    return metrics
+
+
+def restore(accelerator, scheduler, checkpoints_dir: Path, resume, name: str) -> dict:
+    """The loop's state: fresh, or restored with the model, optimiser, scheduler and random states from the
+    checkpoint `resume` names (True/"latest": the newest complete one, when there is one)."""
+    state = {"completed_epochs": 0, "best_dev_weighted_f1": None, "best_epoch": None, "global_step": 0,
+             "history": []}
+    if not resume:
+        return state
+    if resume is True or resume == "latest":
+        checkpoint, skipped = find_resumable_checkpoint(checkpoints_dir)
+        for folder, reason in skipped:
+            accelerator.print(f"{name}: not resuming from {folder}: {reason}")
+        if checkpoint is None:
+            logger.info("%s: no checkpoint in %s, starting from scratch", name, checkpoints_dir)
+            return state
+    else:
+        checkpoint = Path(resume)
+    state = load_checkpoint(accelerator, checkpoint)
+    # The JSON copy is the one restored (Accelerate's scheduler.bin holds the same state).
+    scheduler.load_state_dict(state.pop("scheduler"))
+    accelerator.print(f"{name}: resumed from {checkpoint} (epoch {state['completed_epochs']} done)")
+    return state
+
+
+# ----------------------------------------------------------------------------------------------- the parts
 
 
 def _reset_accelerate_singletons() -> None:
@@ -109,7 +277,9 @@ def _has_accelerator_device() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
-def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = False, find_unused_parameters=False):
+def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = False):
+    """An Accelerator for one stage. Every stage model uses all of its trainable parameters in every step (no
+    unused heads; a distillation's teacher is frozen), so DDP needs no search for unused parameters."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     _reset_accelerate_singletons()
@@ -117,15 +287,32 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
     if mixed_precision == "fp16" and (cpu or not _has_accelerator_device()):
         warnings.warn("fp16 mixed precision needs a GPU: this stage runs in full precision (use bf16 on CPU).")
         mixed_precision = "no"
-    log_with = None if settings.report_to in ("none", "", None) else settings.report_to
     return Accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         cpu=cpu,
-        log_with=log_with,
+        log_with=None if settings.report_to in ("none", "", None) else settings.report_to,
         project_dir=str(output_dir),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
+
+
+def make_loaders(job: StageJob, settings: StageSettings) -> tuple[DataLoader, dict]:
+    """The training loader in the epoch-seeded order (resuming replays an epoch's batches) and one evaluation loader
+    per split."""
+    if "validation" not in job.eval_datasets:
+        raise ValueError(f"stage {job.name!r}: a 'validation' split is needed for model selection")
+    if len(job.train_dataset) == 0:
+        raise ValueError(f"stage {job.name!r}: the training split is empty")
+    sampler = EpochSampler(len(job.train_dataset), settings.seed, job.train_lengths, settings.batch_size)
+    train_loader = DataLoader(job.train_dataset, batch_size=settings.batch_size, sampler=sampler,
+                              collate_fn=job.collator, num_workers=settings.num_workers)
+    eval_loaders = {
+        split: DataLoader(dataset, batch_size=settings.eval_batch_size, shuffle=False,
+                          collate_fn=job.eval_collator or job.collator, num_workers=settings.num_workers)
+        for split, dataset in job.eval_datasets.items()
+    }
+    return train_loader, eval_loaders
 
 
 def make_optimizer(model: nn.Module, settings: StageSettings, device: torch.device) -> torch.optim.Optimizer:
@@ -134,9 +321,8 @@ def make_optimizer(model: nn.Module, settings: StageSettings, device: torch.devi
     kwargs = dict(lr=settings.learning_rate, weight_decay=settings.weight_decay)
     if settings.fused_optimizer:
         try:
-            optimizer = torch.optim.AdamW(parameters, fused=True, **kwargs)
             _probe_fused(device)
-            return optimizer
+            return torch.optim.AdamW(parameters, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError) as error:
             logger.info("fused AdamW unavailable on %s (%s): using the default implementation", device, error)
     return torch.optim.AdamW(parameters, **kwargs)
@@ -150,248 +336,30 @@ def _probe_fused(device: torch.device) -> None:
 
 
 def schedule_lengths(settings: StageSettings, batches_per_epoch: int, num_samples: int) -> tuple[int, int]:
-    """(warm-up steps, total steps) of the linear schedule. `optimizer_steps` (default): in optimiser steps,
+    """(warm-up steps, total steps) of the linear schedule, in optimiser steps. `optimizer_steps` (default):
     `warmup_epochs` epochs of warm-up. `released`: the released scripts' count in samples (utterances or
-    conversations), warm-up one epoch's samples; stepped per optimiser step, so the rate barely decays."""
+    conversations), warm-up one epoch's samples, stepped per optimiser step, so the rate barely decays."""
     if settings.schedule == "released":
         return num_samples, num_samples * settings.epochs
     steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation_steps)
     return round(settings.warmup_epochs * steps_per_epoch), steps_per_epoch * settings.epochs
 
 
-@torch.no_grad()
-def evaluate(accelerator, model, loader, task: StageTask, frozen: Mapping[str, nn.Module]) -> tuple[dict, Any]:
-    """Predictions over `loader`, gathered from every process (duplicates of the last uneven batch dropped) ->
-    (metrics, (labels, predictions) as numpy arrays)."""
-    model.eval()
-    all_predictions, all_labels = [], []
-    for batch in loader:
-        with accelerator.autocast():
-            predictions, labels = task.predict_fn(model, batch, frozen)
-        if predictions.dim() == 2:  # (B, N): conversations of different lengths on different processes
-            predictions = accelerator.pad_across_processes(predictions, dim=1, pad_index=-100)
-            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
-        predictions, labels = accelerator.gather_for_metrics((predictions.contiguous(), labels.contiguous()))
-        all_predictions.append(predictions.flatten().cpu())
-        all_labels.append(labels.flatten().cpu())
-    labels = torch.cat(all_labels).numpy() if all_labels else torch.empty(0, dtype=torch.long).numpy()
-    predictions = torch.cat(all_predictions).numpy() if all_predictions else labels
-    metrics = classification_metrics(labels, predictions, list(task.label_names))
-    return metrics, (labels, predictions)
-
-
 def _summary(metrics: Mapping) -> dict:
     return {"weighted_f1": metrics["weighted_f1"], "accuracy": metrics["accuracy"]}
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete epoch checkpoint under `output_dir/checkpoints`, or None."""
-    folder = Path(output_dir) / CHECKPOINTS
-    candidates = sorted(
-        (path for path in folder.glob("epoch_*") if (path / TRAINER_STATE).is_file()),
-        key=lambda path: int(path.name.split("_")[-1]),
-    )
-    return candidates[-1] if candidates else None
+def _finish_trackers(accelerator) -> None:
+    """Close this stage's trackers. (Not `end_training`: it also ends the process group, which the next stage of
+    `train all` still needs.)"""
+    for tracker in accelerator.trackers:
+        tracker.finish()
 
 
-def train_stage(
-    build_task: Callable[[Any], StageTask],
-    settings: StageSettings,
-    output_dir: str | Path,
-    resume: bool | str | Path = False,
-    stop_after_epochs: int | None = None,
-    cpu: bool = False,
-    find_unused_parameters: bool = False,
-) -> dict:
-    """
-    Train one stage and write, in `output_dir`: the selected model (by `task.save_fn`), `metrics.json`,
-    `confusion_matrix.png` (test, or dev when there is no test split) and `checkpoints/epoch_K/` after every epoch.
-
-    Args:
-        build_task: `(accelerator) -> StageTask`; called after seeding, so model initialisation is reproducible.
-        settings: the stage's resolved settings.
-        resume: False; True (the newest checkpoint in `output_dir`, if any); or a checkpoint folder.
-        stop_after_epochs: stop (without testing) once this many epochs have run in this call: simulates an
-            interruption (tests, time-limited jobs); `--resume` then continues.
-    Returns:
-        the metrics dict (also written to `metrics.json`); `{"stopped_after_epoch": k}` when stopped early.
-    """
-    from accelerate.utils import set_seed
-
-    output_dir = Path(output_dir)
-    accelerator = make_accelerator(settings, output_dir, cpu, find_unused_parameters)
-    set_seed(settings.seed)
-    task = build_task(accelerator)
-    if "validation" not in task.eval_datasets:
-        raise ValueError(f"stage {task.name!r}: a 'validation' split is needed for model selection")
-    if len(task.train_dataset) == 0:
-        raise ValueError(f"stage {task.name!r}: the training split is empty")
-    sampler = EpochSampler(len(task.train_dataset), settings.seed, task.train_lengths, settings.batch_size)
-    train_loader = DataLoader(
-        task.train_dataset, batch_size=settings.batch_size, sampler=sampler, collate_fn=task.collate_fn,
-        num_workers=settings.num_workers, persistent_workers=False,
-    )
-    eval_loaders = {
-        split: DataLoader(
-            dataset, batch_size=settings.eval_batch_size, shuffle=False, collate_fn=task.collate_fn,
-            num_workers=settings.num_workers,
-        )
-        for split, dataset in task.eval_datasets.items()
-    }
-    optimizer = make_optimizer(task.model, settings, accelerator.device)
-    model, optimizer, train_loader = accelerator.prepare(task.model, optimizer, train_loader)
-    eval_loaders = {split: accelerator.prepare_data_loader(loader) for split, loader in eval_loaders.items()}
-    frozen = {name: module.to(accelerator.device).eval() for name, module in task.frozen.items()}
-    for module in frozen.values():
-        module.requires_grad_(False)
-
-    warmup_steps, total_steps = schedule_lengths(settings, len(train_loader), len(task.train_dataset))
-    scheduler = get_linear_schedule_with_warmup(optimizer.optimizer, warmup_steps, max(total_steps, 1))
-
-    state = {"completed_epochs": 0, "best_dev_weighted_f1": None, "best_epoch": None, "global_step": 0, "history": []}
-    if resume:
-        checkpoint = latest_checkpoint(output_dir) if resume is True else Path(resume)
-        if checkpoint is None:
-            logger.info("%s: no checkpoint in %s, starting from scratch", task.name, output_dir / CHECKPOINTS)
-        else:
-            if not (checkpoint / TRAINER_STATE).is_file():
-                raise FileNotFoundError(f"{checkpoint}: not a checkpoint of this loop ({TRAINER_STATE} missing)")
-            accelerator.load_state(str(checkpoint))
-            state = json.loads((checkpoint / TRAINER_STATE).read_text())
-            # Kept in the JSON trainer state: Accelerate would unpickle a registered scheduler with weights_only=False.
-            scheduler.load_state_dict(state.pop("scheduler"))
-            accelerator.print(f"{task.name}: resumed from {checkpoint} (epoch {state['completed_epochs']} done)")
-
-    tracker_config = {key: value for key, value in settings.to_dict().items() if isinstance(value, (int, float, str, bool))}
-    if settings.report_to not in ("none", "", None):
-        accelerator.init_trackers(f"magtkd-{task.name}", config=tracker_config)
-
-    unwrapped = accelerator.unwrap_model(model)
-    epochs_run = 0
-    for epoch in range(state["completed_epochs"], settings.epochs):
-        started = time.perf_counter()
-        sampler.set_epoch(epoch)
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        model.train()
-        progress = tqdm(
-            total=len(train_loader), desc=f"{task.name} epoch {epoch + 1}/{settings.epochs}", leave=True,
-            disable=not accelerator.is_local_main_process, dynamic_ncols=True,
-        )
-        loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
-        for step, batch in enumerate(train_loader):
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    loss = task.loss_fn(model, batch, frozen)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and settings.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm)  # after unscaling
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    if not accelerator.optimizer_step_was_skipped:
-                        scheduler.step()
-                    state["global_step"] += 1
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().float()
-            loss_count += 1
-            progress.update(1)
-            if step % 10 == 0 or step == len(train_loader) - 1:
-                progress.set_postfix(loss=f"{loss_sum.item() / loss_count:.4f}", refresh=False)
-        train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(loss_count, 1)
-        trained_at = time.perf_counter()
-
-        dev_metrics, _ = evaluate(accelerator, model, eval_loaders["validation"], task, frozen)
-        entry = {
-            "epoch": epoch + 1, "train_loss": train_loss, "learning_rate": scheduler.get_last_lr()[0],
-            "validation": _summary(dev_metrics), "train_seconds": trained_at - started,
-            "dev_seconds": time.perf_counter() - trained_at,
-        }
-        if settings.track_test and "test" in eval_loaders:
-            test_metrics, _ = evaluate(accelerator, model, eval_loaders["test"], task, frozen)
-            entry["test"] = _summary(test_metrics)
-        improved = state["best_dev_weighted_f1"] is None or dev_metrics["weighted_f1"] > state["best_dev_weighted_f1"]
-        if improved:
-            state["best_dev_weighted_f1"], state["best_epoch"] = dev_metrics["weighted_f1"], epoch + 1
-            state["best_validation"] = dev_metrics
-            if accelerator.is_main_process:
-                task.save_fn(unwrapped, output_dir)
-        entry["seconds"] = time.perf_counter() - started
-        state["history"].append(entry)
-        state["completed_epochs"] = epoch + 1
-        progress.set_postfix(loss=f"{train_loss:.4f}", dev_f1=f"{dev_metrics['weighted_f1']:.2f}", refresh=True)
-        progress.close()
-        if settings.report_to not in ("none", "", None):
-            accelerator.log(
-                {"train/loss": train_loss, "dev/weighted_f1": dev_metrics["weighted_f1"],
-                 "dev/accuracy": dev_metrics["accuracy"], "learning_rate": entry["learning_rate"]},
-                step=epoch + 1,
-            )
-        _save_checkpoint(
-            accelerator, output_dir, epoch + 1, {**state, "scheduler": scheduler.state_dict()}, settings.keep_checkpoints
-        )
-        epochs_run += 1
-        if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < settings.epochs:
-            accelerator.wait_for_everyone()
-            if settings.report_to not in ("none", "", None):
-                accelerator.end_training()
-            return {"stopped_after_epoch": epoch + 1}
-
-    accelerator.wait_for_everyone()
-    if state["best_epoch"] is None:
-        raise RuntimeError(f"stage {task.name!r}: no epoch was run (epochs={settings.epochs}), nothing to select")
-    # The test split is evaluated once, on the selected model as saved.
-    selected = task.load_fn(output_dir)
-    unwrapped.load_state_dict(selected.state_dict())
-    del selected
-    final_split = "test" if "test" in eval_loaders else "validation"
-    final_metrics, (labels, predictions) = evaluate(accelerator, model, eval_loaders[final_split], task, frozen)
-    final_metrics["confusion_matrix"] = confusion_matrix(labels, predictions, len(task.label_names))
-
-    metrics = {
-        "stage": task.name,
-        "selection": "best dev (validation) weighted F1; test evaluated once, on the selected model",
-        "selected_epoch": state["best_epoch"],
-        "validation": state.get("best_validation"),
-        final_split: final_metrics,
-        "history": state["history"],
-        "num_processes": accelerator.num_processes,
-        "settings": settings.to_dict(),
-        "schedule": {"warmup_steps": warmup_steps, "total_steps": total_steps, "optimizer_steps": state["global_step"]},
-        **task.description,
-    }
-    if settings.track_test:
-        tracked = [entry for entry in state["history"] if "test" in entry]
-        if tracked:
-            best = max(tracked, key=lambda entry: entry["test"]["weighted_f1"])
-            metrics["test_selected_on_test"] = {
-                "note": "the released scripts' selection (best test F1 over epochs): leaks the test set; for "
-                "comparison with published numbers only",
-                "epoch": best["epoch"], **best["test"],
-            }
-    if accelerator.is_main_process:
-        write_json(output_dir / METRICS_FILE, metrics)
-        save_confusion_matrix_png(
-            final_metrics["confusion_matrix"], list(task.label_names), output_dir / "confusion_matrix.png",
-            title=f"{task.name}: {final_split} (epoch {state['best_epoch']}, weighted F1 "
-            f"{final_metrics['weighted_f1']:.2f})",
-        )
-    if settings.report_to not in ("none", "", None):
-        accelerator.log({f"{final_split}/weighted_f1": final_metrics["weighted_f1"]}, step=settings.epochs)
-        accelerator.end_training()
-    accelerator.wait_for_everyone()
-    return metrics
+def _tracker_config(settings: StageSettings) -> dict:
+    return {key: value for key, value in settings.to_dict().items() if isinstance(value, (int, float, str, bool))}
 
 
-def _save_checkpoint(accelerator, output_dir: Path, epoch: int, state: dict, keep: int) -> None:
-    folder = output_dir / CHECKPOINTS / f"epoch_{epoch}"
-    accelerator.save_state(str(folder))
-    if accelerator.is_main_process:
-        write_json(folder / TRAINER_STATE, state)
-        if keep and keep > 0:
-            done = sorted(
-                (path for path in (output_dir / CHECKPOINTS).glob("epoch_*") if path != folder),
-                key=lambda path: int(path.name.split("_")[-1]),
-            )
-            for old in done[: max(len(done) - (keep - 1), 0)]:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+def _tracker_log(entry: dict) -> dict:
+    return {"train/loss": entry["train_loss"], "dev/weighted_f1": entry["validation"]["weighted_f1"],
+            "dev/accuracy": entry["validation"]["accuracy"], "learning_rate": entry["learning_rate"]}

@@ -1,4 +1,5 @@
-"""Confusion matrix (counts and PNG, matplotlib's Agg backend: no display needed) and JSON output of a stage."""
+"""What a stage reports: its metrics (selection, final evaluation, history, schedule), the confusion matrix (counts
+and a PNG, matplotlib's Agg backend: no display needed), written as JSON."""
 
 from __future__ import annotations
 
@@ -71,3 +72,50 @@ def write_json(path, data) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_plain(data), indent=2) + "\n", encoding="utf-8")
     return path
+
+
+METRICS_FILE = "metrics.json"
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+
+
+def stage_metrics(job, settings, state: dict, final_split: str, final_metrics: dict, num_processes: int,
+                  schedule: tuple[int, int]) -> dict:
+    """The stage's metrics JSON: the dev-selected epoch, its dev metrics, the final split's metrics of the selected
+    model, the history, the settings and the schedule; with `track_test`, the released scripts' test-selected
+    figure, labelled as leaking the test set."""
+    metrics = {
+        "stage": job.name,
+        "selection": "best dev (validation) weighted F1; test evaluated once, on the selected model",
+        "selected_epoch": state["best_epoch"],
+        "validation": state.get("best_validation"),
+        final_split: final_metrics,
+        "history": state["history"],
+        "num_processes": num_processes,
+        "settings": settings.to_dict(),
+        "schedule": {"warmup_steps": schedule[0], "total_steps": schedule[1], "optimizer_steps": state["global_step"]},
+        **job.description,
+    }
+    tracked = [entry for entry in state["history"] if "test" in entry] if settings.track_test else []
+    if tracked:
+        best = max(tracked, key=lambda entry: entry["test"]["weighted_f1"])
+        metrics["test_selected_on_test"] = {
+            "note": "the released scripts' selection (best test F1 over epochs): leaks the test set; for comparison "
+            "with published numbers only",
+            "epoch": best["epoch"], **best["test"],
+        }
+    return metrics
+
+
+def write_stage_report(folder, metrics: dict, final_split: str, label_names: Sequence[str]) -> None:
+    folder = Path(folder)
+    write_json(folder / METRICS_FILE, metrics)
+    final = metrics[final_split]
+    save_confusion_matrix_png(
+        final["confusion_matrix"], list(label_names), folder / CONFUSION_MATRIX_PNG,
+        title=f"{metrics['stage']}: {final_split} (epoch {metrics['selected_epoch']}, weighted F1 "
+        f"{final['weighted_f1']:.2f})",
+    )
+
+
+def load_metrics(folder) -> dict:
+    return json.loads((Path(folder) / METRICS_FILE).read_text())

@@ -1,0 +1,84 @@
+"""After the stages: the end-to-end model (`train all` -> OUT/model, with the processor and a model card), and a
+saved fusion model evaluated in one process (the reference for the metrics gathered over several)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+from .data import FeatureRows, load_feature_splits
+from .inputs import StageInputs
+from .reporting import METRICS_FILE, confusion_matrix
+from .settings import StageSettings
+
+
+def assemble_end_to_end(inputs: StageInputs) -> Path:
+    """OUT/model: `MagtkdForEmotionRecognition` holding the trained text model, the audio and video models the fusion
+    was trained on (per its feature sources) and the fusion, with the processor: it predicts from conversations."""
+    from accelerate import PartialState
+
+    from .. import MagtkdForEmotionRecognition
+    from .stages import FEATURE_STAGE, trained_stage_model
+
+    folder = inputs.output_dir / "model"
+    fusion, _ = trained_stage_model(inputs, "fusion", "all")
+    sources = {"text": "text", "audio": fusion.config.audio_feature_source,
+               "video": fusion.config.video_feature_source}
+    chosen = {modality: trained_stage_model(inputs, FEATURE_STAGE[source], "all")[0]
+              for modality, source in sources.items()}
+    model = MagtkdForEmotionRecognition.from_unimodal_models(
+        chosen["text"], chosen["audio"], chosen["video"], fusion_model=fusion
+    )
+    if PartialState().is_main_process:
+        model.save_pretrained(str(folder))
+        inputs.processor().save_pretrained(str(folder))
+        write_model_card(inputs, folder)
+    PartialState().wait_for_everyone()
+    return folder
+
+
+def write_model_card(inputs: StageInputs, folder: Path) -> None:
+    """The fusion stage's metrics and confusion matrix beside the end-to-end model, and its model card (README.md)."""
+    from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
+    from ..hub import CONFUSION_MATRIX_FILE, save_model_card
+
+    fusion_dir = inputs.input_folder("fusion", "all")
+    for name in (METRICS_FILE, CONFUSION_MATRIX_FILE):
+        if (fusion_dir / name).exists():
+            shutil.copyfile(fusion_dir / name, folder / name)
+    data = inputs.config.data
+    on_sample = data is not None and Path(data).resolve() == SAMPLE_MELD_ROOT
+    recipe = {"recipe": inputs.recipe.name,
+              **{f"fusion {key}": value for key, value in asdict(inputs.settings("fusion")).items()}}
+    save_model_card(folder, recipe=recipe, datasets=["sample" if on_sample else inputs.recipe.dataset])
+
+
+def evaluate_saved_fusion(
+    model_dir: str | Path, features_dir: str | Path, splits=("validation", "test"), batch_size: int = 64,
+    cpu: bool = True,
+) -> dict:
+    """A saved fusion model evaluated in this process alone on a features folder: {split: metrics with the
+    confusion matrix}."""
+    from torch.utils.data import DataLoader
+
+    from .. import MagtkdFusionModel
+    from ..features import FusionFeatureCollator
+    from .loop import evaluate, make_accelerator
+
+    model = MagtkdFusionModel.from_pretrained(str(model_dir)).eval()
+    config = model.config
+    feature_splits = load_feature_splits(features_dir)
+    accelerator = make_accelerator(StageSettings(), Path(model_dir), cpu)
+    model = model.to(accelerator.device)
+    columns = ("text", config.audio_feature_source, config.video_feature_source)
+    results = {}
+    for split in splits:
+        if split not in feature_splits:
+            continue
+        rows = FeatureRows(feature_splits[split], columns, config.num_labels, f"{features_dir} ({split})")
+        loader = DataLoader(rows, batch_size=batch_size, collate_fn=FusionFeatureCollator.from_config(config))
+        metrics, (labels, predictions) = evaluate(accelerator, model, loader, config.label_names)
+        metrics["confusion_matrix"] = confusion_matrix(labels, predictions, config.num_labels)
+        results[split] = metrics
+    return results
