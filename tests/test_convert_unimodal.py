@@ -272,7 +272,7 @@ def test_fusion_alone_still_gives_a_fusion_folder_and_errors_name_the_missing_fi
               str(tmp_path / "e2e"), "--text-encoder", str(encoder_folders / "text"), "--audio-encoder",
               str(encoder_folders / "audio"), "--video-encoder", str(encoder_folders / "video")]
     with pytest.raises(ValueError, match="--audio-kd"):
-        cli(common + ["--text", str(tmp_path / "text.bin"), "--audio", str(tmp_path / "audio.bin")])
+        cli(["--debug", *common, "--text", str(tmp_path / "text.bin"), "--audio", str(tmp_path / "audio.bin")])
     with pytest.raises(ValueError, match=r"text.bin \(audio_kd\).*released audio layout.*text_model\."):
-        cli(common + ["--text", str(tmp_path / "text.bin"), "--audio-kd", str(tmp_path / "text.bin"),
+        cli(["--debug"] + common + ["--text", str(tmp_path / "text.bin"), "--audio-kd", str(tmp_path / "text.bin"),
                       "--video", str(tmp_path / "audio.bin")])

@@ -156,4 +156,4 @@ def test_all_with_resume_skips_finished_stages(trained, tiny_release, capsys):
 
 def test_a_stage_without_its_inputs_names_the_missing_folder(tmp_path, tiny_release):
     with pytest.raises(FileNotFoundError, match=r"'distill-audio' needs the output of stage 'audio' in .*audio"):
-        cli(["train", "distill-audio", "--output-dir", str(tmp_path), *_inputs(tiny_release), *FAST])
+        cli(["--debug", "train", "distill-audio", "--output-dir", str(tmp_path), *_inputs(tiny_release), *FAST])
