@@ -60,4 +60,4 @@ def test_push_to_hub_uploads_the_folder_with_its_card(model_dir, monkeypatch):
     url = hub.push_to_hub(model_dir, "someone/m", private=True, token="hf_x", datasets=["meld"])
     assert url.endswith("/commit/abc")
     assert calls[0] == ("init", "hf_x") and calls[1] == ("create_repo", "someone/m", True, True)
-    assert {"README.md", "config.json", "model.safetensors", "modeling_magtkd.py"} <= set(calls[2][2])
+    assert {"README.md", "config.json", "model.safetensors", "modeling_magtkd_fusion.py"} <= set(calls[2][2])
