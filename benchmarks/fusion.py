@@ -21,7 +21,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from magtkd_hf import MagtkdFusionConfig, MagtkdFusionModel
 from magtkd_hf.features import FusionFeatureCollator
 
-MELD_TRAIN_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld" / "train_sent_emo.csv"
+MELD_TRAIN_CSV = Path(__file__).resolve().parents[1] / "tests" / "data" / "meld" / "train_sent_emo.csv"
 
 
 def meld_train_lengths(path: Path) -> list[int]:

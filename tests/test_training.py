@@ -22,7 +22,7 @@ from magtkd_hf.training.stages import distillation_job
 from media_fixtures import write_mp4
 from tiny_magtkd import tiny_audio_config, tiny_processor, tiny_text_config, tiny_video_config
 
-SHARED_MELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "meld"
+SHARED_MELD = Path(__file__).resolve().parent / "data" / "meld"  # shipped in the repository
 CSV_NAMES = {"train": "train_sent_emo.csv", "validation": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}
 # Real MELD rows of a few short dialogues per split (20 / 11 / 11 utterances), every clip a tiny generated MP4.
 DIALOGUES = {"train": {"1", "3", "5"}, "validation": {"0", "2", "3"}, "test": {"0", "1"}}
