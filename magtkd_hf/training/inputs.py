@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..configuration_magtkd import dataset_facts
 from .data import load_conversations
 from .recipe import load_recipe
 from .settings import ModelSettings, StageSettings, TrainingConfig
@@ -23,7 +22,6 @@ class StageInputs:
     def __init__(self, config: TrainingConfig):
         self.config = config
         self.recipe = load_recipe(config.recipe)
-        self.facts = dataset_facts(self.recipe.dataset)
         self.output_dir = Path(config.output_dir)
         self._conversations = None
         self._processor = None

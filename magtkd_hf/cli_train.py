@@ -1,0 +1,94 @@
+"""`magtkd-hf train STAGE`: its options are the fields of the settings dataclasses (magtkd_hf/training/settings.py),
+read by `transformers.HfArgumentParser`; the command builds a `TrainingConfig` and calls `run_stage` / `run_all`."""
+
+import argparse
+from dataclasses import fields
+from pathlib import Path
+
+
+def add_train_command(subparsers) -> None:
+    """`train STAGE`: the MAGTKD recipe, one stage per call (or `all`); its options are the fields of
+    `RunSettings`, `ModelSettings` and `StageSettings` (magtkd_hf/training/settings.py)."""
+    from .training import STAGE_ORDER, ModelSettings, RunSettings, StageSettings
+
+    stages = (*STAGE_ORDER, "all")
+    parser = subparsers.add_parser(
+        "train",
+        dataclass_types=(RunSettings, ModelSettings, StageSettings),
+        formatter_class=argparse.HelpFormatter,
+        help=f"train a stage of the MAGTKD recipe ({'|'.join(stages)})",
+        description="Runs one stage of the MAGTKD recipe with the settings of --recipe (overridable by the options "
+        "below), writing OUTPUT_DIR/<stage>/ (a save_pretrained folder, metrics.json, confusion_matrix.png, "
+        "checkpoints/epoch_K/). Each stage reads the earlier stages' folders under OUTPUT_DIR. Stages: text, audio, "
+        "video (stage 1); distill-audio, distill-video (stage 2, frozen text teacher); extract-features (stage 3, "
+        "OUTPUT_DIR/features, a datasets DatasetDict); fusion (stage 4, from OUTPUT_DIR/features or --features, e.g. "
+        "imported with import-released-features); all (every stage, then OUTPUT_DIR/model, the end-to-end model). "
+        "Model selection uses dev weighted F1 only; test is evaluated once, on the selected model. Runs under "
+        "`accelerate launch -m magtkd_hf train ...` (or `python -m torch.distributed.run --nproc_per_node N -m "
+        "magtkd_hf train ...` on CPU).",
+    )
+    parser.add_argument("stage", choices=stages, metavar="STAGE", help=", ".join(stages))
+    parser.add_argument("--set", action="append", default=[], metavar="[STAGE.]KEY=VALUE", dest="set_options",
+                        help="any stage setting, for one stage (fusion.epochs=5) or all (epochs=5); repeatable")
+    # Not given: the recipe decides (the dataclass defaults are the last fallback, applied by the recipe).
+    parser.set_defaults(**{item.name: None for cls in (ModelSettings, StageSettings) for item in fields(cls)})
+    parser.set_defaults(func=_run_train)
+
+
+def training_config_from_args(args):
+    """The parsed `train` options -> a `TrainingConfig`: stage settings given as options apply to every stage,
+    `--set STAGE.KEY=VALUE` to one (a stage's own entries win over the options)."""
+    from .training import ModelSettings, RunSettings, StageSettings, TrainingConfig, parse_set_options
+
+    def given(cls) -> dict:
+        return {item.name: getattr(args, item.name) for item in fields(cls) if getattr(args, item.name) is not None}
+
+    overrides = parse_set_options(args.set_options)
+    overrides["*"] = {**overrides.get("*", {}), **given(StageSettings)}
+    run = {item.name: getattr(args, item.name) for item in fields(RunSettings)}
+    return TrainingConfig(**run, model=ModelSettings(**given(ModelSettings)), overrides=overrides)
+
+
+def _run_train(args) -> int:
+    from .training import run_all, run_stage
+
+    config = training_config_from_args(args)
+    try:
+        result = run_all(config) if args.stage == "all" else run_stage(args.stage, config)
+    finally:
+        _end_distributed()
+    _print_train_summary(args.stage, result, Path(config.output_dir))
+    return 0
+
+
+def _end_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def _print_train_summary(stage: str, result: dict, output_dir: Path) -> None:
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    results = result if stage == "all" else {stage: result}
+    for name, metrics in results.items():
+        if not isinstance(metrics, dict):
+            print(f"{name}: {metrics}")
+        elif "stopped_after_epoch" in metrics:
+            print(f"{name}: stopped after epoch {metrics['stopped_after_epoch']}; continue with --resume")
+        elif "skipped" in metrics:
+            print(f"{name}: {metrics['skipped']}")
+        elif "test" in metrics or "validation" in metrics and "selected_epoch" in metrics:
+            dev = metrics.get("validation") or {}
+            test = metrics.get("test") or {}
+            line = f"{name}: selected epoch {metrics['selected_epoch']}, dev weighted F1 {dev.get('weighted_f1', 0):.2f}"
+            if test:
+                line += f", test weighted F1 {test['weighted_f1']:.2f}, accuracy {test['accuracy']:.2f}"
+            print(line)
+        else:
+            print(f"{name}: {metrics.get('conversations', metrics)}")
+    print(f"Outputs in {output_dir}")
