@@ -48,10 +48,10 @@ def meld_lengths(split: str) -> list[int]:
 
 
 def tiny_release(folder: Path, train_conversations: int, eval_conversations: int = 6) -> dict:
-    """Tiny encoders and processor (magtkd_hf.tiny: a tokenizer trained on the rows' utterances) and a MELD-layout
+    """Tiny encoders and processor (magtkd_hf.apps.tiny: a tokenizer trained on the rows' utterances) and a MELD-layout
     release of the first real CSV rows, every clip one generated 2-second MP4."""
     from magtkd_hf.datasets_scripts.synthetic import write_meld_tree, write_tiny_mp4
-    from magtkd_hf.tiny import write_tiny_components
+    from magtkd_hf.apps.tiny import write_tiny_components
 
     rows = {}
     for split, name in CSV_NAMES.items():

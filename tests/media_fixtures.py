@@ -38,7 +38,7 @@ TOKENIZER_SENTENCES = [
 
 def make_tiny_roberta_tokenizer(vocab_size: int = 400):
     """A byte-level BPE RoBERTa tokenizer trained on a few sentences (no download)."""
-    from magtkd_hf.tiny import train_tiny_roberta_tokenizer
+    from magtkd_hf.apps.tiny import train_tiny_roberta_tokenizer
 
     return train_tiny_roberta_tokenizer(TOKENIZER_SENTENCES * 4, vocab_size)
 

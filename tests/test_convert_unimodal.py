@@ -23,7 +23,7 @@ from magtkd_hf import (
     MagtkdVideoModel,
     dataset_facts,
 )
-from magtkd_hf.cli import main as cli
+from magtkd_hf.apps.cli import main as cli
 from magtkd_hf.modeling_magtkd import regroup_utterances
 from magtkd_hf.released import convert_released_unimodal_state_dict, load_released_end_to_end
 

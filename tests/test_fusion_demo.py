@@ -1,5 +1,5 @@
-from magtkd_hf.cli import main as cli
-from magtkd_hf.fusion_demo import run_fusion_demo, synthetic_feature_splits
+from magtkd_hf.apps.cli import main as cli
+from magtkd_hf.apps.fusion_demo import run_fusion_demo, synthetic_feature_splits
 
 
 def test_synthetic_splits_follow_the_features_schema():

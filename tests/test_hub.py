@@ -4,7 +4,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from magtkd_hf import MagtkdFusionConfig, MagtkdFusionModel
-from magtkd_hf import hub
+from magtkd_hf.apps import hub
 
 METRICS = {
     "validation": {"weighted_f1": 61.234, "accuracy": 63.0, "num_utterances": 1109,

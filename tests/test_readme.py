@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from magtkd_hf.cli import build_parser
-from magtkd_hf.cli import main as cli
-from magtkd_hf.demo import print_demo_report, run_demo
+from magtkd_hf.apps.cli import build_parser
+from magtkd_hf.apps.cli import main as cli
+from magtkd_hf.apps.demo import print_demo_report, run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

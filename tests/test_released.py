@@ -9,7 +9,7 @@ from released_reference import make_released_state_dict, released_reference_logi
 from transformers import AutoModel
 
 from magtkd_hf import MagtkdFusionConfig, MagtkdFusionModel, dataset_facts
-from magtkd_hf.cli import main as cli
+from magtkd_hf.apps.cli import main as cli
 from magtkd_hf.released import (
     UnsafePickleError,
     import_released_features,

@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoProcessor, Data2VecAudioModel, RobertaMo
 
 import magtkd_hf
 from magtkd_hf import load_meld
-from magtkd_hf.cli import main as cli
+from magtkd_hf.apps.cli import main as cli
 from magtkd_hf.datasets_scripts.synthetic import write_meld_tree
 from magtkd_hf.features import FusionFeatureCollator
 from magtkd_hf.training import STAGES, StageInputs, TrainingConfig

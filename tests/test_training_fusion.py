@@ -15,10 +15,10 @@ import torch
 from transformers import AutoModel
 
 import magtkd_hf
-from magtkd_hf.cli import main as cli
-from magtkd_hf.fusion_demo import synthetic_feature_splits
-from magtkd_hf.cli import build_parser
-from magtkd_hf.cli_train import training_config_from_args
+from magtkd_hf.apps.cli import main as cli
+from magtkd_hf.apps.fusion_demo import synthetic_feature_splits
+from magtkd_hf.apps.cli import build_parser
+from magtkd_hf.apps.cli_train import training_config_from_args
 from magtkd_hf.training import (
     EpochSampler,
     ModelSettings,

@@ -11,7 +11,7 @@ from tiny_magtkd import tiny_config, tiny_fusion_config, tiny_processor
 from transformers import pipeline
 
 from magtkd_hf import MagtkdForEmotionRecognition, MagtkdFusionModel
-from magtkd_hf.hub import build_model_card
+from magtkd_hf.apps.hub import build_model_card
 from magtkd_hf.inference import load_emotion_model
 from magtkd_hf.loading import ModelFolderError, load_model
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from magtkd_hf import MagtkdAudioConfig, MagtkdConfig, MagtkdFusionConfig, MagtkdProcessor, MagtkdTextConfig, MagtkdVideoConfig
-from magtkd_hf.tiny import TINY_HEADS as HEADS
-from magtkd_hf.tiny import TINY_HIDDEN as HIDDEN
-from magtkd_hf.tiny import TINY_IMAGE_SIZE as IMAGE_SIZE
-from magtkd_hf.tiny import tiny_audio_config, tiny_text_config, tiny_video_config  # noqa: F401 (re-exported)
-from magtkd_hf.tiny import tiny_processor as package_tiny_processor
+from magtkd_hf.apps.tiny import TINY_HEADS as HEADS
+from magtkd_hf.apps.tiny import TINY_HIDDEN as HIDDEN
+from magtkd_hf.apps.tiny import TINY_IMAGE_SIZE as IMAGE_SIZE
+from magtkd_hf.apps.tiny import tiny_audio_config, tiny_text_config, tiny_video_config  # noqa: F401 (re-exported)
+from magtkd_hf.apps.tiny import tiny_processor as package_tiny_processor
 from media_fixtures import make_tiny_roberta_tokenizer, write_mp4
 
 

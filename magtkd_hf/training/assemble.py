@@ -41,7 +41,7 @@ def assemble_end_to_end(inputs: StageInputs) -> Path:
 def write_model_card(inputs: StageInputs, folder: Path) -> None:
     """The fusion stage's metrics and confusion matrix beside the end-to-end model, and its model card (README.md)."""
     from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
-    from ..hub import CONFUSION_MATRIX_FILE, save_model_card
+    from ..apps.hub import CONFUSION_MATRIX_FILE, save_model_card
 
     fusion_dir = inputs.input_folder("fusion", "all")
     for name in (METRICS_FILE, CONFUSION_MATRIX_FILE):

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
-from .datasets_scripts.sample import SAMPLE_CONVERSATIONS, SAMPLE_MELD_ROOT
-from .inference import format_predictions, load_emotion_model, predict_emotions
+from ..datasets_scripts.sample import SAMPLE_CONVERSATIONS, SAMPLE_MELD_ROOT
+from ..inference import format_predictions, load_emotion_model, predict_emotions
 from .tiny import write_tiny_components
-from .training import ModelSettings, TrainingConfig, run_all
-from .training.reporting import load_metrics
+from ..training import ModelSettings, TrainingConfig, run_all
+from ..training.reporting import load_metrics
 
 DEMO_SEED = 2024
 # Small models learn from few utterances only with larger steps than the paper's; every stage runs a few epochs,

@@ -18,7 +18,7 @@ from transformers import (
     TimesformerModel,
 )
 
-from .processors import MagtkdProcessor
+from ..processors import MagtkdProcessor
 
 TINY_HIDDEN, TINY_HEADS, TINY_IMAGE_SIZE = 32, 4, 32
 ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]

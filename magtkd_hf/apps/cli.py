@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .cli_train import add_train_command
-from .configuration_magtkd import DATASETS, dataset_facts
+from ..configuration_magtkd import DATASETS, dataset_facts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def _add_predict_command(subparsers) -> None:
     def run(args) -> int:
         import json
 
-        from .inference import format_predictions, load_emotion_model, predict_emotions, read_conversation_file
+        from ..inference import format_predictions, load_emotion_model, predict_emotions, read_conversation_file
 
         conversation = read_conversation_file(args.conversation)
         model, processor = load_emotion_model(args.model_dir, args.device, trust_remote_code=args.trust_remote_code)
@@ -140,7 +140,7 @@ def _add_convert_released_command(subparsers) -> None:
         sources = {name: getattr(args, name) for name in ("text", "audio", "video", "audio_kd", "video_kd")}
         given = {name: path for name, path in sources.items() if path is not None}
         if not given:
-            from .released import load_released_fusion
+            from ..released import load_released_fusion
 
             model, unused = load_released_fusion(args.fusion, args.dataset)
             model.save_pretrained(args.output)
@@ -155,8 +155,8 @@ def _add_convert_released_command(subparsers) -> None:
 def _convert_released_end_to_end(args, given: dict) -> int:
     from transformers import AutoConfig
 
-    from .processors import MagtkdProcessor
-    from .released import load_released_end_to_end
+    from ..processors import MagtkdProcessor
+    from ..released import load_released_end_to_end
 
     speaker_mode = dataset_facts(args.dataset)["released_speaker_mode"]
     if speaker_mode == "global_map" and args.speaker_map is None:
@@ -241,7 +241,7 @@ def _add_import_released_features_command(subparsers) -> None:
     )
 
     def run(args) -> int:
-        from .released import import_released_features
+        from ..released import import_released_features
 
         splits = import_released_features(
             _split_files(args.files), args.output, dataset=args.dataset, speaker_indexing=args.speaker_indexing
@@ -293,7 +293,7 @@ def _add_check_data_command(subparsers) -> None:
     )
 
     def run_check_data(args) -> int:
-        from .datasets_scripts.check import run_check_data as check
+        from ..datasets_scripts.check import run_check_data as check
 
         return check(args)
 

@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .configuration_magtkd import MagtkdFusionConfig
-from .features import FusionFeatureCollator, conversation_lengths, feature_dataset_features
-from .metrics import classification_metrics
-from .modeling_magtkd_fusion import MagtkdFusionModel
+from ..configuration_magtkd import MagtkdFusionConfig
+from ..features import FusionFeatureCollator, conversation_lengths, feature_dataset_features
+from ..metrics import classification_metrics
+from ..modeling_magtkd_fusion import MagtkdFusionModel
 
 logger = logging.getLogger(__name__)
 

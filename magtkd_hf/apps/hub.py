@@ -68,7 +68,7 @@ def build_model_card(
     `accuracy`, `per_class_f1`) defaults to the folder's `metrics.json`; a `confusion_matrix.png` in the folder is
     shown; `recipe` (training settings) and `datasets` ("meld", "iemocap", "sample") are listed.
     """
-    from .loading import load_config
+    from ..loading import load_config
 
     model_dir = Path(model_dir)
     config = load_config(model_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_train_command(subparsers) -> None:
     """`train STAGE`: the MAGTKD recipe, one stage per call (or `all`); its options are the fields of
     `RunSettings`, `ModelSettings` and `StageSettings` (magtkd_hf/training/settings.py)."""
-    from .training import STAGE_ORDER, ModelSettings, RunSettings, StageSettings
+    from ..training import STAGE_ORDER, ModelSettings, RunSettings, StageSettings
 
     stages = (*STAGE_ORDER, "all")
     parser = subparsers.add_parser(
@@ -38,7 +38,7 @@ def add_train_command(subparsers) -> None:
 def training_config_from_args(args):
     """The parsed `train` options -> a `TrainingConfig`: stage settings given as options apply to every stage,
     `--set STAGE.KEY=VALUE` to one (a stage's own entries win over the options)."""
-    from .training import ModelSettings, RunSettings, StageSettings, TrainingConfig, parse_set_options
+    from ..training import ModelSettings, RunSettings, StageSettings, TrainingConfig, parse_set_options
 
     def given(cls) -> dict:
         return {item.name: getattr(args, item.name) for item in fields(cls) if getattr(args, item.name) is not None}
@@ -50,7 +50,7 @@ def training_config_from_args(args):
 
 
 def _run_train(args) -> int:
-    from .training import run_all, run_stage
+    from ..training import run_all, run_stage
 
     config = training_config_from_args(args)
     try:
