@@ -1,0 +1,163 @@
+"""The per-utterance inputs of MAGTKD's three encoders, and the speaker indices, for a batch
+of normalised conversations.
+
+Each function takes the `MagtkdProcessor` whose tokenizer, feature extractor, image
+processor and settings it applies.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .conversation import Conversation, _naming, _where
+from .media import (
+    frames_to_pixel_values_processor,
+    frames_to_pixel_values_torch,
+    load_audio,
+    read_video_frames,
+    torch_path_supported,
+    zero_mean_unit_variance,
+)
+from .prompt import (
+    MAX_SPEAKERS,
+    MagtkdInputError,
+    build_prompts,
+    encode_prompts,
+    first_appearance_indices,
+    global_map_indices,
+    left_pad,
+    released_backend,
+    released_iemocap_speaker_indices,
+)
+
+# ---------------------------------------------------------------------- speakers
+
+
+def conversation_speaker_indices(processor, batch: list[Conversation], previous_speakers) -> list[list[int]]:
+    """Per conversation, the speaker index of every utterance (mode-dependent)."""
+    indices = []
+    running = None if previous_speakers is None else list(previous_speakers)
+    for conversation in batch:
+        names = [u.speaker for u in conversation.utterances]
+        if processor.speaker_mode == "first_appearance":
+            conversation_indices = first_appearance_indices(names)
+            if max(conversation_indices) >= MAX_SPEAKERS:
+                raise MagtkdInputError(
+                    f"conversation {conversation.name}: {max(conversation_indices) + 1} speakers "
+                    f"({', '.join(dict.fromkeys(names))}); at most {MAX_SPEAKERS} are supported "
+                    "(speaker tokens <s1>..<s9>)"
+                )
+        elif processor.speaker_mode == "global_map":
+            try:
+                conversation_indices = global_map_indices(names, processor.speaker_map)
+            except KeyError as error:
+                position = names.index(error.args[0])
+                raise MagtkdInputError(
+                    f"conversation {conversation.name}, utterance {conversation.utterances[position].name}: "
+                    f"speaker {error.args[0]!r} is not in the speaker map"
+                ) from None
+        else:
+            if conversation.has_previous_speakers:
+                running = conversation.previous_speakers
+            conversation_indices, running = released_iemocap_speaker_indices(names, running)
+        indices.append(conversation_indices)
+    return indices
+
+
+# ---------------------------------------------------------------------- text
+
+
+def text_inputs(processor, batch: list[Conversation], speaker_indices) -> dict[str, torch.Tensor]:
+    prompts = []
+    for conversation, indices in zip(batch, speaker_indices):
+        texts = []
+        for utterance in conversation.utterances:
+            if not isinstance(utterance.text, str) or not utterance.text.strip():
+                raise MagtkdInputError(
+                    f"conversation {conversation.name}, utterance {utterance.name}: "
+                    f"empty or non-text transcript {utterance.text!r}"
+                )
+            texts.append(utterance.text.strip())
+        prompts.extend(build_prompts(texts, indices))
+    # Built on demand (cheap: a JSON round trip) so no tokenizers.Tokenizer sits in the
+    # processor's state (which `to_dict` deep-copies).
+    backend = released_backend(processor.tokenizer) if processor.tokenization_mode == "released" else None
+    ids = encode_prompts(prompts, processor.tokenizer, processor.max_text_tokens, backend=backend)
+    input_ids, attention_mask = left_pad(ids, processor.tokenizer.pad_token_id)
+    return {
+        "input_ids": torch.tensor(input_ids, dtype=torch.long),
+        "attention_mask": torch.tensor(attention_mask, dtype=torch.long),
+    }
+
+
+# ---------------------------------------------------------------------- audio
+
+
+def audio_inputs(processor, batch: list[Conversation]) -> dict[str, torch.Tensor]:
+    rate = int(processor.feature_extractor.sampling_rate)
+    extractor = processor.feature_extractor
+    # released order: normalise the whole clip, then crop (the feature extractor then only pads)
+    normalise_first = processor.audio_mode == "released" and bool(getattr(extractor, "do_normalize", False))
+    if normalise_first:
+        extractor = copy.copy(extractor)
+        extractor.do_normalize = False
+    crop = None if normalise_first else processor.max_audio_samples
+    waveforms = []
+    for conversation in batch:
+        for utterance in conversation.utterances:
+            source, window = utterance.audio, None
+            if source is None:
+                if utterance.video is None:
+                    raise MagtkdInputError(
+                        f"conversation {conversation.name}, utterance {utterance.name}: "
+                        "no audio and no video to take the sound track from"
+                    )
+                source, window = utterance.video, utterance.window
+            with _naming(conversation, utterance):
+                waveform = load_audio(source, rate, crop, window=window, context=_where(conversation, utterance))
+            if normalise_first:
+                waveform = zero_mean_unit_variance(waveform)[: processor.max_audio_samples]
+            waveforms.append(waveform)
+    features = extractor(
+        waveforms,
+        sampling_rate=rate,
+        padding=True,
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    return {
+        "input_values": features["input_values"].to(torch.float32),
+        "audio_attention_mask": features["attention_mask"].to(torch.long),
+    }
+
+
+# ---------------------------------------------------------------------- video
+
+
+def video_inputs(processor, batch: list[Conversation]) -> torch.Tensor:
+    use_torch = processor.image_backend == "torch" and torch_path_supported(processor.image_processor)
+    crop = getattr(processor.image_processor, "crop_size", None) or {"height": 224, "width": 224}
+    empty_size = (int(crop["height"]), int(crop["width"]))
+    videos = []
+    for conversation in batch:
+        for utterance in conversation.utterances:
+            if utterance.video is None:
+                raise MagtkdInputError(f"conversation {conversation.name}, utterance {utterance.name}: no video")
+            with _naming(conversation, utterance):
+                frames = read_video_frames(
+                    utterance.video,
+                    num_frames=processor.num_frames,
+                    selection=processor.frame_selection,
+                    window=utterance.window,
+                    num_threads=processor.video_num_threads,
+                    empty_frame_size=empty_size,
+                    padding=processor.time_window_padding,
+                    context=_where(conversation, utterance),
+                )
+            if use_torch:
+                videos.append(frames_to_pixel_values_torch(frames, processor.image_processor))
+            else:
+                videos.append(frames_to_pixel_values_processor(frames, processor.image_processor))
+    return torch.stack(videos)
