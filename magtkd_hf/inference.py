@@ -23,7 +23,7 @@ def read_conversation_file(path: str | Path) -> list[dict]:
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"Cannot read the conversation file {path}: {error}") from error
     utterances = data.get("utterances") if isinstance(data, Mapping) else data
     if not isinstance(utterances, list) or not utterances:
@@ -35,12 +35,26 @@ def read_conversation_file(path: str | Path) -> list[dict]:
         unknown = set(utterance) - UTTERANCE_KEYS
         if unknown:
             raise ValueError(f"{path}: utterance {index} has unknown keys {sorted(unknown)}; known: {sorted(UTTERANCE_KEYS)}.")
+        _check_field_types(path, index, utterance)
         resolved = dict(utterance)
         for key in MEDIA_KEYS:
             if resolved.get(key) is not None:
                 resolved[key] = str((path.parent / resolved[key]).resolve())
         conversation.append(resolved)
     return conversation
+
+
+def _check_field_types(path: Path, index: int, utterance: Mapping) -> None:
+    """Transcripts and paths are strings, speakers names or integer ids: anything else is refused here, naming the
+    file and the utterance, rather than becoming a speaker called "None" or failing later."""
+    if not isinstance(utterance["text"], str) or not utterance["text"].strip():
+        raise ValueError(f"{path}: utterance {index}: 'text' must be a non-empty string, got {utterance['text']!r}.")
+    speaker = utterance["speaker"]
+    if not (isinstance(speaker, str) and speaker.strip()) and (not isinstance(speaker, int) or isinstance(speaker, bool)):
+        raise ValueError(f"{path}: utterance {index}: 'speaker' must be a non-empty name or an integer id, got {speaker!r}.")
+    for key in MEDIA_KEYS:
+        if utterance.get(key) is not None and not isinstance(utterance[key], str):
+            raise ValueError(f"{path}: utterance {index}: '{key}' must be a file path (a string), got {utterance[key]!r}.")
 
 
 def load_emotion_model(
@@ -52,6 +66,7 @@ def load_emotion_model(
 
     model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
     processor = load_processor(model_dir, trust_remote_code=trust_remote_code)
+    processor.check_fits_model(model)
     return model.to(device or "cpu"), processor
 
 
@@ -98,7 +113,7 @@ def _rows(conversation, probabilities, id2label) -> list[dict]:
     for utterance, probs in zip(conversation, probabilities):
         best = int(probs.argmax())
         rows.append({
-            "speaker": utterance["speaker"],
+            "speaker": str(utterance["speaker"]),
             "text": utterance["text"],
             "emotion": id2label[best],
             "probability": float(probs[best]),

@@ -4,6 +4,7 @@ the user asks (`trust_remote_code=True`), and a refusal, naming the file, for we
 import json
 from pathlib import Path
 
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoProcessor, PreTrainedConfig, PreTrainedModel
 
 from .configuration_magtkd import MagtkdAudioConfig, MagtkdConfig, MagtkdFusionConfig, MagtkdTextConfig, MagtkdVideoConfig
@@ -55,10 +56,13 @@ def load_model(folder, trust_remote_code: bool = False, **kwargs) -> PreTrainedM
     folder = Path(folder)
     config = load_config(folder, trust_remote_code)
     # Mismatched shapes are reported in the loading info (and refused below) rather than raised deep inside.
-    model, info = AutoModel.from_pretrained(
-        folder, config=config, trust_remote_code=trust_remote_code, output_loading_info=True,
-        ignore_mismatched_sizes=True, **kwargs,
-    )
+    try:
+        model, info = AutoModel.from_pretrained(
+            folder, config=config, trust_remote_code=trust_remote_code, output_loading_info=True,
+            ignore_mismatched_sizes=True, **kwargs,
+        )
+    except (SafetensorError, OSError) as error:  # a truncated or missing checkpoint
+        raise ModelFolderError(f"{_weights_file(folder)}: cannot read the weights ({error}).") from error
     problems = {
         kind: sorted(str(key) for key in info.get(kind, ()))
         for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")

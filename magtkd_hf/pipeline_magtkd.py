@@ -54,6 +54,12 @@ class EmotionRecognitionInConversationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_image_processor = False
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        check = getattr(self.processor, "check_fits_model", None)
+        if check is not None:
+            check(self.model)
+
     def _sanitize_parameters(self, top_k="unset", function_to_apply=None, **unknown):
         if unknown:
             raise TypeError(f"Unknown arguments {sorted(unknown)}; known: top_k, function_to_apply, batch_size.")

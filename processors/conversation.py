@@ -87,7 +87,7 @@ def _list_to_conversation(utterances, index: int, window_choice) -> Conversation
             window = _time_window(item.get("start"), item.get("end"), f"conversation {name}, utterance {label}")
         normalised.append(
             Utterance(
-                speaker=str(item["speaker"]),
+                speaker=_speaker_name(item["speaker"], f"conversation {name}, utterance {label}"),
                 text=item["text"],
                 audio=item.get("audio"),
                 video=_optional_path(item.get("video")),
@@ -134,7 +134,7 @@ def _row_to_conversation(row: Mapping, index: int, window_choice) -> Conversatio
             )
         utterances.append(
             Utterance(
-                speaker=str(columns["speakers"][j]),
+                speaker=_speaker_name(columns["speakers"][j], f"conversation {name}, utterance {label}"),
                 text=texts[j],
                 audio=_optional_path(columns.get("audio_paths", [None] * count)[j]),
                 video=_optional_path(columns.get("video_paths", [None] * count)[j]),
@@ -228,6 +228,16 @@ def _is_column_batch(row: Mapping) -> bool:
 def _column_batch_to_rows(columns: Mapping) -> list[dict]:
     count = len(columns["texts"])
     return [{key: values[i] for key, values in columns.items()} for i in range(count)]
+
+
+def _speaker_name(value, where: str) -> str:
+    """A speaker is a name or an integer id (kept as its decimal string); None, booleans, floats and empty names are
+    refused rather than becoming a speaker called "None" or "1.0"."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise MagtkdInputError(f"{where}: the speaker must be a non-empty name or an integer id, got {value!r}")
 
 
 def _optional_path(value):

@@ -20,6 +20,7 @@ from .model_inputs import audio_inputs, conversation_speaker_indices, text_input
 from .prompt import (
     SPEAKER_MODES,
     TOKENIZATION_MODES,
+    SPEAKER_TOKENS,
     MagtkdInputError,
     load_speaker_map,
     register_speaker_tokens,
@@ -182,6 +183,27 @@ class MagtkdProcessor(ProcessorMixin):
             )
         return cls(tokenizer, feature_extractor, cls.default_image_processor(video_size), **settings)
 
+    @classmethod
+    def from_args_and_dict(cls, args, processor_dict: dict[str, Any], **kwargs):
+        # Called by `from_pretrained` with the saved tokenizer, BEFORE `__init__` would register missing speaker
+        # tokens: a saved tokenizer must already hold them, or its ids differ from those the model was trained on.
+        check_saved_tokenizer(args[0])
+        return super().from_args_and_dict(args, processor_dict, **kwargs)
+
+    def check_fits_model(self, model) -> None:
+        """Refuse a model whose text embeddings do not have one row per token of this tokenizer (the tokenizer of
+        another model, or a damaged folder): its prompts would be encoded with other ids."""
+        get_embeddings = getattr(model, "get_input_embeddings", None)
+        embeddings = get_embeddings() if get_embeddings is not None else None
+        if embeddings is None or not hasattr(embeddings, "num_embeddings"):
+            return  # a fusion model: it takes features, not token ids
+        if embeddings.num_embeddings != len(self.tokenizer):
+            raise ValueError(
+                f"The tokenizer ({getattr(self.tokenizer, 'name_or_path', '') or 'given'}) has {len(self.tokenizer)} "
+                f"tokens but the model's text embeddings have {embeddings.num_embeddings} rows: not the tokenizer the "
+                "model was trained with (or a damaged tokenizer file)."
+            )
+
     # ------------------------------------------------------------------ call
 
     @property
@@ -243,6 +265,21 @@ class MagtkdProcessor(ProcessorMixin):
             data["pixel_values"] = video_inputs(self, batch)
         data.update(_structure(batch, speaker_indices))
         return BatchFeature(data=data)
+
+
+def check_saved_tokenizer(tokenizer) -> None:
+    """A saved MAGTKD tokenizer has the mask token and the speaker tokens; a folder without its tokenizer files
+    loads as a near-empty vocabulary that encodes every transcript to nothing."""
+    source = getattr(tokenizer, "name_or_path", "") or "the saved tokenizer"
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"{source}: the tokenizer has no mask token; MAGTKD's prompt ends with it.")
+    vocabulary = tokenizer.get_vocab()
+    missing = [token for token in SPEAKER_TOKENS if token not in vocabulary]
+    if missing:
+        raise ValueError(
+            f"{source}: the saved tokenizer lacks the speaker tokens {missing} (it holds {len(tokenizer)} tokens); "
+            "the tokenizer files (tokenizer.json) are missing or are not the ones saved with this processor."
+        )
 
 
 def _check_choice(name: str, value, choices) -> None:

@@ -61,3 +61,39 @@ def test_bad_conversation_files_are_reported(tmp_path):
         read_conversation_file(tmp_path / "typo.json")
     with pytest.raises(ValueError, match="Cannot read"):
         read_conversation_file(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"speaker": None}, "'speaker' must be a non-empty name or an integer id, got None"),
+        ({"speaker": ""}, "'speaker' must be a non-empty name"),
+        ({"text": 5}, "'text' must be a non-empty string, got 5"),
+        ({"video": 5}, "'video' must be a file path"),
+    ],
+)
+def test_wrongly_typed_fields_name_the_file_and_utterance(tmp_path, change, message):
+    (tmp_path / "c.json").write_text(json.dumps([{"speaker": "A", "text": "hi", "video": "x.mp4"}, {"speaker": "B", "text": "yo", "video": "x.mp4", **change}]))
+    with pytest.raises(ValueError, match=rf"c\.json: utterance 1: {message}"):
+        read_conversation_file(tmp_path / "c.json")
+
+
+def test_a_non_utf8_conversation_file_is_named(tmp_path):
+    (tmp_path / "latin1.json").write_bytes('[{"speaker": "Ren\xe9e", "text": "hi"}]'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"Cannot read the conversation file .*latin1\.json: 'utf-8' codec"):
+        read_conversation_file(tmp_path / "latin1.json")
+
+
+def test_integer_speakers_are_names_and_null_speakers_are_refused(saved_model):
+    from magtkd_hf.processors.prompt import MagtkdInputError
+
+    conversation = read_conversation_file(saved_model / "conversation.json")
+    model, processor = load_emotion_model(saved_model / "model")
+    numbered = [dict(utterance, speaker=index % 2) for index, utterance in enumerate(conversation)]
+    named = [dict(utterance, speaker=str(index % 2)) for index, utterance in enumerate(conversation)]
+    rows = predict_emotions(model, processor, numbered)
+    assert [row["speaker"] for row in rows] == ["0", "1", "0"]
+    assert rows == predict_emotions(model, processor, named)
+    assert "0" in format_predictions(rows)
+    with pytest.raises(MagtkdInputError, match=r"utterance #1: the speaker must be .* got None"):
+        processor([dict(conversation[0]), dict(conversation[1], speaker=None)])

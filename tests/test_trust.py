@@ -125,3 +125,46 @@ def test_nan_in_a_waveform_or_in_weights_is_an_error_naming_where(saved, tmp_pat
     save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ModelFolderError, match=f"tensor '{name}' holds NaN"):
         load_emotion_model(folder)
+
+
+def test_truncated_or_missing_weights_name_the_file(saved, tmp_path):
+    folder = tmp_path / "truncated"
+    shutil.copytree(saved, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelFolderError, match=r"model\.safetensors: cannot read the weights"):
+        load_emotion_model(folder)
+    weights.unlink()
+    with pytest.raises(ModelFolderError, match="cannot read the weights"):
+        load_emotion_model(folder)
+
+
+def test_a_folder_without_its_tokenizer_file_is_refused(saved, tmp_path):
+    """Without tokenizer.json the tokenizer loads as a near-empty vocabulary that encodes every transcript to nothing:
+    refused by the processor check against the model, in predict and in the pipeline."""
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(saved, folder)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ValueError, match="not the tokenizer the model was trained with"):
+        load_emotion_model(folder)
+    with pytest.raises(ValueError, match="not the tokenizer the model was trained with"):
+        pipeline("emotion-recognition-in-conversation", model=str(folder), device="cpu")
+
+
+def test_a_saved_tokenizer_without_speaker_or_mask_tokens_is_refused(saved, tmp_path):
+    from transformers import AutoTokenizer
+
+    from magtkd_hf import MagtkdProcessor
+
+    folder = tmp_path / "plain-tokenizer"
+    shutil.copytree(saved, folder)
+    tokenizer_state = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer_state["added_tokens"] = [t for t in tokenizer_state["added_tokens"] if not t["content"].startswith("<s") or t["content"] == "<s>"]
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer_state))
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("extra_special_tokens", None)
+    tokenizer_config.pop("additional_special_tokens", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    assert "<s1>" not in AutoTokenizer.from_pretrained(folder).get_vocab()
+    with pytest.raises(ValueError, match=r"lacks the speaker tokens \['<s1>'"):
+        MagtkdProcessor.from_pretrained(folder)

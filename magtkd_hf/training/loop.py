@@ -283,11 +283,17 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     _reset_accelerate_singletons()
+    launched = _launched_world_size()
+    if launched > 1 and not cpu and not _has_accelerator_device():
+        # Accelerate would give each process its own single-process run (all writing the same folder); on a machine
+        # without GPUs the launched processes form one CPU (gloo) group instead.
+        logger.info("No GPU found: the %d launched processes train together on CPU (gloo).", launched)
+        cpu = True
     mixed_precision = settings.mixed_precision
     if mixed_precision == "fp16" and (cpu or not _has_accelerator_device()):
         warnings.warn("fp16 mixed precision needs a GPU: this stage runs in full precision (use bf16 on CPU).")
         mixed_precision = "no"
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         cpu=cpu,
@@ -295,6 +301,19 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
         project_dir=str(output_dir),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
+    if launched > 1 and accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"{launched} processes were launched (WORLD_SIZE) but they did not form one group "
+            f"({accelerator.num_processes} process in Accelerate's state): refusing to run {launched} separate "
+            "trainings into one folder. Launch with `accelerate launch` or pass --cpu."
+        )
+    return accelerator
+
+
+def _launched_world_size() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def make_loaders(job: StageJob, settings: StageSettings) -> tuple[DataLoader, dict]:
