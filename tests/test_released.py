@@ -210,6 +210,18 @@ def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path, func
     assert not (tmp_path / "out").exists()
 
 
+def test_the_import_command_names_the_split_file_that_holds_a_refused_global(tmp_path, capsys):
+    good, bad = tmp_path / "meld_train.pkl", tmp_path / "dev_features.pkl"
+    good.write_bytes(pickle.dumps(released_feature_dict()))
+    data = released_feature_dict()
+    data["labels"][7] = _Payload(os.system, f"touch {tmp_path / 'ran'}")
+    bad.write_bytes(pickle.dumps(data))
+    assert cli(["import-released-features", str(good), f"validation={bad}", "--output", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err
+    assert f"{bad}: Refusing to unpickle global" in error and "Traceback" not in error
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "out").exists()
+
+
 def test_numpy_object_arrays_are_refused(tmp_path):
     path = tmp_path / "objects.pkl"
     path.write_bytes(pickle.dumps({"x": np.array([1, "a"], dtype=object)}))

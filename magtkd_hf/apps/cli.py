@@ -1,6 +1,7 @@
 """`magtkd-hf` command line: each sub-command parses its arguments and calls the package's functions."""
 
 import argparse
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -308,7 +309,7 @@ _COMMANDS.append(add_train_command)
 
 # Errors a user can cause and fix (bad input, missing or damaged files, refused pickles, full disk, no memory): one
 # or two lines on stderr and exit status 1; `--debug` or MAGTKD_HF_DEBUG=1 shows the traceback instead.
-EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError)
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pickle.UnpicklingError)
 
 
 def main(argv=None) -> int:
