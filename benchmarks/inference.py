@@ -27,7 +27,6 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -35,12 +34,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from media import tiny_tokenizer, write_meld_like_clip  # noqa: E402  (benchmarks/media.py)
+from magtkd_hf import MagtkdConfig, MagtkdDataCollator, MagtkdForEmotionRecognition, MagtkdProcessor
+from magtkd_hf.apps.tiny import SMALL_TALK, train_tiny_roberta_tokenizer
+from magtkd_hf.datasets_scripts.synthetic import MELD_LIKE_CLIP, write_mp4
 
-from magtkd_hf import MagtkdConfig, MagtkdDataCollator, MagtkdForEmotionRecognition, MagtkdProcessor  # noqa: E402
-
-WORDS = "how are you doing today I am fine thanks what a day it was".split()
+WORDS = " ".join(SMALL_TALK).split()
 
 
 def make_rows(folder: Path, lengths, seconds: float, words_per_utterance: int):
@@ -49,7 +47,7 @@ def make_rows(folder: Path, lengths, seconds: float, words_per_utterance: int):
         paths, texts = [], []
         for utterance in range(length):
             path = folder / f"dia{dialogue}_utt{utterance}.mp4"
-            write_meld_like_clip(path, seconds=seconds)
+            write_mp4(path, seconds, **MELD_LIKE_CLIP)
             paths.append(str(path))
             start = 3 * clip
             texts.append(" ".join(WORDS[(start + k) % len(WORDS)] for k in range(words_per_utterance)))
@@ -182,7 +180,9 @@ def main():
         rows = make_rows(Path(folder), args.lengths, args.seconds, args.words)
         print(f"media: {sum(args.lengths)} clips of {args.seconds} s written in {time.perf_counter() - start:.1f} s")
         processor = MagtkdProcessor(
-            tiny_tokenizer(), MagtkdProcessor.default_feature_extractor(), MagtkdProcessor.default_image_processor()
+            train_tiny_roberta_tokenizer(SMALL_TALK * 4, vocab_size=300),
+            MagtkdProcessor.default_feature_extractor(),
+            MagtkdProcessor.default_image_processor(),
         )
         collator = MagtkdDataCollator(processor)
 

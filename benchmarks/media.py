@@ -1,7 +1,8 @@
 """Media loading costs of the MAGTKD processor, side by side (a script, not a test).
 
-Generates a MELD-like clip (3 s, 1280x720 H.264, keyframe every second, AAC 48 kHz stereo)
-in a temporary folder and times, median of several runs:
+Generates a MELD-like clip (3 s, 1280x720 H.264, keyframe every second, AAC 48 kHz stereo:
+`write_mp4(path, 3.0, **MELD_LIKE_CLIP)` of `magtkd_hf.datasets_scripts.synthetic`) in a
+temporary folder and times, median of several runs:
 
 * video: 8 frames, side by side in one round-robin run (2 decoder threads each): decord
   (`get_batch` of the sorted indices), PyAV decoding straight through (thread_type FRAME,
@@ -20,7 +21,6 @@ Usage: python benchmarks/media.py [--repeats 7] [--utterances 10] [--dialogue]
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -31,6 +31,8 @@ import av
 import numpy as np
 import torch
 
+from magtkd_hf.apps.tiny import SMALL_TALK, train_tiny_roberta_tokenizer
+from magtkd_hf.datasets_scripts.synthetic import MELD_LIKE_CLIP, write_mp4
 from magtkd_hf.processors import MagtkdProcessor
 from magtkd_hf.processors.media import (
     TimeWindow,
@@ -40,36 +42,6 @@ from magtkd_hf.processors.media import (
     load_audio,
     read_video_frames,
 )
-
-
-def write_meld_like_clip(path: Path, seconds: float = 3.0, fps: int = 24, width: int = 1280, height: int = 720):
-    """Moving gradient + noise (so the encoder has work), keyframe every second, AAC stereo."""
-    rng = np.random.default_rng(0)
-    container = av.open(str(path), mode="w")
-    video = container.add_stream("libx264", rate=fps)
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"g": str(fps), "preset": "veryfast"}
-    audio = container.add_stream("aac", rate=48000)
-    audio.layout = "stereo"
-    y, x = np.mgrid[0:height, 0:width]
-    for index in range(int(seconds * fps)):
-        image = np.stack([(x + 8 * index) % 256, (y + 4 * index) % 256, (x + y) % 256], -1)
-        image = np.clip(image + rng.integers(-12, 12, image.shape), 0, 255).astype(np.uint8)
-        for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            container.mux(packet)
-    for packet in video.encode():
-        container.mux(packet)
-    t = np.arange(int(seconds * 48000)) / 48000
-    wave = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
-    for start in range(0, len(wave), 1024):
-        chunk = wave[start : start + 1024]
-        frame = av.AudioFrame.from_ndarray(np.stack([chunk, chunk]), format="fltp", layout="stereo")
-        frame.sample_rate, frame.pts, frame.time_base = 48000, start, Fraction(1, 48000)
-        for packet in audio.encode(frame):
-            container.mux(packet)
-    for packet in audio.encode():
-        container.mux(packet)
-    container.close()
 
 
 def write_dialogue_avi(path: Path, seconds: float = 20.0, fps=Fraction(30000, 1001), width: int = 640, height: int = 480):
@@ -87,22 +59,6 @@ def write_dialogue_avi(path: Path, seconds: float = 20.0, fps=Fraction(30000, 10
     for packet in video.encode():
         container.mux(packet)
     container.close()
-
-
-def tiny_tokenizer():
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import RobertaTokenizer
-
-    trainer = ByteLevelBPETokenizer()
-    trainer.train_from_iterator(
-        ["how are you doing today", "I am fine thanks", "what a day it was"] * 4,
-        vocab_size=300,
-        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-        show_progress=False,
-    )
-    model = json.loads(trainer._tokenizer.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return RobertaTokenizer(vocab=model["vocab"], merges=merges)
 
 
 def round_robin_ms(functions: dict, repeats: int) -> dict:
@@ -199,10 +155,12 @@ def main():
 
     with tempfile.TemporaryDirectory() as folder:
         clip = Path(folder) / "dia0_utt0.mp4"
-        write_meld_like_clip(clip)
+        write_mp4(clip, 3.0, **MELD_LIKE_CLIP)
         path = str(clip)
         processor = MagtkdProcessor(
-            tiny_tokenizer(), MagtkdProcessor.default_feature_extractor(), MagtkdProcessor.default_image_processor()
+            train_tiny_roberta_tokenizer(SMALL_TALK * 4, vocab_size=300),
+            MagtkdProcessor.default_feature_extractor(),
+            MagtkdProcessor.default_image_processor(),
         )
         frames = processor_frames(path)
         video_ms, video_agreement = compare_video(path, max(args.repeats, 9))

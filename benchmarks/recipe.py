@@ -50,7 +50,7 @@ def meld_lengths(split: str) -> list[int]:
 def tiny_release(folder: Path, train_conversations: int, eval_conversations: int = 6) -> dict:
     """Tiny encoders and processor (magtkd_hf.apps.tiny: a tokenizer trained on the rows' utterances) and a MELD-layout
     release of the first real CSV rows, every clip one generated 2-second MP4."""
-    from magtkd_hf.datasets_scripts.synthetic import write_meld_tree, write_tiny_mp4
+    from magtkd_hf.datasets_scripts.synthetic import write_meld_tree, write_mp4
     from magtkd_hf.apps.tiny import write_tiny_components
 
     rows = {}
@@ -62,7 +62,7 @@ def tiny_release(folder: Path, train_conversations: int, eval_conversations: int
         rows[split] = [row for row in all_rows if row["Dialogue_ID"] in dialogues]
     texts = [row["Utterance"] for split_rows in rows.values() for row in split_rows]
     components = write_tiny_components(folder, texts)
-    clip = write_tiny_mp4(folder / "clip.mp4", duration=2.0, size=48, fps=12)
+    clip = write_mp4(folder / "clip.mp4", duration=2.0, size=48, fps=12)
     write_meld_tree(folder / "MELD.Raw", rows, clip)
     return components
 

@@ -1,6 +1,7 @@
 """
 Small synthetic release trees in the official MELD and IEMOCAP layouts, with tiny real media files: for tests, demos,
 and trying the pipeline without the licensed data. Nothing here is used when building from a real release.
+`write_mp4` is the project's one MP4 writer (tests, the shipped sample data, benchmarks).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import csv
 import shutil
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -25,51 +27,119 @@ MELD_CSV_COLUMNS = (
 )
 
 
-def _encode_video_frames(container, stream, num_frames: int, size: int, colour=None) -> None:
+# The MELD-like clip of the benchmarks: `write_mp4(path, seconds, **MELD_LIKE_CLIP)` writes `seconds` of 1280 x 720
+# H.264 at 24 fps (a moving gradient with noise, so the encoder has work; a keyframe every second) with an AAC
+# 48 kHz stereo 440 Hz tone (plus a little noise).
+MELD_LIKE_CLIP = dict(
+    size=1280, height=720, fps=24, pattern="gradient", sample_rate=48000, channels=2, amplitude=0.3, noise=0.01,
+    audio_pts=True, encoder_options={"g": "24", "preset": "veryfast"},
+)
+
+
+def _picture(pattern: str, index: int, width: int, height: int, colour, colours, rng) -> np.ndarray:
+    """Frame `index` (RGB, height x width) of one of the picture patterns of `write_mp4`."""
+    if pattern == "colours":  # solid frames, frame i in colours[i % len(colours)]
+        image = np.empty((height, width, 3), dtype=np.uint8)
+        image[:] = colours[index % len(colours)]
+        return image
+    if pattern == "gradient":  # a moving gradient plus noise
+        y, x = np.mgrid[0:height, 0:width]
+        image = np.stack([(x + 8 * index) % 256, (y + 4 * index) % 256, (x + y) % 256], -1)
+        return np.clip(image + rng.integers(-12, 12, image.shape), 0, 255).astype(np.uint8)
+    if pattern != "grey":
+        raise ValueError(f"unknown picture pattern {pattern!r} (grey, colours or gradient)")
+    image = np.full((height, width, 3), (index * 23) % 256, dtype=np.uint8)
+    if colour is not None:  # a coloured square on the changing grey background
+        image[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = colour
+    return image
+
+
+def _encode_video_frames(container, stream, num_frames: int, picture) -> None:
     for index in range(num_frames):
-        image = np.full((size, size, 3), (index * 23) % 256, dtype=np.uint8)
-        if colour is not None:  # a coloured square on the changing grey background
-            image[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = colour
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(picture(index), format="rgb24")):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
 
 
-def _encode_sine(container, stream, duration: float, sample_rate: int, tone_hz: float = 440.0) -> None:
-    time = np.arange(int(duration * sample_rate)) / sample_rate
-    samples = (0.1 * np.sin(2 * np.pi * tone_hz * time)).astype(np.float32)
+def _encode_tone(container, stream, samples: np.ndarray, sample_rate: int, channels: int, stamped: bool) -> None:
+    """Encodes mono float32 `samples` (copied to every channel) in blocks of 1024, with timestamps when `stamped`."""
+    layout = "stereo" if channels == 2 else "mono"
     for start in range(0, len(samples), 1024):
-        frame = av.AudioFrame.from_ndarray(samples[None, start : start + 1024], format="fltp", layout="mono")
+        chunk = samples[start : start + 1024]
+        planar = np.ascontiguousarray(np.repeat(chunk[None, :], channels, axis=0))
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
         frame.sample_rate = sample_rate
+        if stamped:
+            frame.pts, frame.time_base = start, Fraction(1, sample_rate)
         for packet in stream.encode(frame):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
 
 
-def write_tiny_mp4(
+def write_mp4(
     path: PathLike,
     duration: float = 0.3,
     size: int = 16,
-    fps: int = 10,
+    fps: Union[int, Fraction] = 10,
     sample_rate: int = 16000,
     colour: Optional[Sequence[int]] = None,
     tone_hz: float = 440.0,
+    *,
+    height: Optional[int] = None,
+    num_frames: Optional[int] = None,
+    pattern: str = "grey",
+    colours: Optional[Sequence[Sequence[int]]] = None,
+    audio: bool = True,
+    audio_seconds: Optional[float] = None,
+    channels: int = 1,
+    amplitude: float = 0.1,
+    noise: float = 0.0,
+    audio_pts: bool = False,
+    encoder_options: Optional[Mapping[str, str]] = None,
+    header_first: bool = False,
 ) -> Path:
     """
-    A real H.264 + AAC MP4 of `duration` seconds, `size` x `size` pixels (a few kilobytes): grey frames (with a
-    `colour` RGB square when given) and a quiet `tone_hz` sine.
+    The project's MP4 writer (tests, the sample data, benchmarks): a real H.264 (+ AAC) MP4.
+
+    Video: `num_frames` frames (default `duration * fps`, at least 1) of `size` x `height` pixels (`height` defaults to
+    `size`) at `fps` (an int or a Fraction), in one of these patterns: "grey" (grey frames changing with the index,
+    with a `colour` RGB square in the middle when given), "colours" (frame i filled with `colours[i % len(colours)]`)
+    or "gradient" (a moving gradient with noise). `encoder_options` go to libx264 (e.g. {"g": "8", "crf": "10"}).
+    Audio, when `audio`: `audio_seconds` (default `duration`) of a `tone_hz` sine of `amplitude` (plus white noise of
+    standard deviation `noise`), AAC at `sample_rate` Hz, mono or stereo (`channels`). With `audio_pts` the audio frames
+    carry timestamps, so the muxer trims AAC's 1024-sample priming and the sound track declares exactly `audio_seconds`;
+    without (as the shipped sample clips were written), its declared duration includes the priming. `header_first` puts
+    the header (moov) before the data ("faststart"), so that a file cut short still opens. Deterministic; returns
+    `path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
+    width, height = size, height or size
+    rng = np.random.default_rng(0)
+    options = {"movflags": "faststart"} if header_first else {}
+    with av.open(str(path), "w", format="mp4", options=options) as container:
         video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = size, size, "yuv420p"
-        audio = container.add_stream("aac", rate=sample_rate, layout="mono")
-        _encode_video_frames(container, video, max(1, round(duration * fps)), size, colour)
-        _encode_sine(container, audio, duration, sample_rate, tone_hz)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = dict(encoder_options or {})
+        layout = "stereo" if channels == 2 else "mono"
+        sound = container.add_stream("aac", rate=sample_rate, layout=layout) if audio else None
+        count = max(1, round(duration * fps)) if num_frames is None else num_frames
+        picture = lambda index: _picture(pattern, index, width, height, colour, colours, rng)  # noqa: E731
+        _encode_video_frames(container, video, count, picture)
+        if sound is not None:
+            seconds = duration if audio_seconds is None else audio_seconds
+            time = np.arange(int(round(seconds * sample_rate))) / sample_rate
+            samples = amplitude * np.sin(2 * np.pi * tone_hz * time)
+            if noise:
+                samples = samples + noise * rng.standard_normal(len(time))
+            _encode_tone(container, sound, samples.astype(np.float32), sample_rate, channels, audio_pts)
     return path
+
+
+# The former name of `write_mp4` (datasets_scripts/sample.py writes the shipped sample clips with it).
+write_tiny_mp4 = write_mp4
 
 
 def write_tiny_avi(path: PathLike, duration: float = 1.0, size: int = 16, fps: int = 10) -> Path:
@@ -79,7 +149,8 @@ def write_tiny_avi(path: PathLike, duration: float = 1.0, size: int = 16, fps: i
     with av.open(str(path), "w", format="avi") as container:
         video = container.add_stream("mpeg4", rate=fps)
         video.width, video.height, video.pix_fmt = size, size, "yuv420p"
-        _encode_video_frames(container, video, max(1, round(duration * fps)), size)
+        picture = lambda index: _picture("grey", index, size, size, None, None, None)  # noqa: E731
+        _encode_video_frames(container, video, max(1, round(duration * fps)), picture)
     return path
 
 

@@ -1,17 +1,19 @@
 """Small real media files and a tiny tokenizer, generated offline for the processor tests.
 
 Helpers only (no pytest fixtures here): tests/test_processor.py and tests/test_media.py
-wrap them in their own fixtures.
+wrap them in their own fixtures. The MP4 writer and the tokenizer builder are the project's
+(`magtkd_hf.datasets_scripts.synthetic.write_mp4`, `magtkd_hf.apps.tiny.train_tiny_roberta_tokenizer`);
+these helpers only give them the tests' defaults.
 """
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import soundfile
+
+from magtkd_hf.datasets_scripts import synthetic
 
 # Distinct, saturated colours: after H.264 (yuv420p) they stay within ~10 of these values,
 # so a swapped channel order (BGR) is easy to see.
@@ -69,51 +71,20 @@ def write_mp4(
     audio_rate: int = 48000,
     audio_channels: int = 2,
     keyframe_interval: int | None = None,
+    **options,
 ) -> Path:
-    """An MP4 with an H.264 video track (frame i filled with colours[i % len(colours)])
-    and, when `audio_seconds` is given, an AAC sound track carrying a tone.
-
-    The colour of frame i is `frame_colour(i, colours)`.
-    """
-    colours = colours or FRAME_COLOURS
-    container = av.open(str(path), mode="w")
-    video = container.add_stream("libx264", rate=fps)
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"g": str(keyframe_interval or fps), "crf": "10"}
-    audio = None
-    if audio_seconds is not None:
-        audio = container.add_stream("aac", rate=audio_rate)
-        audio.layout = "stereo" if audio_channels == 2 else "mono"
-    for index in range(num_frames):
-        image = np.empty((height, width, 3), dtype=np.uint8)
-        image[:] = frame_colour(index, colours)
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        for packet in video.encode(frame):
-            container.mux(packet)
-    for packet in video.encode():
-        container.mux(packet)
-    if audio is not None:
-        _encode_tone(container, audio, audio_seconds, tone_hz, audio_rate, audio_channels)
-    container.close()
-    return Path(path)
+    """The project's MP4 writer (`magtkd_hf.datasets_scripts.synthetic.write_mp4`) with these tests' defaults:
+    H.264 at crf 10 with a keyframe every `keyframe_interval` (default: every second) frames, frame i filled with
+    `frame_colour(i, colours)`, and, when `audio_seconds` is given, an AAC sound track carrying a tone (amplitude
+    0.5). `options` (e.g. `header_first=True`) go to the writer."""
+    return synthetic.write_mp4(
+        path, num_frames=num_frames, fps=fps, size=width, height=height, pattern="colours",
+        colours=colours or FRAME_COLOURS, audio=audio_seconds is not None, audio_seconds=audio_seconds,
+        tone_hz=tone_hz, sample_rate=audio_rate, channels=audio_channels, amplitude=0.5, audio_pts=True,
+        encoder_options={"g": str(keyframe_interval or fps), "crf": "10"}, **options,
+    )
 
 
 def frame_colour(index: int, colours=None):
     colours = colours or FRAME_COLOURS
     return colours[index % len(colours)]
-
-
-def _encode_tone(container, stream, seconds, tone_hz, rate, channels):
-    wave = sine(tone_hz, seconds, rate, channels=1)
-    block = 1024
-    for start in range(0, len(wave), block):
-        chunk = wave[start : start + block]
-        planar = np.ascontiguousarray(np.repeat(chunk[None, :], channels, axis=0))
-        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo" if channels == 2 else "mono")
-        frame.sample_rate = rate
-        frame.pts = start
-        frame.time_base = Fraction(1, rate)
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)

@@ -10,14 +10,13 @@ import pytest
 from media_fixtures import write_mp4
 
 from magtkd_hf.apps.cli import build_parser, main
-from magtkd_hf.datasets_scripts import check_data
+from magtkd_hf.datasets_scripts import check_data, synthetic
 from magtkd_hf.datasets_scripts.media import TRUNCATED, UNREADABLE, MediaFile, decode_media, probe_media
 from magtkd_hf.datasets_scripts.synthetic import (
     SyntheticIemocapUtterance as U,
     write_iemocap_dialogue,
     write_meld_tree,
     write_tiny_avi,
-    write_tiny_mp4,
     write_tiny_wav,
 )
 
@@ -46,19 +45,12 @@ def write_csv(path, rows):
         writer.writerows(rows)
 
 
-def header_first_mp4(folder: Path, seconds: float = 3.0) -> Path:
-    """A real MP4 (H.264 + AAC) remuxed with its header (moov) before the data, so that a cut file still opens."""
-    whole = write_mp4(folder / "whole.mp4", num_frames=int(seconds * 8), fps=8, audio_seconds=seconds)
-    target_path = folder / "header_first.mp4"
-    with av.open(str(whole)) as source, av.open(
-        str(target_path), "w", format="mp4", options={"movflags": "faststart"}
-    ) as target:
-        streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
-        for packet in source.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                target.mux(packet)
-    return target_path
+def header_first_mp4(folder: Path, seconds: float = 3.0, header_first: bool = True) -> Path:
+    """A real MP4 (H.264 + AAC) with its header (moov) before the data, so that a cut file still opens (with
+    `header_first=False`: the same clip in the muxer's default layout, the header at the end)."""
+    name = "header_first.mp4" if header_first else "header_last.mp4"
+    frames = int(seconds * 8)
+    return write_mp4(folder / name, num_frames=frames, fps=8, audio_seconds=seconds, header_first=header_first)
 
 
 def cut_in_half(source: Path, target: Path) -> Path:
@@ -70,7 +62,8 @@ def cut_in_half(source: Path, target: Path) -> Path:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
-    return {"short": write_tiny_mp4(folder / "short.mp4", 0.3), "long": write_tiny_mp4(folder / "long.mp4", 1.5)}
+    return {"short": synthetic.write_mp4(folder / "short.mp4", 0.3),
+            "long": synthetic.write_mp4(folder / "long.mp4", 1.5)}
 
 
 @pytest.fixture
@@ -257,6 +250,6 @@ def test_decode_media_on_good_and_cut_files(tmp_path):
     assert silent.status == TRUNCATED and "its header declares" in silent.reason and "then" not in silent.reason
 
     # the header is at the end (the muxer's default): a cut file does not even open
-    default_layout = cut_in_half(tmp_path / "whole.mp4", tmp_path / "default_cut.mp4")
+    default_layout = cut_in_half(header_first_mp4(tmp_path, header_first=False), tmp_path / "default_cut.mp4")
     assert decode_media(MediaFile(str(default_layout), both)).status == UNREADABLE
     assert probe_media(MediaFile(str(default_layout), both)).status == UNREADABLE

@@ -6,16 +6,15 @@ import math
 import shutil
 from pathlib import Path
 
-import av
 import pytest
 from datasets import ClassLabel, List, Value
 from media_fixtures import write_mp4
 
 from magtkd_hf.configuration_magtkd import MELD_LABELS
-from magtkd_hf.datasets_scripts import LabelFilesError, LabelProblemsError, MediaProblemsError, load_meld
+from magtkd_hf.datasets_scripts import LabelFilesError, LabelProblemsError, MediaProblemsError, load_meld, synthetic
 from magtkd_hf.datasets_scripts.media import TRUNCATED, MediaFile, probe_media
 from magtkd_hf.datasets_scripts.meld import parse_meld_timestamp, read_meld_csv
-from magtkd_hf.datasets_scripts.synthetic import write_meld_tree, write_tiny_mp4
+from magtkd_hf.datasets_scripts.synthetic import write_meld_tree
 
 # The official MELD label CSVs (GPL-3.0, see tests/data/meld/LICENSE.md), shipped with the tests.
 MELD_LABEL_DIR = Path(__file__).resolve().parent / "data" / "meld"
@@ -45,8 +44,8 @@ SMALL_TREE_DIALOGUES = {"train": {0, 1}, "validation": {0, 1}, "test": {0, 1}}
 def clip_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
     return {
-        "short": write_tiny_mp4(folder / "short.mp4", duration=0.3),
-        "long": write_tiny_mp4(folder / "long.mp4", duration=1.5),
+        "short": synthetic.write_mp4(folder / "short.mp4", duration=0.3),
+        "long": synthetic.write_mp4(folder / "long.mp4", duration=1.5),
     }
 
 
@@ -300,16 +299,7 @@ def truncated_mp4(folder: Path) -> Path:
     A real 3 s MP4 (H.264 + AAC) with its header (moov) before the data, its bytes cut in half: the header still
     opens and declares 3 s, the data ends half-way.
     """
-    whole = write_mp4(folder / "whole.mp4", num_frames=24, fps=8, audio_seconds=3.0)
-    header_first = folder / "header_first.mp4"
-    with av.open(str(whole)) as source, av.open(
-        str(header_first), "w", format="mp4", options={"movflags": "faststart"}
-    ) as target:
-        streams = {stream.index: target.add_stream_from_template(stream) for stream in source.streams}
-        for packet in source.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                target.mux(packet)
+    header_first = write_mp4(folder / "header_first.mp4", num_frames=24, fps=8, audio_seconds=3.0, header_first=True)
     data = header_first.read_bytes()
     truncated = folder / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 2])

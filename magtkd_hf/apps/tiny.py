@@ -1,4 +1,4 @@
-"""Tiny random-weight MAGTKD components built offline (nothing downloaded): for the demo and the tests.
+"""Tiny random-weight MAGTKD components built offline (nothing downloaded): for the demo, the tests and the benchmarks.
 
 The architectures are the real ones (RoBERTa, data2vec-audio, TimeSformer), only a few layers and 32-48 wide, so the
 whole recipe runs on a CPU in seconds.
@@ -22,11 +22,14 @@ from ..processors import MagtkdProcessor
 
 TINY_HIDDEN, TINY_HEADS, TINY_IMAGE_SIZE = 32, 4, 32
 ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+# A few sentences: the benchmarks train their tokenizer on them (x 4, vocabulary 300) and build prompts of their words.
+SMALL_TALK = ("how are you doing today", "I am fine thanks", "what a day it was")
 
 
 def train_tiny_roberta_tokenizer(texts: Iterable[str], vocab_size: int = 400) -> RobertaTokenizer:
-    """A byte-level BPE RoBERTa tokenizer trained on `texts`. (Built from vocab and merges objects: transformers 5
-    silently ignores `vocab_file`/`merges_file` passed to the constructor.)"""
+    """A byte-level BPE RoBERTa tokenizer trained on `texts`: the project's one tiny-tokenizer builder (demo, tests,
+    benchmarks). (Built from vocab and merges objects: transformers 5 silently ignores `vocab_file`/`merges_file`
+    passed to the constructor.)"""
     from tokenizers import ByteLevelBPETokenizer
 
     trainer = ByteLevelBPETokenizer()
