@@ -57,7 +57,7 @@ class Corpus:
         name (`str`): the dataset's name, used in messages.
         root (`str`): the release folder.
         splits (`dict[str, list[DialogueRecord]]`): `train`, `validation`, `test`.
-        label_names (`tuple[str, ...]`): the classes, in the spec's order.
+        label_names (`tuple[str, ...]`): the classes, in the order of the dataset's table (`magtkd_hf.DATASETS`).
         features (`datasets.Features`): the row schema.
         excluded_labels (`dict[str, Counter]`): per split, utterances left out because their label is not a class.
         label_problems (`list[LabelProblem]`): rows left out of `splits` that a build refuses unless

@@ -1,4 +1,4 @@
-"""MAGTKD's distillation losses (spec section 4) and the fusion loss (spec section 6).
+"""MAGTKD's distillation losses and the fusion loss.
 
 The relation losses take per-sample tensors: logits (n, C), features (n, H), labels (n,) of the labelled utterances;
 `labelled_positions` and `classification_loss` are the one place where labels of -100 (ignore) are filtered out.
@@ -98,7 +98,7 @@ def distillation_loss(
 ) -> torch.Tensor:
     """
     `CE(z_s, y) + logit_weight * L_logit(z_s, z_t) + feature_weight * L_feat(h_s, h_t)`: the student objective of
-    stage 2 (spec section 4) and the anchor term K of the fusion loss (spec section 6). The feature term is skipped
+    stage 2 and the anchor term K of the fusion loss. The feature term is skipped
     when `feature_weight` is 0. Nothing is detached: the caller decides whether the teacher gets gradients.
     """
     loss = F.cross_entropy(student_logits, labels)
@@ -128,7 +128,7 @@ def fusion_loss(
     feature_temperature: float = 1.0,
 ) -> torch.Tensor:
     """
-    `CE(z, y) + audio_weight * K(z_a', z, F_a, F_t) + video_weight * K(z_v', z, F_v, F_t)` (spec section 6): the
+    `CE(z, y) + audio_weight * K(z_a', z, F_a, F_t) + video_weight * K(z_v', z, F_v, F_t)`: the
     audio and video anchors' heads are distilled from the final prediction `z`, which is not detached (as released).
 
     Args:

@@ -1,5 +1,6 @@
-"""Bring the authors' released artefacts in: fusion checkpoints (spec section 7) and stage-3 feature pickles (spec
-section 5), without ever running code from a file."""
+"""Bring the authors' released artefacts in: unimodal and fusion checkpoints (torch state dicts, read with
+`weights_only=True`) and the stage-3 feature pickles (per-utterance features of each conversation), without ever running
+code from a file."""
 
 import copy
 import logging
@@ -322,7 +323,7 @@ def released_features_to_dataset(
     data: Mapping, source: str = "", label_names=None, speaker_indexing: str = "conversation"
 ) -> datasets.Dataset:
     """
-    One released stage-3 feature dict (spec section 5) -> a features dataset, one row per conversation in `vids`
+    One released stage-3 feature dict -> a features dataset, one row per conversation in `vids`
     order. `speaker_indexing="conversation"` re-indexes speakers by order of first appearance in each conversation
     (this package's default); `"released"` keeps the released ids (MELD: the global 304-name map).
     """

@@ -36,7 +36,7 @@ def released_frame_indices(num_available: int, num_frames: int) -> list[int]:
 def released_iemocap_frame_indices(
     num_frames_in_file: int, fps: float, window: TimeWindow, num_frames: int = 8
 ) -> list[int]:
-    """The released IEMOCAP video loader's rule (spec section 3), 0-based file indices.
+    """The released IEMOCAP video loader's rule, 0-based file indices.
 
     `window` is the utterance's window already widened (t0 = max(start - 1, 0), t1 = end + 1).
     step = floor(fps * (t1 - t0) / num_frames), from the float window and NOT clipped to the

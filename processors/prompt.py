@@ -1,4 +1,4 @@
-"""Speaker indexing and the text prompt of MAGTKD (spec sections 2 and 3).
+"""Speaker indexing and the text prompt of MAGTKD.
 
 Speaker modes
 -------------
