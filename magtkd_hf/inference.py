@@ -6,7 +6,9 @@ optionally `audio` (a WAV/FLAC path; by default the video's sound track is used)
 the utterance out of a longer video). Relative paths are read from the file's folder.
 """
 
+import copy
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -75,12 +77,24 @@ def predict_emotions(model, processor, conversation: Sequence[Mapping]) -> list[
     """
     One conversation (a list of utterance mappings) -> per utterance: speaker, text, the predicted emotion, its
     probability and the probability of every emotion.
+
+    A long conversation shows a progress bar over its media decoding on stderr (a terminal only; see
+    `processors.model_inputs.PROGRESS_MIN_UTTERANCES`); the inputs, hence the predictions, are the same.
     """
-    inputs = processor(list(conversation), return_tensors="pt")
+    inputs = _with_progress(processor)(list(conversation), return_tensors="pt")
     check_finite_inputs(inputs, conversation)
     logits = model(**inputs.to(model.device)).logits[0, : len(conversation)]
     check_finite_logits(logits, conversation)
     return _rows(conversation, logits.float().softmax(-1), model.config.id2label)
+
+
+def _with_progress(processor):
+    """A shallow copy of the processor with `show_progress` on (its tokenizer, feature extractor and image processor
+    shared): the caller's processor is not changed, so threads sharing it (the demo) do not race on the flag and a
+    later `save_pretrained` or batch call of it stays silent. A processor whose code predates the flag ignores it."""
+    copied = copy.copy(processor)
+    copied.show_progress = True
+    return copied
 
 
 _MEDIA_INPUTS = {"input_values": "audio", "pixel_values": "video"}
@@ -123,11 +137,49 @@ def _rows(conversation, probabilities, id2label) -> list[dict]:
 
 
 def format_predictions(rows: Sequence[Mapping], text_width: int = 60) -> str:
-    """A plain-text table: speaker, text, predicted emotion, probability."""
-    speaker_width = max([len("speaker"), *(len(row["speaker"]) for row in rows)])
-    lines = [f"{'speaker':<{speaker_width}}  {'text':<{text_width}}  {'emotion':<9}  prob"]
+    """A plain-text table: speaker, text, predicted emotion, probability.
+
+    Columns are padded and cut by terminal display width (`display_width`), not by character count, so that a row
+    of CJK text or emoji (two columns per character) does not push its emotion column to the right.
+    """
+    speaker_width = max([display_width("speaker"), *(display_width(row["speaker"]) for row in rows)])
+    lines = [f"{pad_to_width('speaker', speaker_width)}  {pad_to_width('text', text_width)}  {'emotion':<9}  prob"]
     for row in rows:
-        text = row["text"] if len(row["text"]) <= text_width else row["text"][: text_width - 3] + "..."
-        lines.append(f"{row['speaker']:<{speaker_width}}  {text:<{text_width}}  {row['emotion']:<9}  "
-                     f"{row['probability']:.2f}")
+        text = truncate_to_width(row["text"], text_width)
+        lines.append(f"{pad_to_width(row['speaker'], speaker_width)}  {pad_to_width(text, text_width)}  "
+                     f"{row['emotion']:<9}  {row['probability']:.2f}")
     return "\n".join(lines)
+
+
+def char_width(char: str) -> int:
+    """Terminal columns of one character: 0 for combining marks and other zero-width characters (they draw on the
+    previous character: accents, variation selectors, the zero-width joiner), 2 for East Asian Wide/Fullwidth
+    (CJK, most emoji), 1 otherwise."""
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Terminal columns `text` takes (see `char_width`); a small stand-in for `wcwidth.wcswidth`."""
+    return sum(char_width(char) for char in text)
+
+
+def pad_to_width(text: str, width: int) -> str:
+    """`text` followed by spaces up to `width` display columns (unchanged when already that wide)."""
+    return text + " " * max(0, width - display_width(text))
+
+
+def truncate_to_width(text: str, width: int, ellipsis: str = "...") -> str:
+    """`text` if it fits in `width` display columns, else its longest prefix that fits with `ellipsis` after it (a
+    wide character that would straddle the limit is dropped; the result may then be one column narrower)."""
+    if display_width(text) <= width:
+        return text
+    room = max(0, width - display_width(ellipsis))
+    kept, used = [], 0
+    for char in text:
+        used += char_width(char)
+        if used > room:
+            break
+        kept.append(char)
+    return "".join(kept) + ellipsis

@@ -8,6 +8,7 @@ processor and settings it applies.
 from __future__ import annotations
 
 import copy
+import sys
 
 import torch
 
@@ -28,9 +29,28 @@ from .prompt import (
     first_appearance_indices,
     global_map_indices,
     left_pad,
+    prompt_separator,
     released_backend,
     released_iemocap_speaker_indices,
 )
+
+# Conversations at least this long get a progress bar over their media decoding when the processor's
+# `show_progress` attribute is true (`predict_emotions` sets it on a copy): decoding takes ~0.2 s per
+# utterance, so a long one would otherwise sit silent for many seconds; a short one needs no bar.
+PROGRESS_MIN_UTTERANCES = 16
+
+
+def _utterances(processor, batch: list[Conversation], what: str):
+    """(conversation, utterance) pairs of the batch in order, through a tqdm bar on stderr when asked for
+    (see PROGRESS_MIN_UTTERANCES). `disable=None` lets tqdm stay silent when stderr is not a terminal
+    (logs, pipes). The bar only watches the loop: the pairs, hence the outputs, are the same."""
+    pairs = [(conversation, utterance) for conversation in batch for utterance in conversation.utterances]
+    if not getattr(processor, "show_progress", False) or len(pairs) < PROGRESS_MIN_UTTERANCES:
+        return pairs
+    from tqdm import tqdm  # a dependency (of transformers too); imported only when a bar is shown
+
+    return tqdm(pairs, desc=f"decoding {what}", unit="utt", file=sys.stderr, disable=None, leave=False)
+
 
 # ---------------------------------------------------------------------- speakers
 
@@ -70,6 +90,7 @@ def conversation_speaker_indices(processor, batch: list[Conversation], previous_
 
 
 def text_inputs(processor, batch: list[Conversation], speaker_indices) -> dict[str, torch.Tensor]:
+    separator = prompt_separator(processor.tokenizer, processor.tokenization_mode)
     prompts = []
     for conversation, indices in zip(batch, speaker_indices):
         texts = []
@@ -80,7 +101,7 @@ def text_inputs(processor, batch: list[Conversation], speaker_indices) -> dict[s
                     f"empty or non-text transcript {utterance.text!r}"
                 )
             texts.append(utterance.text.strip())
-        prompts.extend(build_prompts(texts, indices))
+        prompts.extend(build_prompts(texts, indices, separator))
     # Built on demand (cheap: a JSON round trip) so no tokenizers.Tokenizer sits in the
     # processor's state (which `to_dict` deep-copies).
     backend = released_backend(processor.tokenizer) if processor.tokenization_mode == "released" else None
@@ -105,21 +126,20 @@ def audio_inputs(processor, batch: list[Conversation]) -> dict[str, torch.Tensor
         extractor.do_normalize = False
     crop = None if normalise_first else processor.max_audio_samples
     waveforms = []
-    for conversation in batch:
-        for utterance in conversation.utterances:
-            source, window = utterance.audio, None
-            if source is None:
-                if utterance.video is None:
-                    raise MagtkdInputError(
-                        f"conversation {conversation.name}, utterance {utterance.name}: "
-                        "no audio and no video to take the sound track from"
-                    )
-                source, window = utterance.video, utterance.window
-            with _naming(conversation, utterance):
-                waveform = load_audio(source, rate, crop, window=window, context=_where(conversation, utterance))
-            if normalise_first:
-                waveform = zero_mean_unit_variance(waveform)[: processor.max_audio_samples]
-            waveforms.append(waveform)
+    for conversation, utterance in _utterances(processor, batch, "audio"):
+        source, window = utterance.audio, None
+        if source is None:
+            if utterance.video is None:
+                raise MagtkdInputError(
+                    f"conversation {conversation.name}, utterance {utterance.name}: "
+                    "no audio and no video to take the sound track from"
+                )
+            source, window = utterance.video, utterance.window
+        with _naming(conversation, utterance):
+            waveform = load_audio(source, rate, crop, window=window, context=_where(conversation, utterance))
+        if normalise_first:
+            waveform = zero_mean_unit_variance(waveform)[: processor.max_audio_samples]
+        waveforms.append(waveform)
     features = extractor(
         waveforms,
         sampling_rate=rate,
@@ -141,23 +161,22 @@ def video_inputs(processor, batch: list[Conversation]) -> torch.Tensor:
     crop = getattr(processor.image_processor, "crop_size", None) or {"height": 224, "width": 224}
     empty_size = (int(crop["height"]), int(crop["width"]))
     videos = []
-    for conversation in batch:
-        for utterance in conversation.utterances:
-            if utterance.video is None:
-                raise MagtkdInputError(f"conversation {conversation.name}, utterance {utterance.name}: no video")
-            with _naming(conversation, utterance):
-                frames = read_video_frames(
-                    utterance.video,
-                    num_frames=processor.num_frames,
-                    selection=processor.frame_selection,
-                    window=utterance.window,
-                    num_threads=processor.video_num_threads,
-                    empty_frame_size=empty_size,
-                    padding=processor.time_window_padding,
-                    context=_where(conversation, utterance),
-                )
-            if use_torch:
-                videos.append(frames_to_pixel_values_torch(frames, processor.image_processor))
-            else:
-                videos.append(frames_to_pixel_values_processor(frames, processor.image_processor))
+    for conversation, utterance in _utterances(processor, batch, "video"):
+        if utterance.video is None:
+            raise MagtkdInputError(f"conversation {conversation.name}, utterance {utterance.name}: no video")
+        with _naming(conversation, utterance):
+            frames = read_video_frames(
+                utterance.video,
+                num_frames=processor.num_frames,
+                selection=processor.frame_selection,
+                window=utterance.window,
+                num_threads=processor.video_num_threads,
+                empty_frame_size=empty_size,
+                padding=processor.time_window_padding,
+                context=_where(conversation, utterance),
+            )
+        if use_torch:
+            videos.append(frames_to_pixel_values_torch(frames, processor.image_processor))
+        else:
+            videos.append(frames_to_pixel_values_processor(frames, processor.image_processor))
     return torch.stack(videos)

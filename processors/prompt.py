@@ -18,9 +18,11 @@ Speaker modes
 
 Prompt (for utterance i)::
 
-    "<s{k_1}> u_1 <s{k_2}> u_2 ... <s{k_i}> u_i </s> Now<s{k_i}> feels"
+    "<s{k_1}> u_1 <s{k_2}> u_2 ... <s{k_i}> u_i {sep} Now<s{k_i}> feels"
 
-tokenized without special tokens, the last 511 tokens kept, the mask token appended.
+tokenized without special tokens, the last 511 tokens kept, the mask token appended. `{sep}` is the
+tokenizer's separator token (`prompt_separator`): `</s>` for RoBERTa, as in the released scripts,
+`[SEP]` for a BERT-family tokenizer. The "released" tokenization mode always writes `</s>`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ SPEAKER_TOKENS = tuple(f"<s{k}>" for k in range(1, 10))
 MAX_SPEAKERS = len(SPEAKER_TOKENS)
 SPEAKER_MODES = ("first_appearance", "global_map", "released_iemocap")
 TOKENIZATION_MODES = ("default", "released")
+RELEASED_SEPARATOR = "</s>"  # RoBERTa's sep token, written literally by the released scripts
 
 
 class MagtkdInputError(ValueError):
@@ -121,18 +124,41 @@ def speaker_token(index: int) -> str:
     return f"<s{index + 1}>"
 
 
-def build_prompts(texts: Sequence[str], speaker_indices: Sequence[int]) -> list[str]:
+def build_prompts(
+    texts: Sequence[str], speaker_indices: Sequence[int], separator: str = RELEASED_SEPARATOR
+) -> list[str]:
     """One prompt per utterance of a conversation (history up to and including it).
 
     Returns a list of len(texts) strings, e.g. for utterance 2 of (A, B):
-    "<s1> hello <s2> hi there </s> Now<s2> feels".
+    "<s1> hello <s2> hi there </s> Now<s2> feels". `separator` replaces `</s>` (see
+    `prompt_separator`).
     """
     prompts = []
     history = ""
     for text, index in zip(texts, speaker_indices):
         history += speaker_token(index) + " " + text + " "
-        prompts.append(history.strip() + " </s> " + "Now" + speaker_token(index) + " feels")
+        prompts.append(history.strip() + f" {separator} " + "Now" + speaker_token(index) + " feels")
     return prompts
+
+
+def prompt_separator(tokenizer, tokenization_mode: str = "default") -> str:
+    """The separator written between the history and "Now<sK> feels".
+
+    "released" keeps the literal `</s>` of the released scripts whatever the tokenizer. The default
+    mode takes the tokenizer's own sep token, so that it stays one token: a literal `</s>` would
+    become the sub-words `<`, `/`, `s`, `>` for a BERT-family tokenizer (`[SEP]`). For RoBERTa
+    both give `</s>`, so its prompts do not change.
+    """
+    if tokenization_mode == "released":
+        return RELEASED_SEPARATOR
+    separator = getattr(tokenizer, "sep_token", None)
+    if not separator:
+        raise ValueError(
+            f"the tokenizer ({getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__}) has no sep "
+            "token; MAGTKD's prompt separates the history from 'Now<sK> feels' with it (set "
+            "tokenizer.sep_token, or use tokenization_mode='released' for a literal '</s>')"
+        )
+    return str(separator)
 
 
 # --------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
+import io
 import json
+import sys
 
 import pytest
 import torch
@@ -97,3 +99,61 @@ def test_integer_speakers_are_names_and_null_speakers_are_refused(saved_model):
     assert "0" in format_predictions(rows)
     with pytest.raises(MagtkdInputError, match=r"utterance #1: the speaker must be .* got None"):
         processor([dict(conversation[0]), dict(conversation[1], speaker=None)])
+
+
+def _columns(text):
+    """Terminal columns, computed independently of the code under test: wide/fullwidth 2, combining marks 0."""
+    import unicodedata
+
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def test_table_stays_aligned_with_wide_characters():
+    rows = [
+        {"speaker": "王小明", "text": "你好，今天天气怎么样？" * 6, "emotion": "joy", "probability": 0.5},
+        {"speaker": "さくら", "text": "ありがとう、とても嬉しいです", "emotion": "surprise", "probability": 0.25},
+        {"speaker": "Ann", "text": "I love it 😀👍 a" + "😀" * 40, "emotion": "neutral", "probability": 0.75},
+        {"speaker": "Jose\u0301", "text": "cafe\u0301 and more", "emotion": "sadness", "probability": 0.125},
+    ]
+    lines = format_predictions(rows, text_width=30).splitlines()
+    starts = [_columns(lines[0][: lines[0].index("emotion")])]
+    for line, row in zip(lines[1:], rows):
+        starts.append(_columns(line[: line.rindex(f"{row['emotion']:<9}  {row['probability']:.2f}")]))
+    assert starts == [7 + 2 + 30 + 2] * 5  # "speaker" is the widest speaker (王小明 and さくら take 6 columns)
+    # long wide texts are cut by columns (ellipsis included), even where a wide character straddles the limit
+    assert "..." in lines[1] and "..." in lines[3] and "..." not in lines[2] + lines[4]
+    # 27 columns before the ellipsis: 13 wide characters (26), the 14th would straddle; padded to 30 with 1 space
+    assert lines[1].startswith("王小明   你好，今天天气怎么样？你好...   joy")
+    assert lines[4].startswith("Jose\u0301     ")  # 4 columns + 3 spaces of padding
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so tqdm's `disable=None` shows the bar."""
+
+    def isatty(self):
+        return True
+
+
+def test_long_conversation_shows_decoding_progress_without_changing_outputs(saved_model, monkeypatch):
+    from magtkd_hf.inference import _with_progress
+    from magtkd_hf.processors.model_inputs import PROGRESS_MIN_UTTERANCES
+
+    model, processor = load_emotion_model(saved_model / "model")
+    short = read_conversation_file(saved_model / "conversation.json")
+    long = [dict(short[index % 3], text=f"{short[index % 3]['text']} {index}") for index in range(PROGRESS_MIN_UTTERANCES)]
+    plain_inputs, plain_rows = processor(long), predict_emotions(model, processor, long)  # stderr is no terminal here
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress_inputs = _with_progress(processor)(long)
+    assert "decoding audio" in terminal.getvalue() and "decoding video" in terminal.getvalue()
+    assert f"/{PROGRESS_MIN_UTTERANCES}" in terminal.getvalue()
+    assert progress_inputs.keys() == plain_inputs.keys()
+    assert all(torch.equal(progress_inputs[key], plain_inputs[key]) for key in plain_inputs)
+    terminal.seek(0), terminal.truncate()
+    assert predict_emotions(model, processor, long) == plain_rows and "decoding video" in terminal.getvalue()
+    assert not getattr(processor, "show_progress", False)  # predict_emotions changed a copy, not the caller's processor
+    # a short conversation, or a processor called directly, stays silent
+    terminal.seek(0), terminal.truncate()
+    predict_emotions(model, processor, short), processor(long)
+    assert terminal.getvalue() == ""

@@ -136,6 +136,59 @@ def test_released_tokenization_splits_speaker_tokens_into_subwords():
     assert plain.convert_tokens_to_ids("</s>") in row  # </s> stays one special token
 
 
+def make_tiny_bert_tokenizer(folder, **options):
+    """A WordPiece (BERT-family, sep token `[SEP]`) tokenizer over a small vocabulary written to `folder`; it holds
+    the sub-words `<`, `/`, `s`, `>` that a literal `</s>` would split into."""
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<", "/", ">", "s", "##s", "##1", "##2"]
+    vocab += ["hello", "there", "i", "am", "fine", "now", "feels"]
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return BertTokenizer(str(path), **options)
+
+
+def make_bert_processor(folder, tokenizer_options=None, **settings):
+    tokenizer = make_tiny_bert_tokenizer(folder, **(tokenizer_options or {}))
+    return MagtkdProcessor(
+        tokenizer, MagtkdProcessor.default_feature_extractor(), MagtkdProcessor.default_image_processor(32), **settings
+    )
+
+
+def test_bert_prompt_uses_the_tokenizers_own_sep_token(tmp_path):
+    processor = make_bert_processor(tmp_path)
+    tokenizer = processor.tokenizer
+    out = processor(text_only(["A", "B"], ["hello there", "I am fine"]), modalities=TEXT)
+    rows = [[i for i, m in zip(ids, mask) if m] for ids, mask in zip(out["input_ids"].tolist(), out["attention_mask"].tolist())]
+    sep_id = tokenizer.sep_token_id
+    subword_ids = set(tokenizer.convert_tokens_to_ids(["<", "/", "s", ">"]))
+    assert tokenizer.unk_token_id not in subword_ids
+    for row in rows:
+        assert row.count(sep_id) == 1 and not subword_ids & set(row)
+    # where RoBERTa's prompt has `</s>`, this one has `[SEP]`
+    expected = tokenizer("<s1> hello there <s2> I am fine [SEP] Now<s2> feels", add_special_tokens=False)["input_ids"]
+    assert rows[1] == expected + [tokenizer.mask_token_id]
+    assert tokenizer.convert_ids_to_tokens(rows[1]) == [
+        "<s1>", "hello", "there", "<s2>", "i", "am", "fine", "[SEP]", "now", "<s2>", "feels", "[MASK]"
+    ]
+
+
+def test_bert_released_mode_keeps_the_literal_released_separator(tmp_path):
+    processor = make_bert_processor(tmp_path, tokenization_mode="released")
+    out = processor(text_only(["A"], ["hello there"]), modalities=TEXT)
+    tokens = processor.tokenizer.convert_ids_to_tokens([i for i, m in zip(out["input_ids"][0].tolist(), out["attention_mask"][0].tolist()) if m])
+    assert "[SEP]" not in tokens
+    assert tokens[tokens.index("there") + 1 : tokens.index("now")] == ["<", "/", "s", ">"]
+
+
+def test_a_tokenizer_without_sep_token_is_refused_in_default_mode(tmp_path):
+    processor = make_bert_processor(tmp_path, tokenizer_options={"sep_token": None})
+    with pytest.raises(ValueError, match="has no sep token"):
+        processor(text_only(["A"], ["hello there"]), modalities=TEXT)
+    released = make_bert_processor(tmp_path, tokenizer_options={"sep_token": None}, tokenization_mode="released")
+    assert released(text_only(["A"], ["hello there"]), modalities=TEXT)["input_ids"].shape[0] == 1
+
+
 # ----------------------------------------------------------------------------- speakers
 
 
