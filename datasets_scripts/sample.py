@@ -13,9 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from .meld import MELD_SPLIT_FILES, meld_clip_path
-from .synthetic import write_meld_tree, write_tiny_mp4
+from .synthetic import write_meld_tree, write_scenes_mp4, write_tiny_mp4
 
 SAMPLE_MELD_ROOT = Path(__file__).resolve().parent / "sample_meld"
+# Conversation files for `magtkd-hf predict` (README): the test conversation as its clips, and as cuts of one video.
+SAMPLE_CONVERSATIONS_DIR = SAMPLE_MELD_ROOT / "conversations"
+CLIP_CONVERSATION_FILE = SAMPLE_CONVERSATIONS_DIR / "test_conversation.json"
+CUT_CONVERSATION_FILE = SAMPLE_CONVERSATIONS_DIR / "test_conversation_cuts.json"
+CUT_VIDEO_FILE = SAMPLE_CONVERSATIONS_DIR / "test_conversation.mp4"
 
 # emotion -> (RGB colour of the clip's square, tone of its sound track in Hz)
 EMOTION_MEDIA = {
@@ -117,6 +122,24 @@ def write_sample_meld(root: str | Path) -> Path:
         for row in rows[split]:
             colour, tone = EMOTION_MEDIA[row["Emotion"]]
             clip = meld_clip_path(root / clip_folder, int(row["Dialogue_ID"]), int(row["Utterance_ID"]))
-            write_tiny_mp4(clip, duration=1.0, size=64, fps=8, colour=colour, tone_hz=tone)
+            write_tiny_mp4(clip, duration=1.0, size=64, fps=8, colour=colour, tone_hz=tone, audio_pts=True)
+    write_conversation_files(root / SAMPLE_CONVERSATIONS_DIR.name, rows["test"])
     return root
 
+
+def write_conversation_files(folder: Path, test_rows: list[dict[str, str]]) -> None:
+    """The first test conversation as a `predict` file of per-utterance clips, and as `start`/`end` cuts of one video
+    (`write_scenes_mp4`): utterance k speaks from 3k + 1 to 3k + 2 s, and its picture fills the second before and after
+    as well, the video context the processor reads around a cut (`time_window_padding`, 1 s)."""
+    import json
+
+    rows = [row for row in test_rows if row["Dialogue_ID"] == "0"]
+    clip_folder = MELD_SPLIT_FILES["test"][1]
+    clips = [{"speaker": row["Speaker"], "text": row["Utterance"],
+              "video": f"../{clip_folder}/dia0_utt{row['Utterance_ID']}.mp4"} for row in rows]
+    cuts = [{"speaker": row["Speaker"], "text": row["Utterance"], "video": CUT_VIDEO_FILE.name,
+             "start": 3.0 * index + 1.0, "end": 3.0 * index + 2.0} for index, row in enumerate(rows)]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_scenes_mp4(folder / CUT_VIDEO_FILE.name, [EMOTION_MEDIA[row["Emotion"]] for row in rows])
+    for name, utterances in ((CLIP_CONVERSATION_FILE.name, clips), (CUT_CONVERSATION_FILE.name, cuts)):
+        (folder / name).write_text(json.dumps({"utterances": utterances}, indent=1) + "\n", encoding="utf-8")

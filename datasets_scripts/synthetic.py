@@ -138,6 +138,29 @@ def write_mp4(
     return path
 
 
+def write_scenes_mp4(
+    path: PathLike, scenes: Sequence[tuple[Sequence[int], float]], size: int = 64, fps: int = 8,
+    sample_rate: int = 16000,
+) -> Path:
+    """One video of `scenes`, each `(colour, tone_hz)` drawn as `write_mp4` draws a 1 s clip but slowed to 3 s (each
+    frame shown three times) with its tone in the middle second only: a conversation given as one video, each
+    utterance cut out by `start`/`end` (3k + 1, 3k + 2) with one second of its own picture around it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pictures = [(colour, index) for colour, _ in scenes for index in range(fps) for _ in range(3)]
+    second = np.arange(sample_rate) / sample_rate
+    silence = np.zeros(sample_rate)
+    samples = np.concatenate([piece for _, tone in scenes for piece in (silence, 0.1 * np.sin(2 * np.pi * tone * second), silence)])
+    with av.open(str(path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = size, size, "yuv420p"
+        sound = container.add_stream("aac", rate=sample_rate, layout="mono")
+        picture = lambda frame: _picture("grey", pictures[frame][1], size, size, pictures[frame][0], None, None)  # noqa: E731
+        _encode_video_frames(container, video, len(pictures), picture)
+        _encode_tone(container, sound, samples.astype(np.float32), sample_rate, 1, True)
+    return path
+
+
 # The former name of `write_mp4` (datasets_scripts/sample.py writes the shipped sample clips with it).
 write_tiny_mp4 = write_mp4
 

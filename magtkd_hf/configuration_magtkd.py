@@ -206,6 +206,11 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
         speaker_init_std (`float`, defaults to 0.1): std of the speaker table's normal initialisation.
         share_text_anchor_block (`bool`, defaults to `True`): the three text-anchor paths share one block and one
             gate, as in the released model; `False` gives each path its own.
+        anchor_residual (`bool`, defaults to `False`): add the audio and video anchors' outputs F_a and F_v to the
+            text anchor's F_t before the prediction head. In the paper's model (`False`) an utterance's own audio and
+            video reach the prediction only through the text anchor's cross-attention over the whole conversation,
+            which can spread them over the other utterances when the text features carry little (the demo's tiny
+            encoders); the residual gives the head each utterance's own anchors. No weights are added.
         audio_anchor_loss_weight, video_anchor_loss_weight (`float`): weights of the audio and video anchors'
             distillation terms in the fusion loss.
         anchor_feature_loss (`bool`): add the feature-relation loss to the anchors' distillation terms.
@@ -219,6 +224,11 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
     """
 
     model_type: ClassVar[str] = "magtkd_fusion"
+    # `Trainer.predict` keeps the prediction alone: the anchor heads' logits and hidden states are not it.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "audio_logits", "video_logits", "text_anchor_hidden_states", "audio_anchor_hidden_states",
+        "video_anchor_hidden_states",
+    ]
 
     hidden_size: int = 768
     num_attention_heads: int = 8
@@ -230,6 +240,7 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
     speaker_padding_index: int | None = None
     speaker_init_std: float = 0.1
     share_text_anchor_block: bool = True
+    anchor_residual: bool = False
     audio_anchor_loss_weight: float = 0.01
     video_anchor_loss_weight: float = 0.08
     anchor_feature_loss: bool = False
@@ -324,6 +335,12 @@ class MagtkdConfig(MagtkdLabelsMixin, PreTrainedConfig):
     """
 
     model_type: ClassVar[str] = "magtkd"
+    # `Trainer.prediction_step` drops the outputs named here (a class attribute, as XLNetConfig's, so that it is not
+    # written into config.json): `trainer.predict().predictions` is then the logits (B, N, C) aligned with the labels,
+    # not a tuple holding the anchor heads and the (U, H) feature arrays.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "audio_logits", "video_logits", "text_features", "audio_features", "video_features",
+    ]
     sub_configs_defaults = {**_STAGE_CONFIGS, "fusion_model_config": MagtkdFusionConfig}
 
     text_config: dict | PreTrainedConfig | None = None

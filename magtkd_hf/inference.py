@@ -64,10 +64,11 @@ def load_emotion_model(
 ):
     """(model, processor) from a folder saved by magtkd-hf, in eval mode on `device`. No code from the folder runs
     unless `trust_remote_code=True`; weights that do not fit the model are refused (see `magtkd_hf.loading`)."""
-    from .loading import load_model, load_processor
+    from .loading import load_model, load_processor, quiet_loading
 
-    model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
-    processor = load_processor(model_dir, trust_remote_code=trust_remote_code)
+    with quiet_loading():
+        model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
+        processor = load_processor(model_dir, trust_remote_code=trust_remote_code)
     processor.check_fits_model(model)
     return model.to(device or "cpu"), processor
 
@@ -136,17 +137,19 @@ def _rows(conversation, probabilities, id2label) -> list[dict]:
     return rows
 
 
-def format_predictions(rows: Sequence[Mapping], text_width: int = 60) -> str:
-    """A plain-text table: speaker, text, predicted emotion, probability.
+def format_predictions(rows: Sequence[Mapping], text_width: int = 60, true_emotions: Sequence[str] | None = None) -> str:
+    """A plain-text table: speaker, text, (the true emotion, when given,) predicted emotion, probability.
 
     Columns are padded and cut by terminal display width (`display_width`), not by character count, so that a row
     of CJK text or emoji (two columns per character) does not push its emotion column to the right.
     """
     speaker_width = max([display_width("speaker"), *(display_width(row["speaker"]) for row in rows)])
-    lines = [f"{pad_to_width('speaker', speaker_width)}  {pad_to_width('text', text_width)}  {'emotion':<9}  prob"]
-    for row in rows:
+    truth = f"{'true':<9}  " if true_emotions is not None else ""
+    lines = [f"{pad_to_width('speaker', speaker_width)}  {pad_to_width('text', text_width)}  {truth}{'emotion':<9}  prob"]
+    for index, row in enumerate(rows):
         text = truncate_to_width(row["text"], text_width)
-        lines.append(f"{pad_to_width(row['speaker'], speaker_width)}  {pad_to_width(text, text_width)}  "
+        truth = f"{true_emotions[index]:<9}  " if true_emotions is not None else ""
+        lines.append(f"{pad_to_width(row['speaker'], speaker_width)}  {pad_to_width(text, text_width)}  {truth}"
                      f"{row['emotion']:<9}  {row['probability']:.2f}")
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 the user asks (`trust_remote_code=True`), and a refusal, naming the file, for weights that do not fit the model."""
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -100,4 +101,26 @@ def load_processor(folder, trust_remote_code: bool = False):
     return AutoProcessor.from_pretrained(folder, trust_remote_code=True)
 
 
-__all__ = ["CONFIG_CLASSES", "ModelFolderError", "check_finite_weights", "load_config", "load_model", "load_processor"]
+@contextmanager
+def quiet_loading():
+    """No "Loading weights" bar or loading report per model (the demo loads about forty; `predict` one) and no
+    dataset-saving bars; other progress bars (a training stage's) stay."""
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
+    dataset_bars = datasets.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+        if dataset_bars:
+            datasets.enable_progress_bars()
+
+
+__all__ = ["CONFIG_CLASSES", "ModelFolderError", "check_finite_weights", "load_config", "load_model", "load_processor", "quiet_loading"]

@@ -91,8 +91,8 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
 
     config_class = MagtkdConfig
     main_input_name = "input_ids"
-    # `Trainer.predict` keeps the logits; the per-utterance features have another length than the labels.
-    _keys_to_ignore_at_inference = ["audio_logits", "video_logits", "text_features", "audio_features", "video_features"]
+    # `Trainer.predict` keeps the logits alone, aligned with the labels (Trainer reads the list from the config).
+    _keys_to_ignore_at_inference = MagtkdConfig.keys_to_ignore_at_inference
 
     def __init__(self, config: MagtkdConfig):
         super().__init__(config)
@@ -258,6 +258,7 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
             **{f"{modality}_features": value for modality, value in features.items()},
         )
         return output if return_dict else output.to_tuple()
+
 
 
 __all__ = ["MagtkdEmotionRecognitionOutput", "MagtkdForEmotionRecognition", "regroup_utterances"]

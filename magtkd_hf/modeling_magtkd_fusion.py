@@ -299,6 +299,8 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         text_anchor = self.text_anchor(
             text, (audio_anchor + position_and_speaker, video_anchor + position_and_speaker), layout
         )
+        if self.config.anchor_residual:
+            text_anchor = text_anchor + audio_anchor + video_anchor
         logits = self.text_head(text_anchor)
         audio_logits = self.audio_head(audio_anchor)
         video_logits = self.video_head(video_anchor)

@@ -50,21 +50,31 @@ def test_readme_demo_predict_and_python_blocks_run(tmp_path, monkeypatch, capsys
     os.symlink(REPO / "datasets_scripts", tmp_path / "datasets_scripts")
     result = run_demo(tmp_path / "magtkd-demo")
     assert Path(result["model_dir"]) == tmp_path / "magtkd-demo" / "run" / "model"
+    metrics = result["stage_metrics"]
+    chance = 100 / 7
+    for split in ("validation", "test"):
+        best_unimodal = max(metrics[stage][split]["weighted_f1"] for stage in metrics if stage != "fusion")
+        assert metrics["fusion"][split]["weighted_f1"] >= best_unimodal
+        assert metrics["fusion"][split]["weighted_f1"] >= 4 * chance
     print_demo_report(result)
-    report = capsys.readouterr().out
-    assert "fusion, test: weighted F1" in report and "Someone also left rotten eggs by the door." in report
-    assert len(result["predictions"]) == 7
+    report = capsys.readouterr()
+    assert "fused (MAGTKD)" in report.out and "is at least as good as the best single head" in report.out
+    table = report.out.split("true       emotion")[1]
+    assert "Someone also left rotten eggs by the door." in table and len(result["predictions"]) == 7
+    assert "Loading weights" not in report.err
     assert "magtkd-hf sample conversations" in (Path(result["model_dir"]) / "README.md").read_text()
 
-    clips = "datasets_scripts/sample_meld/output_repeated_splits_test"
-    (tmp_path / "conversation.json").write_text(json.dumps([
-        {"speaker": "Omar", "text": "Is this your handwriting on the wall?", "video": f"{clips}/dia0_utt0.mp4"},
-        {"speaker": "Ravi", "text": "What? I have never seen that before.", "video": f"{clips}/dia0_utt1.mp4"},
-    ]))
-    assert cli(["predict", "magtkd-demo/run/model", "conversation.json"]) == 0
-    assert cli(["check-data", "meld", "datasets_scripts/sample_meld"]) == 0
-    printed = capsys.readouterr().out
-    assert "Is this your handwriting" in printed
+    predicted = []
+    for arguments in command_lines():
+        if arguments[0] in ("predict", "check-data"):
+            assert cli(arguments) == 0, arguments
+            predicted.append(capsys.readouterr().out)
+    assert len(predicted) == 3  # the clips, the cuts of one video (--json), the sample's data check
+    table = predicted[0]
+    cuts = json.loads(predicted[1])
+    from_clips = [line.split()[-2] for line in table.splitlines()[1:]]
+    assert [row["emotion"] for row in cuts] == from_clips  # the same conversation, cut out of one video
+    assert sum(a == b for a, b in zip(from_clips, result["true_emotions"])) >= 5
 
     for block in code_blocks("python"):
         if "push_to_hub(" in block:

@@ -25,7 +25,7 @@ def test_sample_builds_with_media_checks_and_covers_every_emotion_in_every_split
 
 
 def test_sample_clips_are_small_real_videos_with_a_sound_track():
-    clips = sorted(SAMPLE_MELD_ROOT.glob("*/*.mp4"))
+    clips = sorted(clip for clip in SAMPLE_MELD_ROOT.glob("*/*.mp4") if clip.parent.name != "conversations")
     assert len(clips) == sum(len(rows) for rows in sample_meld_rows().values())
     assert sum(clip.stat().st_size for clip in clips) < 5 * 2**20
     with av.open(str(clips[0])) as container:
@@ -33,3 +33,17 @@ def test_sample_clips_are_small_real_videos_with_a_sound_track():
         frames = sum(1 for _ in container.decode(video=0))
     assert frames == 8
     assert set(EMOTION_MEDIA) == set(MELD_LABELS)
+
+
+def test_shipped_conversation_files_are_what_the_generator_writes(tmp_path):
+    """The README's `predict` files: the test conversation as clips and as cuts of one video, regenerated identically."""
+    import json
+
+    from magtkd_hf.datasets_scripts.sample import SAMPLE_CONVERSATIONS_DIR, write_conversation_files
+
+    write_conversation_files(tmp_path, sample_meld_rows()["test"])
+    for shipped in SAMPLE_CONVERSATIONS_DIR.iterdir():
+        assert (tmp_path / shipped.name).read_bytes() == shipped.read_bytes(), shipped.name
+    cuts = json.loads((SAMPLE_CONVERSATIONS_DIR / "test_conversation_cuts.json").read_text())["utterances"]
+    with av.open(str(SAMPLE_CONVERSATIONS_DIR / "test_conversation.mp4")) as container:
+        assert float(container.duration / 1e6) >= cuts[-1]["end"] + 1.0

@@ -4,7 +4,8 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
 METRICS_FILE = "metrics.json"
@@ -19,7 +20,43 @@ DATASET_NOTES = {
     "sample": "* **magtkd-hf sample conversations**: a few short conversations written for the package, with "
     "generated clips; shipped for the demo only, not a benchmark.",
 }
+# Only MELD has a public Hub dataset; IEMOCAP may not be redistributed and the sample ships inside the package, so the
+# card's `datasets` lists none for them (a made-up id would link to nothing, or to someone else's upload).
 _HUB_DATASET_IDS = {"meld": "declare-lab/MELD"}
+_DATASET_NAMES = {"meld": "MELD", "iemocap": "IEMOCAP", "sample": "magtkd-hf sample conversations"}
+# A model-index result names its dataset by Hub id, else by a short name: the sample's says whose sample it is.
+_RESULT_DATASET_TYPES = {**_HUB_DATASET_IDS, "iemocap": "iemocap", "sample": "magtkd-hf-sample"}
+# The sample is no corpus anyone searches for: it gets no tag.
+_DATASET_TAGS = {"meld": "meld", "iemocap": "iemocap"}
+BASE_TAGS = ["magtkd", "emotion-recognition-in-conversation", "erc", "multimodal", "custom_code"]
+TASK_NAME = "Emotion Recognition in Conversation"
+# `train all` saves the end-to-end model as OUT/model: such folder names say nothing about the model.
+_GENERIC_FOLDER_NAMES = {"model", "models", "output", "outputs", "final", "best", "checkpoint", "run", "."}
+
+# Per model type: the Hub pipeline tag, what the model is, and (no processor) how to call it. The Hub has no task for
+# classifying the utterances of a conversation from text, audio and video. "text-classification" is the closest
+# official tag for the end-to-end and fusion models: it is the Hub's task of emotion classifiers, MAGTKD anchors its
+# fusion on the text (audio and video enter through text-anchored gates; the text model is the distillation teacher),
+# and it predicts one label per utterance transcript, in context. "video-classification" means one label per clip,
+# without the dialogue; "any-to-any" is for generation. The audio and video stage models do classify one clip each.
+_MODEL_KINDS = {
+    "magtkd": ("text-classification", "RoBERTa text encoder with prompt learning, data2vec-audio and TimeSformer "
+               "encoders, and the anchor-gated fusion.", ""),
+    "magtkd_fusion": ("text-classification", "the anchor-gated fusion stage alone, on per-utterance features.",
+                      "# a fusion-only model: per-utterance text, audio and video features (B, N, H), speaker ids "
+                      "and a mask\nlogits = model(text_features, audio_features, video_features, speaker_ids, "
+                      "attention_mask).logits"),
+    "magtkd_text": ("text-classification", "the text stage alone: a RoBERTa-family encoder on each utterance's prompt "
+                    "(the utterance in its context), projected to the fusion width, and a classifier.",
+                    "# the text stage alone: (utterances, length) prompt tokens, left padded, as MagtkdProcessor "
+                    "builds them\nlogits = model(input_ids, attention_mask).logits  # (utterances, emotions)"),
+    "magtkd_audio": ("audio-classification", "the audio stage alone: a data2vec-audio encoder (its first-frame "
+                     "feature) and a classifier.", "# the audio stage alone: (utterances, samples) 16 kHz waveforms "
+                     "and their mask\nlogits = model(input_values, attention_mask).logits  # (utterances, emotions)"),
+    "magtkd_video": ("video-classification", "the video stage alone: a TimeSformer encoder (its CLS feature) and a "
+                     "classifier.", "# the video stage alone: (utterances, frames, 3, height, width) frames\n"
+                     "logits = model(pixel_values).logits  # (utterances, emotions)"),
+}
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
@@ -36,13 +73,18 @@ def _percent(value) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else ""
 
 
+def _evaluated_splits(metrics: Mapping | None) -> list[str]:
+    # A stage's metrics.json holds `"validation": null` when no epoch was selected on it.
+    return [split for split in ("validation", "test") if metrics and isinstance(metrics.get(split), Mapping)]
+
+
 def _metrics_tables(metrics: Mapping | None, label_names: Sequence[str]) -> tuple[str, str]:
-    splits = [split for split in ("validation", "test") if metrics and split in metrics]
+    splits = _evaluated_splits(metrics)
     if not splits:
         return "", ""
     overall = markdown_table(
         ["split", "weighted F1 (%)", "accuracy (%)", "utterances"],
-        [[split, _percent(metrics[split]["weighted_f1"]), _percent(metrics[split]["accuracy"]),
+        [[split, _percent(metrics[split].get("weighted_f1")), _percent(metrics[split].get("accuracy")),
           metrics[split].get("num_utterances", "")] for split in splits],
     )
     with_classes = [split for split in splits if "per_class_f1" in metrics[split]]
@@ -56,57 +98,133 @@ def _metrics_tables(metrics: Mapping | None, label_names: Sequence[str]) -> tupl
     return overall, per_class
 
 
+def eval_results(metrics: Mapping | None, datasets: Sequence[str], task_type: str) -> list[EvalResult] | None:
+    """The card's `model-index`: weighted F1 and accuracy (percent) per evaluated split. Only with exactly one dataset:
+    a Hub result must name its dataset, and with none or several recorded, which one was evaluated is unknown."""
+    if len(datasets) != 1 or not _evaluated_splits(metrics):
+        return None
+    dataset = datasets[0]
+    results = []
+    for split in _evaluated_splits(metrics):
+        for key, metric_type, metric_name, args in (("weighted_f1", "f1", "Weighted F1 (%)", {"average": "weighted"}),
+                                                    ("accuracy", "accuracy", "Accuracy (%)", None)):
+            if isinstance(metrics[split].get(key), (int, float)):
+                results.append(EvalResult(
+                    task_type=task_type, task_name=TASK_NAME, dataset_type=_RESULT_DATASET_TYPES[dataset],
+                    dataset_name=_DATASET_NAMES[dataset], dataset_split=split, metric_type=metric_type,
+                    metric_name=metric_name, metric_value=metrics[split][key], metric_args=args,
+                ))
+    return results or None
+
+
+def _hub_model_id(name_or_path) -> str | None:
+    """`name_or_path` when it names a Hub model; None for a local folder or no name (tiny test encoders, folders)."""
+    if not name_or_path or Path(str(name_or_path)).exists():
+        return None
+    try:
+        validate_repo_id(str(name_or_path))  # absolute and deeper paths are not repo ids
+    except HFValidationError:
+        return None
+    return str(name_or_path)
+
+
+def base_models(config) -> list[str]:
+    """The Hub encoders the model was fine-tuned from, text, audio, video: each encoder config's `_name_or_path`, which
+    `from_pretrained` of a Hub name records and `save_pretrained` keeps. Default-architecture configs hold no name, so
+    an encoder is left out rather than guessed from its shape."""
+    stages = [getattr(config, name, None) for name in ("text_config", "audio_config", "video_config")]
+    encoders = [getattr(stage, "encoder_config", None) for stage in stages if stage is not None]
+    if getattr(config, "encoder_config", None) is not None:  # a stage model
+        encoders = [config.encoder_config]
+    names = [_hub_model_id(getattr(encoder, "_name_or_path", None)) for encoder in encoders]
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def card_model_name(model_dir: Path, repo_id: str | None, model_name: str | None, model_type: str,
+                    datasets: Sequence[str]) -> str:
+    """The name the card gives the model: `model_name`, else the repository's name, else the folder's, unless that is a
+    generic one (OUT/model), then e.g. "magtkd-meld" from the model type and the datasets."""
+    if model_name:
+        return model_name
+    if repo_id:
+        return repo_id.split("/")[-1]
+    folder = model_dir.resolve().name
+    if folder.lower() not in _GENERIC_FOLDER_NAMES:
+        return folder
+    return "-".join([model_type.replace("_", "-"), *datasets])
+
+
+def install_command(repository_url: str | None = None) -> str:
+    """How to install magtkd-hf, which is not on PyPI: from `repository_url` (a git URL) if given, else from a clone.
+    torch is pinned in the same command, as the README does, or pip resolves the newest CUDA build."""
+    if not repository_url:
+        return 'pip install "torch==2.13.0" -e .'
+    url = repository_url.removeprefix("git+")
+    if not url.startswith(("https://", "ssh://")):
+        raise ValueError(f"repository_url {repository_url!r}: give an https:// or ssh:// git URL.")
+    return f'pip install "torch==2.13.0" "magtkd-hf @ git+{url}"'
+
+
 def build_model_card(
     model_dir: str | Path,
     repo_id: str | None = None,
     metrics: Mapping | None = None,
     recipe: Mapping | None = None,
     datasets: Sequence[str] = (),
+    model_name: str | None = None,
+    repository_url: str | None = None,
 ) -> ModelCard:
     """
     The model card of a saved model folder. `metrics` ({"validation": {...}, "test": {...}} with `weighted_f1`,
     `accuracy`, `per_class_f1`) defaults to the folder's `metrics.json`; a `confusion_matrix.png` in the folder is
-    shown; `recipe` (training settings) and `datasets` ("meld", "iemocap", "sample") are listed.
+    shown; `recipe` (training settings) and `datasets` ("meld", "iemocap", "sample") are listed. `model_name` names
+    the model (default: see [`card_model_name`]); `repository_url`, the git URL of magtkd-hf, gives the install line.
     """
-    from ..loading import load_config
+    from ..loading import load_config  # the package's config classes: no code from the folder runs
 
     model_dir = Path(model_dir)
     config = load_config(model_dir)
     if metrics is None and (model_dir / METRICS_FILE).exists():
         metrics = json.loads((model_dir / METRICS_FILE).read_text())
-    label_names = [config.id2label[index] for index in range(config.num_labels)]
-    metrics_table, per_class_table = _metrics_tables(metrics, label_names)
     unknown = [name for name in datasets if name not in DATASET_NOTES]
     if unknown:
         raise ValueError(f"Unknown datasets {unknown}; known: {sorted(DATASET_NOTES)}.")
-    end_to_end = config.model_type == "magtkd"
+    label_names = [config.id2label[index] for index in range(config.num_labels)]
+    metrics_table, per_class_table = _metrics_tables(metrics, label_names)
+    pipeline_tag, architecture_note, call_example = _MODEL_KINDS[config.model_type]
+    name = card_model_name(model_dir, repo_id, model_name, config.model_type, datasets)
+    results = eval_results(metrics, datasets, pipeline_tag)
     card_data = ModelCardData(
         language="en",
         license="gpl-3.0",
         library_name="transformers",
-        tags=["magtkd", "emotion-recognition-in-conversation", "multimodal", "custom_code"],
-        datasets=[_HUB_DATASET_IDS[name] for name in datasets if name in _HUB_DATASET_IDS] or None,
-        metrics=["f1", "accuracy"],
-        model_name=repo_id or model_dir.name,
+        pipeline_tag=pipeline_tag,
+        tags=[*BASE_TAGS, *(_DATASET_TAGS[key] for key in datasets if key in _DATASET_TAGS)],
+        base_model=base_models(config) or None,
+        datasets=[_HUB_DATASET_IDS[key] for key in datasets if key in _HUB_DATASET_IDS] or None,
+        metrics=["f1", "accuracy"] if metrics_table else None,
+        model_name=name,
+        eval_results=results,
     )
+    fusion = config.fusion_model_config if config.model_type == "magtkd" else config
     return ModelCard.from_template(
         card_data,
         template_path=str(MODEL_CARD_TEMPLATE),
-        model_name=repo_id or model_dir.name,
+        model_name=name,
         repo_id=repo_id or str(model_dir),
         num_labels=config.num_labels,
         label_list=", ".join(label_names),
-        architecture_note=(
-            "RoBERTa text encoder with prompt learning, data2vec-audio and TimeSformer encoders, and the anchor-gated "
-            "fusion." if end_to_end else "the anchor-gated fusion stage alone, on per-utterance features."
-        ),
+        architecture_note=architecture_note,
         has_processor=(model_dir / "processor_config.json").exists(),
+        call_example=call_example,
+        install_command=install_command(repository_url),
+        from_repository_url=bool(repository_url),
         metrics_table=metrics_table,
         per_class_table=per_class_table,
         confusion_matrix=CONFUSION_MATRIX_FILE if (model_dir / CONFUSION_MATRIX_FILE).exists() else "",
         recipe_table=markdown_table(["setting", "value"], sorted(recipe.items())) if recipe else "",
-        dataset_notes="\n".join(DATASET_NOTES[name] for name in datasets) or "The training data was not recorded.",
-        max_position_embeddings=getattr(config.fusion_model_config if end_to_end else config, "max_position_embeddings", ""),
+        dataset_notes="\n".join(DATASET_NOTES[key] for key in datasets) or "The training data was not recorded.",
+        max_position_embeddings=getattr(fusion, "max_position_embeddings", ""),
     )
 
 
@@ -122,7 +240,7 @@ def push_to_hub(
 ) -> str:
     """
     Uploads a saved folder (model, processor, metrics, confusion matrix) with a freshly written model card to the Hub
-    repository `repo_id`, creating it if needed. Returns the commit URL.
+    repository `repo_id`, creating it if needed. `card_kwargs` go to [`build_model_card`]. Returns the commit URL.
     """
     save_model_card(model_dir, repo_id=repo_id, **card_kwargs)
     api = HfApi(token=token)

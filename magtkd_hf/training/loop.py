@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from ..metrics import classification_metrics
+from ..metrics import erc_scores
 from .checkpointing import find_resumable_checkpoint, load_checkpoint, save_checkpoint
 from .data import EpochSampler
-from .reporting import confusion_matrix, stage_metrics, write_stage_report
+from .reporting import stage_metrics, write_stage_report
 from .settings import StageSettings
 
 logger = logging.getLogger(__name__)
@@ -112,9 +112,14 @@ def train_stage(
         accelerator.init_trackers(f"magtkd-{job.name}", config=_tracker_config(settings))
 
     epochs_run = 0
+    # One bar for the stage (not one per epoch): its postfix shows the epoch, the running loss and the last dev F1.
+    progress = tqdm(total=(settings.epochs - state["completed_epochs"]) * len(train_loader), desc=job.name,
+                    dynamic_ncols=True, disable=not accelerator.is_local_main_process)
     for epoch in range(state["completed_epochs"], settings.epochs):
-        entry = train_epoch(accelerator, model, train_loader, optimizer, scheduler, settings, state, epoch, job.name)
+        entry = train_epoch(accelerator, model, train_loader, optimizer, scheduler, settings, state, epoch, progress)
         dev_metrics = run_evaluations(accelerator, model, eval_loaders, job, settings, entry)
+        progress.set_postfix(epoch=f"{epoch + 1}/{settings.epochs}", loss=f"{entry['train_loss']:.4f}",
+                             dev_f1=f"{dev_metrics['weighted_f1']:.1f}")
         record_epoch(accelerator, model, job, output_dir, state, entry, dev_metrics)
         if tracking:
             accelerator.log(_tracker_log(entry), step=epoch + 1)
@@ -122,8 +127,10 @@ def train_stage(
                         {**state, "scheduler": scheduler.state_dict()}, settings.keep_checkpoints)
         epochs_run += 1
         if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < settings.epochs:
+            progress.close()
             _finish_trackers(accelerator)
             return {"stopped_after_epoch": epoch + 1}
+    progress.close()
 
     accelerator.wait_for_everyone()
     metrics = test_selected(accelerator, model, eval_loaders, job, settings, state, output_dir, schedule)
@@ -135,16 +142,15 @@ def train_stage(
     return metrics
 
 
-def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, state, epoch, name) -> dict:
+def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, state, epoch, progress) -> dict:
     """One epoch of `loss = model(**batch).loss` with accumulation, clipping after unscaling and the prepared
-    scheduler (stepped only when the optimiser stepped). Returns the epoch's history entry."""
+    scheduler (stepped only when the optimiser stepped), advancing the stage's `progress` bar. Returns the epoch's
+    history entry."""
     started = time.perf_counter()
     loader.set_epoch(epoch)  # the EpochSampler's order: (seed, epoch) alone
     model.train()
-    progress = tqdm(total=len(loader), desc=f"{name} epoch {epoch + 1}/{settings.epochs}", dynamic_ncols=True,
-                    disable=not accelerator.is_local_main_process)
     loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
-    for step, batch in enumerate(loader):
+    for batch in loader:
         with accelerator.accumulate(model):
             with accelerator.autocast():
                 loss = model(**batch).loss
@@ -158,9 +164,6 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, stat
         loss_sum += loss.detach().float()
         loss_count += 1
         progress.update(1)
-        if step % 10 == 0 or step == len(loader) - 1:  # .item() waits for the device: not at every step
-            progress.set_postfix(loss=f"{loss_sum.item() / loss_count:.4f}", refresh=False)
-    progress.close()
     train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(loss_count, 1)
     return {"epoch": epoch + 1, "train_loss": train_loss, "learning_rate": scheduler.get_last_lr()[0],
             "train_seconds": time.perf_counter() - started, "started": started}
@@ -182,7 +185,11 @@ def run_evaluations(accelerator, model, eval_loaders, job: StageJob, settings, e
 @torch.no_grad()
 def evaluate(accelerator, model, loader, label_names: Sequence[str]) -> tuple[dict, Any]:
     """`saved_model(model)(**batch).logits.argmax(-1)` against `batch["labels"]` over `loader`, gathered from every
-    process (the duplicates that even out the last batch dropped) -> (metrics, (labels, predictions) numpy)."""
+    process (the duplicates that even out the last batch dropped) -> (metrics, (labels, predictions) numpy).
+
+    The metrics are the ERC metric's ([`~magtkd_hf.metrics.erc_scores`], the `evaluate` module's `_compute`), computed
+    once on the gathered utterances rather than through `evaluate`'s per-process cache files: every process already
+    holds all of them, and the figures equal a single-process evaluation."""
     evaluated = saved_model(accelerator.unwrap_model(model))
     evaluated.eval()
     all_predictions, all_labels = [], []
@@ -198,7 +205,7 @@ def evaluate(accelerator, model, loader, label_names: Sequence[str]) -> tuple[di
         all_labels.append(labels.flatten().cpu())
     labels = torch.cat(all_labels).numpy() if all_labels else torch.empty(0, dtype=torch.long).numpy()
     predictions = torch.cat(all_predictions).numpy() if all_predictions else labels
-    return classification_metrics(labels, predictions, list(label_names)), (labels, predictions)
+    return erc_scores(predictions, labels, list(label_names)), (labels, predictions)
 
 
 def record_epoch(accelerator, model, job: StageJob, output_dir: Path, state: dict, entry: dict, dev_metrics) -> None:
@@ -230,8 +237,7 @@ def test_selected(accelerator, model, eval_loaders, job: StageJob, settings, sta
     target.load_state_dict(selected.state_dict())
     del selected
     final_split = "test" if "test" in eval_loaders else "validation"
-    final_metrics, (labels, predictions) = evaluate(accelerator, model, eval_loaders[final_split], job.label_names)
-    final_metrics["confusion_matrix"] = confusion_matrix(labels, predictions, len(job.label_names))
+    final_metrics, _ = evaluate(accelerator, model, eval_loaders[final_split], job.label_names)
     metrics = stage_metrics(job, settings, state, final_split, final_metrics, accelerator.num_processes, schedule)
     if accelerator.is_main_process:
         write_stage_report(output_dir, metrics, final_split, job.label_names)

@@ -10,14 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-
-def confusion_matrix(labels, predictions, num_labels: int) -> list[list[int]]:
-    """Counts, rows = true class, columns = predicted class, over the utterances whose label is not -100."""
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    keep = labels != -100
-    matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
-    np.add.at(matrix, (labels[keep], predictions[keep]), 1)
-    return matrix.tolist()
+# The counts are the ERC metric's (one implementation); imported here for the stages that write reports.
+from ..metrics import confusion_matrix  # noqa: F401
 
 
 def save_confusion_matrix_png(matrix: Sequence[Sequence[int]], label_names: Sequence[str], path, title: str = "") -> Path:

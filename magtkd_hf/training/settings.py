@@ -92,6 +92,10 @@ class ModelSettings:
     share_text_anchor_block: Optional[bool] = field(
         default=None, metadata=_help("the text anchor's three paths share one block, as released")
     )
+    anchor_residual: Optional[bool] = field(
+        default=None, metadata=_help("add the audio and video anchors to the text anchor before the prediction head "
+                                     "(off: the paper's model)")
+    )
     audio_feature_source: Optional[Literal["audio", "audio_kd"]] = field(
         default=None, metadata=_help("the stage-3 features of the fusion's audio input", aliases=["--audio-features"])
     )
