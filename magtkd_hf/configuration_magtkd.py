@@ -60,8 +60,19 @@ def labels_to_maps(labels):
     return id2label, {label: index for index, label in id2label.items()}
 
 
+# Set by `magtkd_hf/__init__.py` to the function registering the model classes with `AutoModel`: `import magtkd_hf`
+# does not import the modeling code, so the first MAGTKD config built (by `AutoConfig`/`AutoModel.from_pretrained` or
+# by hand) registers them. None in a folder's remote-code copy of this file.
+on_first_config = None
+
+
 class MagtkdLabelsMixin:
     """Labels default to MELD's seven emotions; `id2label` and `label2id` must be inverse maps over 0..C-1."""
+
+    def __post_init__(self, **kwargs):
+        if on_first_config is not None:
+            on_first_config()
+        super().__post_init__(**kwargs)
 
     def _default_labels(self, kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from .pipeline_magtkd import EmotionRecognitionInConversationPipeline  # noqa: F401 (the package's pipeline)
 
 UTTERANCE_KEYS = {"speaker", "text", "video", "audio", "start", "end"}
 MEDIA_KEYS = ("video", "audio")

@@ -8,7 +8,6 @@ from transformers.utils import ModelOutput
 
 from .configuration_magtkd import MODALITIES, MagtkdConfig
 from .modeling_magtkd_fusion import ConversationLayout, MagtkdFusionModel, check_all
-from .pipeline_magtkd import custom_pipelines_entry
 from .modeling_magtkd_stages import (
     MagtkdAudioEncoder,
     MagtkdAudioModel,
@@ -107,6 +106,10 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
         """`PreTrainedModel.save_pretrained`, naming the conversation pipeline in the config (`custom_pipelines`; the
         pipeline's file travels with the model's code), so the folder works with `pipeline(model=folder,
         trust_remote_code=True)` where the package is not installed."""
+        # Imported here, not at the top: the pipeline module imports `transformers.pipelines`, which loading a model
+        # does not need. (transformers still finds this relative import and copies the file with the model's code.)
+        from .pipeline_magtkd import custom_pipelines_entry
+
         self.config.custom_pipelines = custom_pipelines_entry()
         return super().save_pretrained(save_directory, *args, **kwargs)
 

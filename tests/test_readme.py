@@ -82,3 +82,20 @@ def test_readme_demo_predict_and_python_blocks_run(tmp_path, monkeypatch, capsys
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
     assert (tmp_path / "my-fusion" / "model.safetensors").exists()
     assert (tmp_path / "finetuned" / "model.safetensors").exists()
+
+
+def test_import_and_help_leave_the_heavy_modules_unimported():
+    """`import magtkd_hf` and building the CLI's parser (`magtkd-hf --help`) do not import the modeling, processing,
+    pipeline, dataset or training libraries (benchmarks/startup.py measures the time); using a model class does."""
+    import subprocess
+    import sys
+
+    heavy = ["transformers.modeling_utils", "transformers.processing_utils", "transformers.pipelines", "datasets",
+             "accelerate", "sklearn", "av", "decord", "matplotlib", "magtkd_hf.training.loop"]
+    code = (
+        "import sys, magtkd_hf\nfrom magtkd_hf.apps.cli import build_parser\nbuild_parser()\n"
+        f"print([m for m in {heavy!r} if m in sys.modules])\n"
+        "magtkd_hf.MagtkdForEmotionRecognition\nprint('transformers.modeling_utils' in sys.modules)\n"
+    )
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert printed[:2] == ["[]", "True"]

@@ -157,3 +157,9 @@ def test_all_with_resume_skips_finished_stages(trained, tiny_release, capsys):
 def test_a_stage_without_its_inputs_names_the_missing_folder(tmp_path, tiny_release):
     with pytest.raises(FileNotFoundError, match=r"'distill-audio' needs the output of stage 'audio' in .*audio"):
         cli(["--debug", "train", "distill-audio", "--output-dir", str(tmp_path), *_inputs(tiny_release), *FAST])
+
+
+def test_the_stage_table_follows_the_settings_stage_names():
+    from magtkd_hf.training import STAGE_NAMES, STAGE_ORDER
+
+    assert STAGE_ORDER == STAGE_NAMES

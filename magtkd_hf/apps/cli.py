@@ -13,7 +13,10 @@ from ..configuration_magtkd import DATASETS, dataset_facts
 def build_parser() -> argparse.ArgumentParser:
     from transformers import HfArgumentParser
 
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="magtkd-hf", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"magtkd-hf {__version__}")
     # HfArgumentParser: a sub-command can declare its options as dataclasses (`train`); the others add them as usual.
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HfArgumentParser)
     for add_command in _COMMANDS:

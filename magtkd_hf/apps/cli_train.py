@@ -9,9 +9,9 @@ from pathlib import Path
 def add_train_command(subparsers) -> None:
     """`train STAGE`: the MAGTKD recipe, one stage per call (or `all`); its options are the fields of
     `RunSettings`, `ModelSettings` and `StageSettings` (magtkd_hf/training/settings.py)."""
-    from ..training import STAGE_ORDER, ModelSettings, RunSettings, StageSettings
+    from ..training.settings import STAGE_NAMES, ModelSettings, RunSettings, StageSettings
 
-    stages = (*STAGE_ORDER, "all")
+    stages = (*STAGE_NAMES, "all")
     parser = subparsers.add_parser(
         "train",
         dataclass_types=(RunSettings, ModelSettings, StageSettings),

@@ -6,14 +6,35 @@ MELD and IEMOCAP hyper-parameters as files (`recipes/*.json`, read by `recipe.py
     run_all(TrainingConfig(output_dir="runs/meld", recipe="meld", data="/data/MELD.Raw"))
 """
 
-from .assemble import assemble_end_to_end, evaluate_saved_fusion
-from .data import EpochSampler
-from .extract import extract_features
-from .inputs import StageInputs
-from .loop import StageJob, evaluate, train_stage
-from .recipe import Recipe, load_recipe, shipped_recipes
-from .settings import ModelSettings, RunSettings, StageSettings, TrainingConfig, parse_set_options
-from .stages import FEATURE_STAGE, STAGE_ORDER, STAGES, StageSpec, fusion_config_for_features, run_all, run_stage
+import importlib
+
+# Public name -> its module, imported on first access: `magtkd-hf --help` reads only the settings, without the
+# loop's accelerate, datasets and model code.
+_LAZY_NAMES = {
+    "assemble_end_to_end": ".assemble", "evaluate_saved_fusion": ".assemble",
+    "EpochSampler": ".data",
+    "extract_features": ".extract",
+    "StageInputs": ".inputs",
+    "StageJob": ".loop", "evaluate": ".loop", "train_stage": ".loop",
+    "Recipe": ".recipe", "load_recipe": ".recipe", "shipped_recipes": ".recipe",
+    "ModelSettings": ".settings", "RunSettings": ".settings", "StageSettings": ".settings",
+    "TrainingConfig": ".settings", "parse_set_options": ".settings", "STAGE_NAMES": ".settings",
+    "FEATURE_STAGE": ".stages", "STAGE_ORDER": ".stages", "STAGES": ".stages", "StageSpec": ".stages",
+    "fusion_config_for_features": ".stages", "run_all": ".stages", "run_stage": ".stages",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY_NAMES[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY_NAMES})
+
 
 __all__ = [
     "EpochSampler",
@@ -22,6 +43,7 @@ __all__ = [
     "Recipe",
     "RunSettings",
     "STAGES",
+    "STAGE_NAMES",
     "STAGE_ORDER",
     "StageInputs",
     "StageJob",

@@ -67,7 +67,7 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("fusion", "fusion", description="stage 4: the anchor gated fusion on stage-3 features"),
     )
 }
-STAGE_ORDER = tuple(STAGES)
+STAGE_ORDER = tuple(STAGES)  # == settings.STAGE_NAMES (tests/test_training.py checks it)
 # The stage whose model fills each stage-3 feature column.
 FEATURE_STAGE = {spec.feature: name for name, spec in STAGES.items() if spec.feature}
 
