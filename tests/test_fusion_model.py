@@ -103,6 +103,24 @@ def test_unshared_text_anchor_has_its_own_blocks_and_runs():
     assert torch.isfinite(own(**make_batch([3, 2])).loss)
 
 
+def test_the_anchor_residual_adds_the_audio_and_video_anchors_and_no_weight():
+    torch.manual_seed(0)
+    paper = MagtkdFusionModel(tiny_config(dropout=0.0)).eval()
+    residual = MagtkdFusionModel(tiny_config(dropout=0.0, anchor_residual=True)).eval()
+    residual.load_state_dict(paper.state_dict(), strict=True)
+    assert not MagtkdFusionConfig().anchor_residual  # the paper's model by default
+    batch = {key: value for key, value in make_batch([4, 2]).items() if key != "labels"}
+    with torch.no_grad():
+        a, b = paper(**batch), residual(**batch)
+    torch.testing.assert_close(b.audio_anchor_hidden_states, a.audio_anchor_hidden_states)
+    torch.testing.assert_close(
+        b.text_anchor_hidden_states,
+        a.text_anchor_hidden_states + a.audio_anchor_hidden_states + a.video_anchor_hidden_states,
+    )
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(b.logits[real], residual.text_head(b.text_anchor_hidden_states[real]))
+
+
 def test_save_and_load_give_equal_outputs(tmp_path):
     model = MagtkdFusionModel(tiny_config()).eval()
     batch = make_batch([4, 2], seed=4)

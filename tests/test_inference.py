@@ -157,3 +157,28 @@ def test_long_conversation_shows_decoding_progress_without_changing_outputs(save
     terminal.seek(0), terminal.truncate()
     predict_emotions(model, processor, short), processor(long)
     assert terminal.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [(OSError(28, "No space left on device"), "no space left on the device"), (MemoryError(), "MemoryError")],
+)
+def test_a_full_disk_or_no_memory_is_one_line_with_status_1(saved_model, monkeypatch, capsys, error, expected):
+    from magtkd_hf.apps.cli import main
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("magtkd_hf.inference.predict_emotions", fail)
+    assert main(["predict", str(saved_model / "model"), str(saved_model / "conversation.json")]) == 1
+    err = capsys.readouterr().err
+    assert expected in err.splitlines()[0] and "Traceback" not in err
+
+
+def test_version_flag(capsys):
+    from magtkd_hf import __version__
+    from magtkd_hf.apps.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"magtkd-hf {__version__}"
