@@ -112,14 +112,11 @@ def train_stage(
         accelerator.init_trackers(f"magtkd-{job.name}", config=_tracker_config(settings))
 
     epochs_run = 0
-    # One bar for the stage (not one per epoch): its postfix shows the epoch, the running loss and the last dev F1.
-    progress = tqdm(total=(settings.epochs - state["completed_epochs"]) * len(train_loader), desc=job.name,
-                    dynamic_ncols=True, disable=not accelerator.is_local_main_process)
+    progress = stage_progress(accelerator, job.name, (settings.epochs - state["completed_epochs"]) * len(train_loader))
     for epoch in range(state["completed_epochs"], settings.epochs):
         entry = train_epoch(accelerator, model, train_loader, optimizer, scheduler, settings, state, epoch, progress)
         dev_metrics = run_evaluations(accelerator, model, eval_loaders, job, settings, entry)
-        progress.set_postfix(epoch=f"{epoch + 1}/{settings.epochs}", loss=f"{entry['train_loss']:.4f}",
-                             dev_f1=f"{dev_metrics['weighted_f1']:.1f}")
+        progress.set_postfix(epoch=f"{epoch + 1}/{settings.epochs}", dev_f1=f"{dev_metrics['weighted_f1']:.1f}")
         record_epoch(accelerator, model, job, output_dir, state, entry, dev_metrics)
         if tracking:
             accelerator.log(_tracker_log(entry), step=epoch + 1)
@@ -140,6 +137,11 @@ def train_stage(
     _finish_trackers(accelerator)
     accelerator.wait_for_everyone()
     return metrics
+
+
+def stage_progress(accelerator, name: str, total_steps: int):
+    """One bar for the whole stage (not one per epoch), on the main process; the loop adds the epoch and dev F1."""
+    return tqdm(total=total_steps, desc=name, dynamic_ncols=True, disable=not accelerator.is_local_main_process)
 
 
 def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, state, epoch, progress) -> dict:
