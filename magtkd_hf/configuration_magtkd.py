@@ -186,6 +186,9 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
             video reach the prediction only through the text anchor's cross-attention over the whole conversation,
             which can spread them over the other utterances when the text features carry little (the demo's tiny
             encoders); the residual gives the head each utterance's own anchors. No weights are added.
+        causal (`bool`, defaults to `False`): every utterance attends only to itself and the utterances before it, in
+            every block of the three anchors, so that its emotion depends only on what was said so far (streaming;
+            `magtkd_hf.MagtkdStream`). `False` is the paper's model, which reads the whole conversation.
         audio_anchor_loss_weight, video_anchor_loss_weight (`float`): weights of the audio and video anchors'
             distillation terms in the fusion loss.
         anchor_feature_loss (`bool`): add the feature-relation loss to the anchors' distillation terms.
@@ -216,6 +219,7 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
     speaker_init_std: float = 0.1
     share_text_anchor_block: bool = True
     anchor_residual: bool = False
+    causal: bool = False
     audio_anchor_loss_weight: float = 0.01
     video_anchor_loss_weight: float = 0.08
     anchor_feature_loss: bool = False

@@ -52,12 +52,15 @@ class ConversationLayout:
     utterances only, so padding costs nothing; attention runs on the (B, N) grid with padded keys masked out.
     """
 
-    def __init__(self, attention_mask: torch.Tensor):
+    def __init__(self, attention_mask: torch.Tensor, causal: bool = False):
         self.batch_size, self.max_length = attention_mask.shape
         mask = attention_mask.bool()
         self.flat_index = mask.flatten().nonzero().squeeze(1)  # (U,)
         self.positions = self.flat_index % self.max_length  # (U,)
         self.key_mask = mask[:, None, None, :]  # (B, 1, 1, N), True = a real utterance to attend to
+        if causal:  # (B, 1, N, N): query i sees keys j <= i; every row keeps key 0, a real utterance
+            earlier = torch.ones(self.max_length, self.max_length, dtype=torch.bool, device=mask.device).tril()
+            self.key_mask = self.key_mask & earlier
 
     def repeated(self, times: int) -> "ConversationLayout":
         """The layout of `times` copies of the batch stacked along the batch dimension."""
@@ -286,7 +289,7 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(speaker_ids)
         self._check_inputs(text_features, audio_features, video_features, speaker_ids, attention_mask)
-        layout = ConversationLayout(attention_mask)
+        layout = ConversationLayout(attention_mask, causal=self.config.causal)
         dtype = self.text_head.weight.dtype
 
         position_and_speaker = self._position_and_speaker(layout.to_packed(speaker_ids[..., None]).squeeze(1), layout)

@@ -284,3 +284,30 @@ def test_torch_export_gives_the_eager_outputs():
         output = exported.module()(**batch)
     for name in ("logits", "audio_logits", "video_logits", "text_anchor_hidden_states"):
         torch.testing.assert_close(output[name], expected[name], atol=1e-5, rtol=1e-5)
+
+
+def test_a_causal_fusion_gives_each_utterance_the_output_of_its_prefix():
+    """With `causal=True` utterance i's outputs depend only on utterances 0..i: equal to the model run on the prefix
+    (and on the conversation with later utterances changed); the paper's model reads the whole conversation."""
+    torch.manual_seed(0)
+    causal = MagtkdFusionModel(tiny_config(causal=True)).eval()
+    paper = MagtkdFusionModel(tiny_config()).eval()
+    paper.load_state_dict(causal.state_dict())
+    full = {key: value for key, value in make_batch([6]).items() if key != "labels"}
+    changed = {key: value.clone() for key, value in full.items()}
+    changed["audio_features"][:, 4:] = torch.randn(1, 2, HIDDEN)
+    with torch.no_grad():
+        whole = causal(**full)
+        assert (causal(**changed).logits[:, :4] - whole.logits[:, :4]).abs().max() < 1e-5
+        for end in (1, 3, 6):
+            prefix = causal(**{key: value[:, :end] for key, value in full.items()})
+            for name in ("logits", "audio_logits", "video_logits", "text_anchor_hidden_states"):
+                assert (getattr(prefix, name)[0, end - 1] - getattr(whole, name)[0, end - 1]).abs().max() < 1e-5
+        assert (paper(**changed).logits[:, :4] - paper(**full).logits[:, :4]).abs().max() > 1e-3
+
+
+def test_a_causal_fusion_trains_and_round_trips(tmp_path):
+    model = MagtkdFusionModel(tiny_config(causal=True))
+    model(**make_batch([4, 2])).loss.backward()
+    model.save_pretrained(tmp_path / "causal")
+    assert AutoModel.from_pretrained(tmp_path / "causal").config.causal is True

@@ -273,3 +273,13 @@ def test_gradient_accumulation_and_bf16_autocast(tmp_path, features_dir):
     batches = -(-121 // 8)  # 16 batches of 8 conversations
     assert metrics["schedule"]["optimizer_steps"] == -(-batches // 3) == metrics["schedule"]["total_steps"]
     assert metrics["settings"]["mixed_precision"] == "bf16" and np.isfinite(metrics["history"][0]["train_loss"])
+
+
+def test_set_routes_fusion_model_settings_to_the_model():
+    args = build_parser().parse_args(
+        ["train", "fusion", "--output_dir", "out", "--set", "fusion.causal=true", "--set", "anchor_residual=true",
+         "--set", "fusion.epochs=3"]
+    )
+    config = training_config_from_args(args)
+    assert config.model.causal is True and config.model.anchor_residual is True
+    assert config.overrides["fusion"] == {"epochs": 3}

@@ -29,7 +29,8 @@ def add_train_command(subparsers) -> None:
     )
     parser.add_argument("stage", choices=stages, metavar="STAGE", help=", ".join(stages))
     parser.add_argument("--set", action="append", default=[], metavar="[STAGE.]KEY=VALUE", dest="set_options",
-                        help="any stage setting, for one stage (fusion.epochs=5) or all (epochs=5); repeatable")
+                        help="any stage setting, for one stage (fusion.epochs=5) or all (epochs=5), or a fusion "
+                        "model setting (fusion.causal=true); repeatable")
     # Not given: the recipe decides (the dataclass defaults are the last fallback, applied by the recipe).
     parser.set_defaults(**{item.name: None for cls in (ModelSettings, StageSettings) for item in fields(cls)})
     parser.set_defaults(func=_run_train)
@@ -44,9 +45,14 @@ def training_config_from_args(args):
         return {item.name: getattr(args, item.name) for item in fields(cls) if getattr(args, item.name) is not None}
 
     overrides = parse_set_options(args.set_options)
+    model = given(ModelSettings)
+    # `--set fusion.causal=true` (or without the stage): the fusion model's settings are set like a stage's.
+    model_names = {item.name for item in fields(ModelSettings)}
+    for stage in ("*", "fusion"):
+        model.update({key: overrides[stage].pop(key) for key in list(overrides.get(stage, {})) if key in model_names})
     overrides["*"] = {**overrides.get("*", {}), **given(StageSettings)}
     run = {item.name: getattr(args, item.name) for item in fields(RunSettings)}
-    return TrainingConfig(**run, model=ModelSettings(**given(ModelSettings)), overrides=overrides)
+    return TrainingConfig(**run, model=ModelSettings(**model), overrides=overrides)
 
 
 def _run_train(args) -> int:

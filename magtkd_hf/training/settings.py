@@ -92,6 +92,9 @@ class ModelSettings:
     share_text_anchor_block: Optional[bool] = field(
         default=None, metadata=_help("the text anchor's three paths share one block, as released")
     )
+    causal: Optional[bool] = field(
+        default=None, metadata=_help("every utterance attends only to itself and earlier ones (streaming)")
+    )
     anchor_residual: Optional[bool] = field(
         default=None, metadata=_help("add the audio and video anchors to the text anchor before the prediction head "
                                      "(off: the paper's model)")
