@@ -108,17 +108,17 @@ def bare_encoders(model, batch, dtype, device):
     times = {}
     with torch.inference_mode():
         with timed(times, "text", device):
-            model.text_model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            model.text_encoder.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         with timed(times, "audio", device):
-            model.audio_model.encoder(batch["input_values"].to(dtype), attention_mask=batch["audio_attention_mask"])
+            model.audio_encoder.encoder(batch["input_values"].to(dtype), attention_mask=batch["audio_attention_mask"])
         with timed(times, "video", device):
-            model.video_model.encoder(batch["pixel_values"].to(dtype))
+            model.video_encoder.encoder(batch["pixel_values"].to(dtype))
     return times
 
 
 def end_to_end(model, batch, device):
     parts = PartTimer(
-        {"text": model.text_model, "audio": model.audio_model, "video": model.video_model, "fusion": model.fusion},
+        {"text": model.text_encoder, "audio": model.audio_encoder, "video": model.video_encoder, "fusion": model.fusion},
         device,
     )
     times = {}
@@ -160,7 +160,7 @@ def peak_memory(device) -> str:
     return text
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[4, 5], help="utterances per conversation")
     parser.add_argument("--repeats", type=int, default=2, help="alternating bare / end-to-end runs (fastest kept)")
@@ -171,83 +171,129 @@ def main():
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--num-workers", type=int, default=1, help="DataLoader workers for the pipeline run")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def write_media(folder: Path, args):
+    """The conversations' dataset rows, their clips written in `folder`."""
+    start = time.perf_counter()
+    rows = make_rows(folder, args.lengths, args.seconds, args.words)
+    print(f"media: {sum(args.lengths)} clips of {args.seconds} s written in {time.perf_counter() - start:.1f} s")
+    return rows
+
+
+def make_processor() -> MagtkdProcessor:
+    return MagtkdProcessor(
+        train_tiny_roberta_tokenizer(SMALL_TALK * 4, vocab_size=300),
+        MagtkdProcessor.default_feature_extractor(),
+        MagtkdProcessor.default_image_processor(),
+    )
+
+
+def build_model(device, dtype, dtype_name: str):
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    model = MagtkdForEmotionRecognition(MagtkdConfig()).to(device=device, dtype=dtype).eval()
+    parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"model: {parameters:.0f} M parameters ({dtype_name}, {device}) built in {time.perf_counter() - start:.1f} s")
+    return model
+
+
+def build_batch(rows, collator):
+    """The processor batch of all conversations, its processing time (s) and its number of utterances."""
+    start = time.perf_counter()
+    batch = collator(rows)
+    decode_all = time.perf_counter() - start
+    prompt_lengths = batch["attention_mask"].sum(1).tolist()
+    utterances = len(prompt_lengths)
+    print(
+        f"batch: {len(rows)} conversations, {utterances} utterances; prompts median "
+        f"{statistics.median(prompt_lengths):.0f} tokens (padded to {batch['input_ids'].shape[1]}), audio padded "
+        f"to {batch['input_values'].shape[1] / 16000:.2f} s, video {tuple(batch['pixel_values'].shape[1:])}; "
+        f"processor (media decoding + prompts) {decode_all * 1000:.0f} ms"
+    )
+    return batch, decode_all, utterances
+
+
+def time_encoders(model, rows, collator, batch, dtype, device, repeats: int):
+    """Fastest bare-encoder and end-to-end times on `batch` (already on `device`)."""
+    # Warm-up on a one-utterance conversation (lazy initialisation, allocator), then bare and end-to-end runs
+    # alternate; the fastest of `--repeats` runs of each is kept (the machine may be shared).
+    first = {key: (value[:1] if isinstance(value, list) else value) for key, value in rows[0].items()}
+    warm = to_device(collator([first]), device)
+    bare_encoders(model, warm, dtype, device)
+    end_to_end(model, warm, device)
+    bare_runs, e2e_runs = [], []
+    for _ in range(repeats):
+        bare_runs.append(bare_encoders(model, batch, dtype, device))
+        e2e_runs.append(end_to_end(model, batch, device))
+    bare = min(bare_runs, key=lambda times: sum(times.values()))
+    e2e = min(e2e_runs, key=lambda times: times["total"])
+    return bare, e2e
+
+
+def overhead_s(bare: dict, e2e: dict) -> float:
+    """End-to-end time over the bare encoders' (s)."""
+    return e2e["total"] - sum(bare.values())
+
+
+def print_comparison(bare: dict, e2e: dict, utterances: int):
+    bare_total = sum(bare.values())
+    overhead = overhead_s(bare, e2e)
+    print("\n== same batch: bare encoders vs end-to-end model ==")
+    print(f"{'part':<8}{'bare (ms)':>12}{'end-to-end (ms)':>18}")
+    for part in ("text", "audio", "video"):
+        print(f"{part:<8}{bare[part] * 1000:>12.0f}{e2e[part] * 1000:>18.0f}")
+    rest = e2e["total"] - e2e["text"] - e2e["audio"] - e2e["video"] - e2e["fusion"]
+    print(f"{'fusion':<8}{'':>12}{e2e['fusion'] * 1000:>18.1f}")
+    print(f"{'other':<8}{'':>12}{rest * 1000:>18.1f}   (regrouping, checks)")
+    print(f"{'total':<8}{bare_total * 1000:>12.0f}{e2e['total'] * 1000:>18.0f}")
+    print(f"end-to-end overhead over the bare encoders: {overhead * 1000:+.0f} ms ({overhead / bare_total:+.1%})")
+    print(f"model throughput: {utterances / e2e['total']:.2f} utterances/s; per utterance: text "
+          f"{e2e['text'] / utterances * 1000:.0f} ms, audio {e2e['audio'] / utterances * 1000:.0f} ms, video "
+          f"{e2e['video'] / utterances * 1000:.0f} ms")
+
+
+def compare_pipelines(model, rows, collator, device, num_workers: int, utterances: int) -> dict:
+    """Sequential vs DataLoader-worker pipeline, printed; their times (s) keyed as in the JSON report."""
+    dataset = rows  # a list of dataset rows works as a map-style dataset
+    print(f"\n== pipeline: media decoding + model, one conversation per batch ({len(rows)} batches) ==")
+    sequential, sequential_wait = pipeline(model, dataset, collator, device, num_workers=0)
+    overlapped, overlapped_wait = pipeline(model, dataset, collator, device, num_workers=num_workers)
+    print(f"sequential (decode in the main process): {sequential:.2f} s, of which decoding {sequential_wait:.2f} s"
+          f"; {utterances / sequential:.2f} utterances/s")
+    print(f"DataLoader num_workers={num_workers}: {overlapped:.2f} s, waiting for batches {overlapped_wait:.2f} s"
+          f"; {utterances / overlapped:.2f} utterances/s")
+    return {"sequential": sequential, "sequential_wait": sequential_wait,
+            "workers": overlapped, "workers_wait": overlapped_wait}
+
+
+def write_json(path: str, utterances: int, bare: dict, e2e: dict, pipeline_s: dict, decode_all: float):
+    Path(path).write_text(json.dumps({
+        "utterances": utterances, "bare_ms": {k: v * 1000 for k, v in bare.items()},
+        "end_to_end_ms": {k: v * 1000 for k, v in e2e.items()}, "overhead": overhead_s(bare, e2e) / sum(bare.values()),
+        "pipeline_s": pipeline_s,
+        "processor_ms": decode_all * 1000,
+    }, indent=2))
+
+
+def main():
+    args = parse_args()
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
     with tempfile.TemporaryDirectory(prefix="magtkd-inference-") as folder:
-        start = time.perf_counter()
-        rows = make_rows(Path(folder), args.lengths, args.seconds, args.words)
-        print(f"media: {sum(args.lengths)} clips of {args.seconds} s written in {time.perf_counter() - start:.1f} s")
-        processor = MagtkdProcessor(
-            train_tiny_roberta_tokenizer(SMALL_TALK * 4, vocab_size=300),
-            MagtkdProcessor.default_feature_extractor(),
-            MagtkdProcessor.default_image_processor(),
-        )
-        collator = MagtkdDataCollator(processor)
-
-        start = time.perf_counter()
-        torch.manual_seed(0)
-        model = MagtkdForEmotionRecognition(MagtkdConfig()).to(device=device, dtype=dtype).eval()
-        parameters = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"model: {parameters:.0f} M parameters ({args.dtype}, {device}) built in {time.perf_counter() - start:.1f} s")
-
-        start = time.perf_counter()
-        batch = collator(rows)
-        decode_all = time.perf_counter() - start
-        prompt_lengths = batch["attention_mask"].sum(1).tolist()
-        utterances = len(prompt_lengths)
-        print(
-            f"batch: {len(rows)} conversations, {utterances} utterances; prompts median "
-            f"{statistics.median(prompt_lengths):.0f} tokens (padded to {batch['input_ids'].shape[1]}), audio padded "
-            f"to {batch['input_values'].shape[1] / 16000:.2f} s, video {tuple(batch['pixel_values'].shape[1:])}; "
-            f"processor (media decoding + prompts) {decode_all * 1000:.0f} ms"
-        )
+        rows = write_media(Path(folder), args)
+        collator = MagtkdDataCollator(make_processor())
+        model = build_model(device, dtype, args.dtype)
+        batch, decode_all, utterances = build_batch(rows, collator)
         batch = to_device(batch, device)
-        # Warm-up on a one-utterance conversation (lazy initialisation, allocator), then bare and end-to-end runs
-        # alternate; the fastest of `--repeats` runs of each is kept (the machine may be shared).
-        first = {key: (value[:1] if isinstance(value, list) else value) for key, value in rows[0].items()}
-        warm = to_device(collator([first]), device)
-        bare_encoders(model, warm, dtype, device)
-        end_to_end(model, warm, device)
-        bare_runs, e2e_runs = [], []
-        for _ in range(args.repeats):
-            bare_runs.append(bare_encoders(model, batch, dtype, device))
-            e2e_runs.append(end_to_end(model, batch, device))
-        bare = min(bare_runs, key=lambda times: sum(times.values()))
-        e2e = min(e2e_runs, key=lambda times: times["total"])
-        bare_total = sum(bare.values())
-        overhead = e2e["total"] - bare_total
-        print("\n== same batch: bare encoders vs end-to-end model ==")
-        print(f"{'part':<8}{'bare (ms)':>12}{'end-to-end (ms)':>18}")
-        for part in ("text", "audio", "video"):
-            print(f"{part:<8}{bare[part] * 1000:>12.0f}{e2e[part] * 1000:>18.0f}")
-        rest = e2e["total"] - e2e["text"] - e2e["audio"] - e2e["video"] - e2e["fusion"]
-        print(f"{'fusion':<8}{'':>12}{e2e['fusion'] * 1000:>18.1f}")
-        print(f"{'other':<8}{'':>12}{rest * 1000:>18.1f}   (regrouping, checks)")
-        print(f"{'total':<8}{bare_total * 1000:>12.0f}{e2e['total'] * 1000:>18.0f}")
-        print(f"end-to-end overhead over the bare encoders: {overhead * 1000:+.0f} ms ({overhead / bare_total:+.1%})")
-        print(f"model throughput: {utterances / e2e['total']:.2f} utterances/s; per utterance: text "
-              f"{e2e['text'] / utterances * 1000:.0f} ms, audio {e2e['audio'] / utterances * 1000:.0f} ms, video "
-              f"{e2e['video'] / utterances * 1000:.0f} ms")
-
-        dataset = rows  # a list of dataset rows works as a map-style dataset
-        print(f"\n== pipeline: media decoding + model, one conversation per batch ({len(rows)} batches) ==")
-        sequential, sequential_wait = pipeline(model, dataset, collator, device, num_workers=0)
-        overlapped, overlapped_wait = pipeline(model, dataset, collator, device, num_workers=args.num_workers)
-        print(f"sequential (decode in the main process): {sequential:.2f} s, of which decoding {sequential_wait:.2f} s"
-              f"; {utterances / sequential:.2f} utterances/s")
-        print(f"DataLoader num_workers={args.num_workers}: {overlapped:.2f} s, waiting for batches {overlapped_wait:.2f} s"
-              f"; {utterances / overlapped:.2f} utterances/s")
+        bare, e2e = time_encoders(model, rows, collator, batch, dtype, device, args.repeats)
+        print_comparison(bare, e2e, utterances)
+        pipeline_s = compare_pipelines(model, rows, collator, device, args.num_workers, utterances)
         print(peak_memory(device))
         if args.json:
-            Path(args.json).write_text(json.dumps({
-                "utterances": utterances, "bare_ms": {k: v * 1000 for k, v in bare.items()},
-                "end_to_end_ms": {k: v * 1000 for k, v in e2e.items()}, "overhead": overhead / bare_total,
-                "pipeline_s": {"sequential": sequential, "sequential_wait": sequential_wait,
-                               "workers": overlapped, "workers_wait": overlapped_wait},
-                "processor_ms": decode_all * 1000,
-            }, indent=2))
+            write_json(args.json, utterances, bare, e2e, pipeline_s, decode_all)
 
 
 if __name__ == "__main__":

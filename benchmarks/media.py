@@ -145,69 +145,100 @@ def decord_audio(path: str):
     return reader[:].asnumpy()
 
 
-def main():
+def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--utterances", type=int, default=10)
     parser.add_argument("--dialogue", action="store_true", help="also time an utterance window of a 20 s AVI")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def make_processor() -> MagtkdProcessor:
+    return MagtkdProcessor(
+        train_tiny_roberta_tokenizer(SMALL_TALK * 4, vocab_size=300),
+        MagtkdProcessor.default_feature_extractor(),
+        MagtkdProcessor.default_image_processor(),
+    )
+
+
+def compare_dialogue(folder: Path, repeats: int) -> tuple[dict, str]:
+    """`compare_video` on an utterance window of an IEMOCAP-like 20 s AVI written in `folder`."""
+    avi = folder / "Ses01F_impro01.avi"
+    write_dialogue_avi(avi)
+    window = TimeWindow(12.0, 15.5).widened(1.0)  # an utterance in the middle of the dialogue
+    return compare_video(str(avi), max(3, repeats // 2), window)
+
+
+def pixel_difference(frames, processor):
+    """|torch fast path - PIL processor| on the same frames."""
+    return (
+        frames_to_pixel_values_torch(frames, processor.image_processor)
+        - frames_to_pixel_values_processor(frames, processor.image_processor)
+    ).abs()
+
+
+def timing_rows(path: str, frames, processor, video_ms: dict, dialogue, args) -> list:
+    """(step, method, ms) rows: the video timings already taken, then pixels, audio and the whole processor."""
+    conversation = [
+        {"speaker": "AB"[i % 2], "text": "how are you doing today", "audio": None, "video": path}
+        for i in range(args.utterances)
+    ]
+    rows = [("video 8 frames", name, ms) for name, ms in video_ms.items()]
+    if dialogue is not None:
+        rows += [("IEMOCAP-like window", name, ms) for name, ms in dialogue[0].items()]
+    rows += [
+        ("8 frames -> 224", "torch fast path (uint8 antialias)",
+         median_ms(lambda: frames_to_pixel_values_torch(frames, processor.image_processor), args.repeats)),
+        ("8 frames -> 224", "VideoMAEImageProcessorPil",
+         median_ms(lambda: frames_to_pixel_values_processor(frames, processor.image_processor), args.repeats)),
+        ("audio from MP4", "decord AudioReader 16k mono", median_ms(lambda: decord_audio(path), args.repeats)),
+        ("audio from MP4", "PyAV + soxr (processor)", median_ms(lambda: load_audio(path, 16000), args.repeats)),
+        (f"processor, {args.utterances} utt.", "text + audio + video",
+         median_ms(lambda: processor(conversation), max(3, args.repeats // 2))),
+    ]
+    return rows
+
+
+def print_table(rows: list, repeats: int):
+    print(f"clip: 3 s 1280x720 H.264 (keyframe every 1 s) + AAC 48 kHz stereo; torch threads 2; "
+          f"{THREADS} decoder threads; median of {repeats} (video: {max(repeats, 9)}, round robin)")
+    print(f"{'step':<22} {'method':<36} {'ms':>8}")
+    print("-" * 68)
+    for step, method, ms in rows:
+        print(f"{step:<22} {method:<36} {ms:8.1f}")
+    print("-" * 68)
+
+
+def print_checks(path: str, video_ms: dict, video_agreement: str, dialogue, difference):
+    """Ratios to the fastest video path and the agreement lines under the table."""
+    fastest = min(video_ms, key=video_ms.get)
+    ratio = video_ms["processor (read_video_frames)"] / video_ms[fastest]
+    print(f"video: processor path / fastest ({fastest}) = {ratio:.2f}x; {video_agreement}")
+    if dialogue is not None:
+        ms = dialogue[0]
+        print(f"IEMOCAP-like window [11, 16.5] s of a 20 s 640x480 MPEG-4 AVI: processor / fastest = "
+              f"{ms['processor (read_video_frames)'] / min(ms.values()):.2f}x; {dialogue[1]}")
+    print(f"torch path vs PIL processor: max |diff| {difference.max():.4f}, mean {difference.mean():.6f}")
+    print(f"decoded sound track: {len(load_audio(path, 16000))} samples at 16 kHz "
+          f"(decord AudioReader: {decord_audio(path).shape[-1]})")
+
+
+def main():
+    args = parse_args()
     torch.set_num_threads(2)
 
     with tempfile.TemporaryDirectory() as folder:
         clip = Path(folder) / "dia0_utt0.mp4"
         write_mp4(clip, 3.0, **MELD_LIKE_CLIP)
         path = str(clip)
-        processor = MagtkdProcessor(
-            train_tiny_roberta_tokenizer(SMALL_TALK * 4, vocab_size=300),
-            MagtkdProcessor.default_feature_extractor(),
-            MagtkdProcessor.default_image_processor(),
-        )
+        processor = make_processor()
         frames = processor_frames(path)
         video_ms, video_agreement = compare_video(path, max(args.repeats, 9))
-        dialogue = None
-        if args.dialogue:
-            avi = Path(folder) / "Ses01F_impro01.avi"
-            write_dialogue_avi(avi)
-            window = TimeWindow(12.0, 15.5).widened(1.0)  # an utterance in the middle of the dialogue
-            dialogue = compare_video(str(avi), max(3, args.repeats // 2), window)
-        difference = (
-            frames_to_pixel_values_torch(frames, processor.image_processor)
-            - frames_to_pixel_values_processor(frames, processor.image_processor)
-        ).abs()
-        conversation = [
-            {"speaker": "AB"[i % 2], "text": "how are you doing today", "audio": None, "video": path}
-            for i in range(args.utterances)
-        ]
-        rows = [("video 8 frames", name, ms) for name, ms in video_ms.items()]
-        if dialogue is not None:
-            rows += [("IEMOCAP-like window", name, ms) for name, ms in dialogue[0].items()]
-        rows += [
-            ("8 frames -> 224", "torch fast path (uint8 antialias)",
-             median_ms(lambda: frames_to_pixel_values_torch(frames, processor.image_processor), args.repeats)),
-            ("8 frames -> 224", "VideoMAEImageProcessorPil",
-             median_ms(lambda: frames_to_pixel_values_processor(frames, processor.image_processor), args.repeats)),
-            ("audio from MP4", "decord AudioReader 16k mono", median_ms(lambda: decord_audio(path), args.repeats)),
-            ("audio from MP4", "PyAV + soxr (processor)", median_ms(lambda: load_audio(path, 16000), args.repeats)),
-            (f"processor, {args.utterances} utt.", "text + audio + video",
-             median_ms(lambda: processor(conversation), max(3, args.repeats // 2))),
-        ]
-        print(f"clip: 3 s 1280x720 H.264 (keyframe every 1 s) + AAC 48 kHz stereo; torch threads 2; "
-              f"{THREADS} decoder threads; median of {args.repeats} (video: {max(args.repeats, 9)}, round robin)")
-        print(f"{'step':<22} {'method':<36} {'ms':>8}")
-        print("-" * 68)
-        for step, method, ms in rows:
-            print(f"{step:<22} {method:<36} {ms:8.1f}")
-        print("-" * 68)
-        fastest = min(video_ms, key=video_ms.get)
-        ratio = video_ms["processor (read_video_frames)"] / video_ms[fastest]
-        print(f"video: processor path / fastest ({fastest}) = {ratio:.2f}x; {video_agreement}")
-        if dialogue is not None:
-            ms = dialogue[0]
-            print(f"IEMOCAP-like window [11, 16.5] s of a 20 s 640x480 MPEG-4 AVI: processor / fastest = "
-                  f"{ms['processor (read_video_frames)'] / min(ms.values()):.2f}x; {dialogue[1]}")
-        print(f"torch path vs PIL processor: max |diff| {difference.max():.4f}, mean {difference.mean():.6f}")
-        print(f"decoded sound track: {len(load_audio(path, 16000))} samples at 16 kHz "
-              f"(decord AudioReader: {decord_audio(path).shape[-1]})")
+        dialogue = compare_dialogue(Path(folder), args.repeats) if args.dialogue else None
+        difference = pixel_difference(frames, processor)
+        rows = timing_rows(path, frames, processor, video_ms, dialogue, args)
+        print_table(rows, args.repeats)
+        print_checks(path, video_ms, video_agreement, dialogue, difference)
 
 
 if __name__ == "__main__":
