@@ -9,7 +9,6 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .attention_timesformer import use_sdpa_attention
 from .configuration_magtkd import MagtkdAudioConfig, MagtkdTextConfig, MagtkdVideoConfig
 from .losses import classification_loss, distillation_loss, labelled_positions
 from .modeling_magtkd_fusion import MagtkdPreTrainedModel, check_all
@@ -125,13 +124,11 @@ class MagtkdAudioEncoder(nn.Module):
 
 
 class MagtkdVideoEncoder(nn.Module):
-    """The video feature: a TimeSformer encoder's last hidden state at the CLS position. Its attention runs through
-    `scaled_dot_product_attention` (same weights and outputs; see `attention_timesformer.py`)."""
+    """The video feature: a TimeSformer encoder's last hidden state at the CLS position."""
 
     def __init__(self, config: MagtkdVideoConfig, encoder: PreTrainedModel | None = None):
         super().__init__()
         self.encoder = encoder if encoder is not None else encoder_from_config(config.encoder_config)
-        use_sdpa_attention(self.encoder)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(U, frames, 3, height, width) -> (U, hidden_size)."""

@@ -180,24 +180,3 @@ def test_encoder_widths_must_match_the_fusion_width(processor):
     assert config.audio_config.feature_size == config.fusion_model_config.hidden_size == 768
     assert config.text_config.feature_size == config.video_config.feature_size == 768
 
-
-def test_the_video_encoder_runs_timesformer_attention_through_sdpa_with_the_same_outputs():
-    import copy
-
-    from transformers import TimesformerModel
-    from transformers.models.timesformer.modeling_timesformer import TimesformerSelfAttention
-
-    from magtkd_hf.attention_timesformer import TimesformerSdpaSelfAttention, use_sdpa_attention
-
-    torch.manual_seed(0)
-    eager = TimesformerModel(tiny_video_config()).eval()
-    fused = copy.deepcopy(eager)
-    assert use_sdpa_attention(fused) == 2 * tiny_video_config().num_hidden_layers  # time and space attention
-    pixels = torch.randn(2, tiny_video_config().num_frames, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(fused(pixels).last_hidden_state, eager(pixels).last_hidden_state, atol=1e-5, rtol=0)
-        attentions = fused(pixels, output_attentions=True).attentions  # the eager path, with the weights
-    assert attentions is not None and len(attentions) == tiny_video_config().num_hidden_layers
-    video = MagtkdVideoModel(tiny_stage_config(None, "video"))
-    kinds = {type(module) for module in video.modules() if isinstance(module, TimesformerSelfAttention)}
-    assert kinds == {TimesformerSdpaSelfAttention}
