@@ -21,6 +21,7 @@ SAMPLE_CONVERSATIONS_DIR = SAMPLE_MELD_ROOT / "conversations"
 CLIP_CONVERSATION_FILE = SAMPLE_CONVERSATIONS_DIR / "test_conversation.json"
 CUT_CONVERSATION_FILE = SAMPLE_CONVERSATIONS_DIR / "test_conversation_cuts.json"
 CUT_VIDEO_FILE = SAMPLE_CONVERSATIONS_DIR / "test_conversation.mp4"
+STREAM_CONVERSATION_FILE = SAMPLE_CONVERSATIONS_DIR / "test_conversation.jsonl"
 
 # emotion -> (RGB colour of the clip's square, tone of its sound track in Hz)
 EMOTION_MEDIA = {
@@ -143,3 +144,6 @@ def write_conversation_files(folder: Path, test_rows: list[dict[str, str]]) -> N
     write_scenes_mp4(folder / CUT_VIDEO_FILE.name, [EMOTION_MEDIA[row["Emotion"]] for row in rows])
     for name, utterances in ((CLIP_CONVERSATION_FILE.name, clips), (CUT_CONVERSATION_FILE.name, cuts)):
         (folder / name).write_text(json.dumps({"utterances": utterances}, indent=1) + "\n", encoding="utf-8")
+    # The same clips, one utterance per line, for `magtkd-hf stream` (paths relative to this folder: --base-dir).
+    lines = "".join(json.dumps(utterance) + "\n" for utterance in clips)
+    (folder / STREAM_CONVERSATION_FILE.name).write_text(lines, encoding="utf-8")

@@ -46,6 +46,8 @@ _LAZY_NAMES = {
     "MagtkdVideoModel": ".modeling_magtkd_stages",
     "EmotionRecognitionInConversationPipeline": ".pipeline_magtkd",
     "predict_emotions": ".inference",
+    "MagtkdStream": ".streaming",
+    "online_logits": ".streaming",
     "MagtkdProcessor": ".processors",
     "load_iemocap": ".datasets_scripts",
     "load_meld": ".datasets_scripts",

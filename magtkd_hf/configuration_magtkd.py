@@ -189,6 +189,8 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
         causal (`bool`, defaults to `False`): every utterance attends only to itself and the utterances before it, in
             every block of the three anchors, so that its emotion depends only on what was said so far (streaming;
             `magtkd_hf.MagtkdStream`). `False` is the paper's model, which reads the whole conversation.
+        modality_dropout (`float`, defaults to 0.0): in training mode, the probability that an utterance's audio, and
+            apart its video, counts as absent (the missing embedding), to learn without them; never text. 0: the paper.
         audio_anchor_loss_weight, video_anchor_loss_weight (`float`): weights of the audio and video anchors'
             distillation terms in the fusion loss.
         anchor_feature_loss (`bool`): add the feature-relation loss to the anchors' distillation terms.
@@ -220,6 +222,7 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
     share_text_anchor_block: bool = True
     anchor_residual: bool = False
     causal: bool = False
+    modality_dropout: float = 0.0
     audio_anchor_loss_weight: float = 0.01
     video_anchor_loss_weight: float = 0.08
     anchor_feature_loss: bool = False
@@ -254,8 +257,9 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
             )
         if self.hidden_size % 2 != 0:
             raise ValueError(f"`hidden_size` ({self.hidden_size}) must be even for the sinusoidal positions.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {self.dropout}.")
+        for name in ("dropout", "modality_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
         if self.num_speakers < 1 or not 0 <= self.speaker_padding_index <= self.num_speakers:
             raise ValueError(
                 f"`speaker_padding_index` ({self.speaker_padding_index}) must lie in [0, num_speakers="

@@ -1,9 +1,10 @@
 """Predict an emotion for every utterance of a conversation: a function, a JSON-file reader, and a pipeline task.
 
 A conversation file (JSON) is either a list of utterances or `{"utterances": [...]}`; each utterance is an object with
-`speaker` (str), `text` (str), `video` (path to the utterance's clip, or to a longer video with `start`/`end`),
-optionally `audio` (a WAV/FLAC path; by default the video's sound track is used), `start` and `end` (seconds, to cut
-the utterance out of a longer video). Relative paths are read from the file's folder.
+`speaker` (str), `text` (str), optionally `video` (path to the utterance's clip, or to a longer video with
+`start`/`end`), `audio` (a WAV/FLAC path; by default the video's sound track is used), `start` and `end` (seconds, to
+cut the utterance out of a longer video). Relative paths are read from the file's folder. An utterance without video,
+or without any sound, is predicted from what it has (each row's `modalities` says what that was).
 """
 
 import copy
@@ -76,7 +77,8 @@ def load_emotion_model(
 def predict_emotions(model, processor, conversation: Sequence[Mapping]) -> list[dict]:
     """
     One conversation (a list of utterance mappings) -> per utterance: speaker, text, the predicted emotion, its
-    probability and the probability of every emotion.
+    probability, the probability of every emotion and the modalities it was predicted from (`["text", "audio",
+    "video"]`, less the absent ones).
 
     A long conversation shows a progress bar over its media decoding on stderr (a terminal only; see
     `processors.model_inputs.PROGRESS_MIN_UTTERANCES`); the inputs, hence the predictions, are the same.
@@ -85,7 +87,18 @@ def predict_emotions(model, processor, conversation: Sequence[Mapping]) -> list[
     check_finite_inputs(inputs, conversation)
     logits = model(**inputs.to(model.device)).logits[0, : len(conversation)]
     check_finite_logits(logits, conversation)
-    return _rows(conversation, logits.float().softmax(-1), model.config.id2label)
+    return _rows(conversation, logits.float().softmax(-1), model.config.id2label, utterance_modalities(inputs))
+
+
+def utterance_modalities(inputs) -> list[list[str]]:
+    """Per utterance of the processor's output, the modalities it has: text always, audio and video where the
+    processor's `has_audio`/`has_video` flags say so (a processor without the flags required both)."""
+    count = len(inputs["input_ids"])
+    flags = {modality: inputs.get(f"has_{modality}") for modality in ("audio", "video")}
+    return [
+        ["text", *(modality for modality, has in flags.items() if has is None or bool(has[index]))]
+        for index in range(count)
+    ]
 
 
 def _with_progress(processor):
@@ -122,9 +135,9 @@ def check_finite_logits(logits, conversation: Sequence[Mapping], name: str = "th
         raise ValueError(f"{name}, utterances {bad}: the model gave NaN or infinite scores; no emotion is reported.")
 
 
-def _rows(conversation, probabilities, id2label) -> list[dict]:
+def _rows(conversation, probabilities, id2label, modalities) -> list[dict]:
     rows = []
-    for utterance, probs in zip(conversation, probabilities):
+    for utterance, probs, used in zip(conversation, probabilities, modalities):
         best = int(probs.argmax())
         rows.append({
             "speaker": str(utterance["speaker"]),
@@ -132,6 +145,7 @@ def _rows(conversation, probabilities, id2label) -> list[dict]:
             "emotion": id2label[best],
             "probability": float(probs[best]),
             "probabilities": {id2label[index]: float(value) for index, value in enumerate(probs)},
+            "modalities": used,
         })
     return rows
 

@@ -191,16 +191,31 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
             self.feature_module(modality).eval()
         return self
 
-    def _encode(self, modality: str, inputs: dict) -> torch.Tensor:
+    def _encode(self, modality: str, inputs: dict, present: torch.Tensor | None = None) -> torch.Tensor:
+        """The (U, H) features of `modality`; with `present` (U,) flags, the encoder runs on the present utterances
+        only and the absent ones get zeros (the fusion replaces them with its missing embedding). Under torch.export /
+        torch.compile, which cannot select a data-dependent subset, every utterance is encoded (the absent ones from
+        their zero inputs); the fusion ignores those features all the same."""
+        everyone = present is None or torch.compiler.is_compiling() or bool(present.all())
+        subset = None if everyone else present.bool().nonzero().squeeze(1)
+        if subset is not None and subset.numel() == 0:  # nothing to encode: the inputs are not needed
+            return self.fusion.missing_audio_embedding.new_zeros(present.shape[0], self.fusion.config.hidden_size)
         missing = [name for name in _ENCODER_INPUTS[modality] if inputs[name] is None]
         if missing:
             raise ValueError(
                 f"No {modality} input: give the processor's {', '.join(f'`{m}`' for m in missing)} (process with "
                 f"the {modality} modality) or precomputed `{modality}_features`."
             )
+        if subset is not None:
+            inputs = {name: None if value is None else value.index_select(0, subset.to(value.device))
+                      for name, value in inputs.items()}
         module = self.feature_module(modality)
         with torch.set_grad_enabled(torch.is_grad_enabled() and modality not in self._frozen_modalities):
-            return module(**inputs)
+            features = module(**inputs)
+        if subset is None:
+            return features
+        rows = features.new_zeros(present.shape[0], features.shape[-1])
+        return rows.index_copy(0, subset.to(features.device), features)
 
     def forward(
         self,
@@ -218,6 +233,8 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
         audio_features: torch.Tensor | None = None,
         video_features: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        has_audio: torch.Tensor | None = None,
+        has_video: torch.Tensor | None = None,
     ) -> MagtkdEmotionRecognitionOutput | tuple:
         r"""
         Args:
@@ -226,6 +243,9 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
             labels (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): -100 = ignore.
             text_features, audio_features, video_features (`torch.FloatTensor` of shape `(total_utterances,
                 hidden_size)`, *optional*): a modality's features instead of its encoder inputs.
+            has_audio, has_video (`torch.LongTensor` of shape `(total_utterances,)`, *optional*): the processor's
+                presence flags; an absent modality's encoder is not run for that utterance (its feature in the output
+                is zeros) and the fusion uses its missing embedding. Omitted: every utterance has both.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if speaker_ids is None or utterance_mask is None:
@@ -236,13 +256,19 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
             "audio": {"input_values": input_values, "attention_mask": audio_attention_mask},
             "video": {"pixel_values": pixel_values},
         }
+        present = {"text": None, "audio": has_audio, "video": has_video}
         features = {
-            modality: given[modality] if given[modality] is not None else self._encode(modality, inputs[modality])
+            modality: given[modality] if given[modality] is not None
+            else self._encode(modality, inputs[modality], present[modality])
             for modality in MODALITIES
         }
         grouped = {
             modality: regroup_utterances(value, utterance_mask, conversation_index, utterance_index)
             for modality, value in features.items()
+        }
+        masks = {
+            modality: None if flags is None else regroup_utterances(flags[:, None], utterance_mask).squeeze(-1)
+            for modality, flags in present.items() if modality != "text"
         }
         fused = self.fusion(
             text_features=grouped["text"],
@@ -252,6 +278,8 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
             attention_mask=utterance_mask,
             labels=labels,
             return_dict=True,
+            audio_mask=masks["audio"],
+            video_mask=masks["video"],
         )
         output = MagtkdEmotionRecognitionOutput(
             loss=fused.loss,

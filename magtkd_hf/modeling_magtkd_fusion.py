@@ -240,6 +240,10 @@ class MagtkdPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=getattr(self.config, "speaker_init_std", 0.1))
+        if isinstance(module, MagtkdFusionModel):
+            # Zeros, not a random draw: every other seeded weight (and each draw after) stays what it was before.
+            init.zeros_(module.missing_audio_embedding)
+            init.zeros_(module.missing_video_embedding)
 
 
 class MagtkdFusionModel(MagtkdPreTrainedModel):
@@ -248,8 +252,13 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
     of conversations -> an emotion per utterance. Audio and video anchors attend to their own modality and to the two
     others; the text anchor attends to text and to the two anchors; heads on each anchor give the logits.
 
-    Real utterances never see padded ones, and position-wise layers run on real utterances only.
+    Real utterances never see padded ones, and position-wise layers run on real utterances only. An utterance without
+    audio or video (`audio_mask`/`video_mask` 0, or dropped by `config.modality_dropout` in training) takes the learned
+    `missing_audio_embedding`/`missing_video_embedding` in place of that feature.
     """
+
+    # Folders saved before the missing-modality embeddings existed load without them (zeros, see `_init_weights`).
+    _keys_to_ignore_on_load_missing = [r"missing_(audio|video)_embedding$"]
 
     def __init__(self, config: MagtkdFusionConfig):
         super().__init__(config)
@@ -262,6 +271,9 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         self.text_head = nn.Linear(config.hidden_size, config.num_labels)
         self.audio_head = nn.Linear(config.hidden_size, config.num_labels)
         self.video_head = nn.Linear(config.hidden_size, config.num_labels)
+        # Registered last, so that the earlier parameters keep their order (optimiser groups, gradient-norm sums).
+        self.missing_audio_embedding = nn.Parameter(torch.zeros(config.hidden_size))
+        self.missing_video_embedding = nn.Parameter(torch.zeros(config.hidden_size))
         self.post_init()
 
     def forward(
@@ -273,6 +285,8 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        audio_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
     ) -> MagtkdFusionOutput | tuple:
         r"""
         Args:
@@ -284,19 +298,23 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
                 utterances, 0 for padding; all ones when omitted.
             labels (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): class indices, -100 to
                 ignore an utterance.
+            audio_mask, video_mask (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): 1 where
+                the utterance has that modality, 0 where it is absent (its feature is then ignored and the missing
+                embedding used); all present when omitted.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if attention_mask is None:
             attention_mask = torch.ones_like(speaker_ids)
-        self._check_inputs(text_features, audio_features, video_features, speaker_ids, attention_mask)
+        masks = {"attention_mask": attention_mask, "audio_mask": audio_mask, "video_mask": video_mask}
+        self._check_inputs(text_features, audio_features, video_features, speaker_ids, masks)
         layout = ConversationLayout(attention_mask, causal=self.config.causal)
         dtype = self.text_head.weight.dtype
 
         position_and_speaker = self._position_and_speaker(layout.to_packed(speaker_ids[..., None]).squeeze(1), layout)
-        text, audio, video = (
-            layout.to_packed(features.to(dtype)) + position_and_speaker
-            for features in (text_features, audio_features, video_features)
-        )
+        text, audio, video = (layout.to_packed(f.to(dtype)) for f in (text_features, audio_features, video_features))
+        audio = self._with_missing(audio, audio_mask, self.missing_audio_embedding, layout)
+        video = self._with_missing(video, video_mask, self.missing_video_embedding, layout)
+        text, audio, video = (features + position_and_speaker for features in (text, audio, video))
         audio_anchor = self.audio_anchor(audio, (text, video), layout)
         video_anchor = self.video_anchor(video, (text, audio), layout)
         text_anchor = self.text_anchor(
@@ -323,6 +341,21 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def _with_missing(self, packed, mask, embedding, layout: ConversationLayout) -> torch.Tensor:
+        """(U, H) features, the missing embedding where `mask` (B, N) is 0 or modality dropout drops them. Without
+        either they are returned as they are, no random number drawn: the model computes what it did before masks."""
+        present = None if mask is None else layout.to_packed(mask[..., None].to(packed.device)).squeeze(1).bool()
+        rate = self.config.modality_dropout
+        if self.training and rate > 0.0:
+            # torch's RNG, as dropout: seeded runs drop the same utterances
+            kept = torch.rand(packed.shape[0], device=packed.device) >= rate
+            present = kept if present is None else present & kept
+        if present is None:
+            # In training the embedding still joins the graph (with a zero gradient): DDP with
+            # find_unused_parameters=False needs every parameter in every step's graph. Adding 0.0 changes nothing.
+            return packed + 0.0 * embedding.to(packed.dtype) if self.training else packed
+        return torch.where(present[:, None], packed, embedding.to(packed.dtype))
+
     def _position_and_speaker(self, speaker_ids: torch.Tensor, layout: ConversationLayout) -> torch.Tensor:
         """Sinusoidal position of each utterance in its conversation plus its speaker's embedding: (U,) -> (U, H)."""
         speakers = self.speaker_embeddings(speaker_ids)
@@ -345,16 +378,15 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
             feature_temperature=config.feature_loss_temperature,
         )
 
-    def _check_inputs(self, text_features, audio_features, video_features, speaker_ids, attention_mask):
+    def _check_inputs(self, text_features, audio_features, video_features, speaker_ids, masks):
         expected = (*speaker_ids.shape, self.config.hidden_size)
         for name, features in (("text", text_features), ("audio", audio_features), ("video", video_features)):
             if tuple(features.shape) != expected:
                 raise ValueError(f"`{name}_features` has shape {tuple(features.shape)}, expected {expected}.")
-        if attention_mask.shape != speaker_ids.shape:
-            raise ValueError(
-                f"`attention_mask` shape {tuple(attention_mask.shape)} differs from `speaker_ids` "
-                f"{tuple(speaker_ids.shape)}."
-            )
+        for name, mask in masks.items():
+            if mask is not None and mask.shape != speaker_ids.shape:
+                raise ValueError(f"`{name}` shape {tuple(mask.shape)} differs from `speaker_ids` {tuple(speaker_ids.shape)}.")
+        attention_mask = masks["attention_mask"]
         if speaker_ids.shape[1] > self.config.max_position_embeddings:
             raise ValueError(
                 f"Conversations of {speaker_ids.shape[1]} utterances exceed max_position_embeddings="

@@ -44,7 +44,8 @@ def _speakers_and_texts(conversation) -> list[tuple]:
 class EmotionRecognitionInConversationPipeline(Pipeline):
     """
     Call with a conversation, a list of conversations or dataset rows. Returns, per conversation, one entry per
-    utterance: `speaker`, `text`, `label` (the predicted emotion) and `score`; with `top_k` (an int, or None for every
+    utterance: `speaker`, `text`, `label` (the predicted emotion), `score` and `modalities` (those the utterance had:
+    "text", and "audio"/"video" unless absent); with `top_k` (an int, or None for every
     class) also `scores`, the best `top_k` as `{"label", "score"}` in decreasing order. `function_to_apply`:
     "softmax" (default), "sigmoid" or "none" (raw logits). `batch_size` conversations are processed together.
     """
@@ -89,9 +90,14 @@ class EmotionRecognitionInConversationPipeline(Pipeline):
         return {"inputs": self.processor(list(conversations), return_tensors="pt"), "conversations": conversations}
 
     def _forward(self, model_inputs):
-        logits = self.model(**model_inputs["inputs"]).logits
+        inputs = model_inputs["inputs"]
+        logits = self.model(**inputs).logits
         return [
-            {"logits": logits[index, : len(_speakers_and_texts(conversation))].float(), "conversation": conversation}
+            {
+                "logits": logits[index, : len(_speakers_and_texts(conversation))].float(),
+                "conversation": conversation,
+                "modalities": _modalities(inputs, index),
+            }
             for index, conversation in enumerate(model_inputs["conversations"])
         ]
 
@@ -109,14 +115,25 @@ class EmotionRecognitionInConversationPipeline(Pipeline):
         )
         id2label = self.model.config.id2label
         rows = []
-        for (speaker, text), utterance_scores in zip(_speakers_and_texts(model_outputs["conversation"]), scores):
+        pairs = _speakers_and_texts(model_outputs["conversation"])
+        modalities = model_outputs.get("modalities") or [["text", "audio", "video"]] * len(pairs)
+        for (speaker, text), utterance_scores, used in zip(pairs, scores, modalities):
             order = utterance_scores.argsort(descending=True).tolist()
             row = {"speaker": speaker, "text": text, "label": id2label[order[0]], "score": float(utterance_scores[order[0]])}
+            row["modalities"] = used
             if top_k != "unset":
                 kept = order if top_k is None else order[:top_k]
                 row["scores"] = [{"label": id2label[index], "score": float(utterance_scores[index])} for index in kept]
             rows.append(row)
         return rows
+
+
+def _modalities(inputs, conversation: int) -> list[list[str]]:
+    """The modalities of each utterance of one conversation of the batch, from the processor's presence flags
+    (a processor without them required every modality)."""
+    mine = (inputs["conversation_index"] == conversation).nonzero().flatten().tolist()
+    flags = {modality: inputs.get(f"has_{modality}") for modality in ("audio", "video")}
+    return [["text", *(m for m, has in flags.items() if has is None or bool(has[u]))] for u in mine]
 
 
 def custom_pipelines_entry() -> dict:

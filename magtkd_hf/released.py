@@ -45,6 +45,10 @@ _BLOCK_KEYS = {
 }
 
 
+# `MagtkdFusionModel` parameters the released checkpoints do not have (initialised, not converted).
+RELEASED_ABSENT_FUSION_KEYS = ("missing_audio_embedding", "missing_video_embedding")
+
+
 def released_fusion_key_map() -> dict[str, str]:
     """Released fusion state-dict key -> `MagtkdFusionModel` key (every used key)."""
     mapping = {"speaker_embeddings.weight": "speaker_embeddings.weight"}
@@ -128,6 +132,10 @@ def convert_released_fusion_state_dict(
     missing = sorted(set(key_map) - set(state_dict))
     if missing:
         raise ValueError(f"Keys of the released fusion layout are missing: {missing[:10]}")
+    # The released model has no missing-modality embeddings: they keep `model`'s initial values (zeros), so that the
+    # strict load still checks every released key. A converted released model was not trained for missing modalities.
+    for key in RELEASED_ABSENT_FUSION_KEYS:
+        converted[key] = expected[key]
     return converted, sorted(unused)
 
 

@@ -37,6 +37,7 @@ import numpy as np
 
 # Re-exported: other code (and saved processors' own copies of it) imports these from here.
 from .media_audio import (  # noqa: F401
+    MissingSoundTrack,
     SOUNDFILE_SUFFIXES,
     cut_window,
     load_audio,

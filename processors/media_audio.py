@@ -24,6 +24,11 @@ from .media_common import MediaError, TimeWindow, _require_file, check_window
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
 
 
+class MissingSoundTrack(MediaError):
+    """A container without any audio stream: when the sound track was only to be taken from the utterance's video,
+    the processor treats the utterance's audio as absent rather than failing (a damaged track is still an error)."""
+
+
 def load_audio(
     source,
     target_rate: int,
@@ -90,7 +95,7 @@ def read_sound_track(path: str) -> tuple[np.ndarray, int]:
     try:
         with av.open(path) as container:
             if not container.streams.audio:
-                raise MediaError(path, "the file has no audio track (give the utterance an audio file)")
+                raise MissingSoundTrack(path, "the file has no audio track (give the utterance an audio file)")
             stream = container.streams.audio[0]
             rate = int(stream.rate or stream.sample_rate)
             chunks = [_frame_to_mono(frame) for frame in container.decode(stream)]

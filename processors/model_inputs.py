@@ -14,6 +14,7 @@ import torch
 
 from .conversation import Conversation, _naming, _where
 from .media import (
+    MissingSoundTrack,
     frames_to_pixel_values_processor,
     frames_to_pixel_values_torch,
     load_audio,
@@ -117,6 +118,9 @@ def text_inputs(processor, batch: list[Conversation], speaker_indices) -> dict[s
 
 
 def audio_inputs(processor, batch: list[Conversation]) -> dict[str, torch.Tensor]:
+    """input_values, audio_attention_mask (U, T) and has_audio (U,). An utterance without `audio` takes its video's
+    sound track; with neither (or a video without a sound track) its audio is absent: has_audio 0 and zeros in its
+    rows (T = the longest present waveform; 0 when no utterance has audio)."""
     rate = int(processor.feature_extractor.sampling_rate)
     extractor = processor.feature_extractor
     # released order: normalise the whole clip, then crop (the feature extractor then only pads)
@@ -125,45 +129,69 @@ def audio_inputs(processor, batch: list[Conversation]) -> dict[str, torch.Tensor
         extractor = copy.copy(extractor)
         extractor.do_normalize = False
     crop = None if normalise_first else processor.max_audio_samples
-    waveforms = []
+    waveforms, present = [], []
     for conversation, utterance in _utterances(processor, batch, "audio"):
-        source, window = utterance.audio, None
-        if source is None:
-            if utterance.video is None:
-                raise MagtkdInputError(
-                    f"conversation {conversation.name}, utterance {utterance.name}: "
-                    "no audio and no video to take the sound track from"
-                )
-            source, window = utterance.video, utterance.window
-        with _naming(conversation, utterance):
-            waveform = load_audio(source, rate, crop, window=window, context=_where(conversation, utterance))
+        waveform = _utterance_audio(conversation, utterance, rate, crop)
+        present.append(waveform is not None)
+        if waveform is None:
+            continue
         if normalise_first:
             waveform = zero_mean_unit_variance(waveform)[: processor.max_audio_samples]
         waveforms.append(waveform)
-    features = extractor(
-        waveforms,
-        sampling_rate=rate,
-        padding=True,
-        return_attention_mask=True,
-        return_tensors="pt",
-    )
+    has_audio = torch.tensor(present, dtype=torch.long)
+    if not waveforms:
+        empty = torch.zeros(len(present), 0)
+        return {"input_values": empty, "audio_attention_mask": empty.long(), "has_audio": has_audio}
+    # The extractor sees the present waveforms only, so their padding and normalisation are what they would be in a
+    # batch without the absent ones; those get zero rows.
+    features = extractor(waveforms, sampling_rate=rate, padding=True, return_attention_mask=True, return_tensors="pt")
     return {
-        "input_values": features["input_values"].to(torch.float32),
-        "audio_attention_mask": features["attention_mask"].to(torch.long),
+        "input_values": _scatter_rows(features["input_values"].to(torch.float32), has_audio),
+        "audio_attention_mask": _scatter_rows(features["attention_mask"].to(torch.long), has_audio),
+        "has_audio": has_audio,
     }
+
+
+def _utterance_audio(conversation, utterance, rate: int, crop):
+    """The utterance's waveform, or None when it has no audio: neither `audio` nor `video`, or only a video without a
+    sound track. A file that is named but missing or unreadable is an error (missing is not absent)."""
+    source, window = utterance.audio, None
+    if source is None:
+        if utterance.video is None:
+            return None
+        source, window = utterance.video, utterance.window
+    with _naming(conversation, utterance):
+        try:
+            return load_audio(source, rate, crop, window=window, context=_where(conversation, utterance))
+        except MissingSoundTrack:
+            if utterance.audio is not None:  # the audio source given explicitly must have sound
+                raise
+            return None
+
+
+def _scatter_rows(present_rows: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    """(P, ...) rows of the present utterances -> (U, ...), zeros where `flags` is 0."""
+    if bool(flags.all()):
+        return present_rows
+    rows = present_rows.new_zeros((flags.shape[0], *present_rows.shape[1:]))
+    rows[flags.bool()] = present_rows
+    return rows
 
 
 # ---------------------------------------------------------------------- video
 
 
-def video_inputs(processor, batch: list[Conversation]) -> torch.Tensor:
+def video_inputs(processor, batch: list[Conversation]) -> dict[str, torch.Tensor]:
+    """pixel_values (U, num_frames, 3, h, w) and has_video (U,): an utterance without `video` has has_video 0 and
+    zero pixels (a `video` path that does not exist is an error)."""
     use_torch = processor.image_backend == "torch" and torch_path_supported(processor.image_processor)
     crop = getattr(processor.image_processor, "crop_size", None) or {"height": 224, "width": 224}
     empty_size = (int(crop["height"]), int(crop["width"]))
-    videos = []
+    videos, present = [], []
     for conversation, utterance in _utterances(processor, batch, "video"):
+        present.append(utterance.video is not None)
         if utterance.video is None:
-            raise MagtkdInputError(f"conversation {conversation.name}, utterance {utterance.name}: no video")
+            continue
         with _naming(conversation, utterance):
             frames = read_video_frames(
                 utterance.video,
@@ -179,4 +207,7 @@ def video_inputs(processor, batch: list[Conversation]) -> torch.Tensor:
             videos.append(frames_to_pixel_values_torch(frames, processor.image_processor))
         else:
             videos.append(frames_to_pixel_values_processor(frames, processor.image_processor))
-    return torch.stack(videos)
+    has_video = torch.tensor(present, dtype=torch.long)
+    if not videos:
+        return {"pixel_values": torch.zeros(len(present), processor.num_frames, 3, *empty_size), "has_video": has_video}
+    return {"pixel_values": _scatter_rows(torch.stack(videos), has_video), "has_video": has_video}

@@ -85,6 +85,7 @@ class MagtkdProcessor(ProcessorMixin):
         input_values                   (U, T) float  normalised waveform at the target rate
         audio_attention_mask           (U, T) long   1 = real sample
         pixel_values                   (U, num_frames, 3, h, w) float
+        has_audio, has_video           (U,) long     1 = the utterance has that modality (with it computed)
         speaker_ids                    (B, N) long   0 at padding
         utterance_mask                 (B, N) long   1 = real utterance
         conversation_index, utterance_index  (U,) long
@@ -92,6 +93,15 @@ class MagtkdProcessor(ProcessorMixin):
 
     Utterances are ordered conversation by conversation, so `utterance_mask.bool()` selects
     them in row-major order.
+
+    Missing modalities: `text` is required; `video` and `audio` are optional. An utterance
+    without `audio` takes its video's sound track; without both (or with a video that has no
+    sound track) its audio is absent; without `video` its video is absent. Absent media are
+    not decoded: `has_audio`/`has_video` are 0 there and the utterance's rows of
+    `input_values`/`audio_attention_mask`/`pixel_values` are zeros (kept in the (U, ...)
+    tensors, rather than a compact tensor and an index, so that every per-utterance tensor
+    keeps the one utterance order callers index by). A named file that does not exist is
+    still an error: missing is not absent.
     """
 
     def __init__(
@@ -214,6 +224,8 @@ class MagtkdProcessor(ProcessorMixin):
             "input_values",
             "audio_attention_mask",
             "pixel_values",
+            "has_audio",
+            "has_video",
             "speaker_ids",
             "utterance_mask",
             "conversation_index",
@@ -262,7 +274,7 @@ class MagtkdProcessor(ProcessorMixin):
         if "audio" in modalities:
             data.update(audio_inputs(self, batch))
         if "video" in modalities:
-            data["pixel_values"] = video_inputs(self, batch)
+            data.update(video_inputs(self, batch))
         data.update(_structure(batch, speaker_indices))
         return BatchFeature(data=data)
 

@@ -447,7 +447,7 @@ def test_errors_name_conversation_utterance_and_file(processor, media):
     cases = [
         ({"video": media["missing"]}, media["missing"], "no such file"),
         ({"video": media["garbage"]}, media["garbage"], "unreadable"),
-        ({"video": media["silent"]}, media["silent"], "no audio track"),
+        ({"audio": media["silent"]}, media["silent"], "no audio track"),  # a given audio source must have sound
         ({"audio": media["missing"]}, media["missing"], "no such file"),
     ]
     for change, path, reason in cases:

@@ -22,16 +22,22 @@ def code_blocks(language):
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
 
 
-def command_lines():
+def command_lines(with_input=False):
+    """The `magtkd-hf` command lines of the README's bash blocks (argv after the program); with `with_input`, pairs
+    (argv, the file given as standard input with `<`, or None)."""
     for block in code_blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("  #")[0].strip()
             for part in line.split("&&"):
-                words = shlex.split(part)
+                command, _, stdin = part.partition("<")
+                words = shlex.split(command)
                 if words[:1] == ["magtkd-hf"]:
-                    yield words[1:]
+                    words = words[1:]
                 elif "-m" in words and words[words.index("-m") + 1] == "magtkd_hf":
-                    yield words[words.index("-m") + 2 :]
+                    words = words[words.index("-m") + 2 :]
+                else:
+                    continue
+                yield (words, stdin.strip() or None) if with_input else words
 
 
 def test_readme_starts_with_the_two_set_up_commands():
@@ -65,11 +71,17 @@ def test_readme_demo_predict_and_python_blocks_run(tmp_path, monkeypatch, capsys
     assert "magtkd-hf sample conversations" in (Path(result["model_dir"]) / "README.md").read_text()
 
     predicted = []
-    for arguments in command_lines():
-        if arguments[0] in ("predict", "check-data"):
+    for arguments, stdin in command_lines(with_input=True):
+        if arguments[0] in ("predict", "check-data", "stream", "evaluate"):
+            if stdin:
+                monkeypatch.setattr("sys.stdin", open(stdin, encoding="utf-8"))
             assert cli(arguments) == 0, arguments
             predicted.append(capsys.readouterr().out)
-    assert len(predicted) == 3  # the clips, the cuts of one video (--json), the sample's data check
+    # the clips, the cuts of one video (--json), the stream, the online evaluation, the sample's data check
+    assert len(predicted) == 5
+    streamed = [json.loads(line) for line in predicted[2].splitlines()]
+    assert len(streamed) == 7 and all(row["context"] == "prefix" for row in streamed)
+    assert "weighted F1" in predicted[3] or "weighted_f1" in predicted[3]
     table = predicted[0]
     cuts = json.loads(predicted[1])
     from_clips = [line.split()[-2] for line in table.splitlines()[1:]]

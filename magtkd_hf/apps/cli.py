@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .cli_train import add_train_command
 from ..configuration_magtkd import DATASETS, dataset_facts
+from ..precision import DTYPE_CHOICES, resolve_dtype
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +86,11 @@ def _add_predict_command(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON (with every emotion's probability)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
+        "--dtype", default="auto", choices=DTYPE_CHOICES,
+        help="weights' dtype; auto (default): bfloat16 on GPUs and CPUs that compute it natively (AVX512-BF16/AMX), "
+        "else float32",
+    )
+    parser.add_argument(
         "--trust-remote-code", action="store_true",
         help="allow a folder whose model_type is not magtkd-hf's to run its own code (off: such folders are refused)",
     )
@@ -96,6 +102,7 @@ def _add_predict_command(subparsers) -> None:
 
         conversation = read_conversation_file(args.conversation)
         model, processor = load_emotion_model(args.model_dir, args.device, trust_remote_code=args.trust_remote_code)
+        model = model.to(resolve_dtype(args.dtype, args.device))
         rows = predict_emotions(model, processor, conversation)
         print(json.dumps(rows, indent=2, allow_nan=False) if args.json else format_predictions(rows))
         return 0
@@ -308,6 +315,16 @@ _COMMANDS.append(_add_check_data_command)
 
 
 _COMMANDS.append(add_train_command)
+
+
+def _add_stream_and_evaluate_commands(subparsers) -> None:
+    from .cli_stream import add_evaluate_command, add_stream_command
+
+    add_stream_command(subparsers)
+    add_evaluate_command(subparsers)
+
+
+_COMMANDS.append(_add_stream_and_evaluate_commands)
 
 
 # Errors a user can cause and fix (bad input, missing or damaged files, refused pickles, full disk, no memory): one

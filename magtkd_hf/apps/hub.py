@@ -214,7 +214,8 @@ def build_model_card(
         repo_id=repo_id or str(model_dir),
         num_labels=config.num_labels,
         label_list=", ".join(label_names),
-        architecture_note=architecture_note,
+        architecture_note=architecture_note + ("" if getattr(fusion, "modality_dropout", 1) else "\n\nThis model was not "
+                                               "trained for missing modalities (its `modality_dropout` is 0)."),
         has_processor=(model_dir / "processor_config.json").exists(),
         call_example=call_example,
         install_command=install_command(repository_url),

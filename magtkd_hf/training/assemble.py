@@ -56,14 +56,16 @@ def write_model_card(inputs: StageInputs, folder: Path) -> None:
 
 def evaluate_saved_fusion(
     model_dir: str | Path, features_dir: str | Path, splits=("validation", "test"), batch_size: int = 64,
-    cpu: bool = True,
+    cpu: bool = True, online: bool = False,
 ) -> dict:
     """A saved fusion model evaluated in this process alone on a features folder: {split: metrics with the
-    confusion matrix}."""
+    confusion matrix}. `online=True`: utterance i's prediction comes from the fusion run on utterances 0..i of its
+    conversation only (`magtkd_hf.streaming.online_logits`), as a stream sees it."""
     from torch.utils.data import DataLoader
 
     from .. import MagtkdFusionModel
     from ..features import FusionFeatureCollator
+    from ..streaming import OnlineFusion
     from .loop import evaluate, make_accelerator
 
     model = MagtkdFusionModel.from_pretrained(str(model_dir)).eval()
@@ -78,7 +80,8 @@ def evaluate_saved_fusion(
             continue
         rows = FeatureRows(feature_splits[split], columns, config.num_labels, f"{features_dir} ({split})")
         loader = DataLoader(rows, batch_size=batch_size, collate_fn=FusionFeatureCollator.from_config(config))
-        metrics, (labels, predictions) = evaluate(accelerator, model, loader, config.label_names)
+        evaluated = OnlineFusion(model) if online else model
+        metrics, (labels, predictions) = evaluate(accelerator, evaluated, loader, config.label_names)
         metrics["confusion_matrix"] = confusion_matrix(labels, predictions, config.num_labels)
         results[split] = metrics
     return results

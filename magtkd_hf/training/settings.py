@@ -99,6 +99,10 @@ class ModelSettings:
         default=None, metadata=_help("add the audio and video anchors to the text anchor before the prediction head "
                                      "(off: the paper's model)")
     )
+    modality_dropout: Optional[float] = field(
+        default=None, metadata=_help("in training, the probability of treating an utterance's audio, and its video, "
+                                     "as absent (0: the paper's training)")
+    )
     audio_feature_source: Optional[Literal["audio", "audio_kd"]] = field(
         default=None, metadata=_help("the stage-3 features of the fusion's audio input", aliases=["--audio-features"])
     )

@@ -1,0 +1,22 @@
+"""The inference dtype: bfloat16 by default where the hardware computes it natively, float32 elsewhere; `--dtype`."""
+
+import pytest
+import torch
+
+from magtkd_hf.precision import cpu_has_native_bf16, default_inference_dtype, resolve_dtype
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert cpu_has_native_bf16("flags : fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni")
+    assert cpu_has_native_bf16("flags : fpu amx_bf16 amx_tile")
+    assert not cpu_has_native_bf16("flags : fpu sse2 avx2 avx512f avx512_vnni")
+
+
+def test_auto_follows_the_hardware_and_names_are_checked(monkeypatch):
+    monkeypatch.setattr("magtkd_hf.precision.cpu_has_native_bf16", lambda: True)
+    assert default_inference_dtype("cpu") is torch.bfloat16 and resolve_dtype("auto", "cpu") is torch.bfloat16
+    monkeypatch.setattr("magtkd_hf.precision.cpu_has_native_bf16", lambda: False)
+    assert resolve_dtype(None, "cpu") is torch.float32
+    assert resolve_dtype("float32") is torch.float32 and resolve_dtype(torch.float16) is torch.float16
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        resolve_dtype("fp8")
