@@ -250,25 +250,23 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if speaker_ids is None or utterance_mask is None:
             raise ValueError("`speaker_ids` and `utterance_mask` (the processor's conversation structure) are required.")
-        given = {"text": text_features, "audio": audio_features, "video": video_features}
-        inputs = {
-            "text": {"input_ids": input_ids, "attention_mask": attention_mask},
-            "audio": {"input_values": input_values, "attention_mask": audio_attention_mask},
-            "video": {"pixel_values": pixel_values},
-        }
-        present = {"text": None, "audio": has_audio, "video": has_video}
-        features = {
-            modality: given[modality] if given[modality] is not None
-            else self._encode(modality, inputs[modality], present[modality])
-            for modality in MODALITIES
-        }
+        present = {"audio": has_audio, "video": has_video}
+        features = self._utterance_features(
+            {"text": text_features, "audio": audio_features, "video": video_features},
+            {
+                "text": {"input_ids": input_ids, "attention_mask": attention_mask},
+                "audio": {"input_values": input_values, "attention_mask": audio_attention_mask},
+                "video": {"pixel_values": pixel_values},
+            },
+            present,
+        )
         grouped = {
             modality: regroup_utterances(value, utterance_mask, conversation_index, utterance_index)
             for modality, value in features.items()
         }
         masks = {
             modality: None if flags is None else regroup_utterances(flags[:, None], utterance_mask).squeeze(-1)
-            for modality, flags in present.items() if modality != "text"
+            for modality, flags in present.items()
         }
         fused = self.fusion(
             text_features=grouped["text"],
@@ -290,6 +288,14 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def _utterance_features(self, given: dict, inputs: dict, present: dict) -> dict[str, torch.Tensor]:
+        """Each modality's (U, H) features: given ones as they are, the others from their encoder (run only on the
+        utterances that have the modality)."""
+        return {
+            modality: given[modality] if given[modality] is not None
+            else self._encode(modality, inputs[modality], present.get(modality))
+            for modality in MODALITIES
+        }
 
 
 __all__ = ["MagtkdEmotionRecognitionOutput", "MagtkdForEmotionRecognition", "regroup_utterances"]
