@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .cli_train import add_train_command
 from ..configuration_magtkd import DATASETS, dataset_facts
-from ..precision import DTYPE_CHOICES, resolve_dtype
+from .cli_model_options import add_model_options, load_model_for_inference
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,25 +84,15 @@ def _add_predict_command(subparsers) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR")
     parser.add_argument("conversation", metavar="CONVERSATION.json")
     parser.add_argument("--json", action="store_true", help="print JSON (with every emotion's probability)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument(
-        "--dtype", default="auto", choices=DTYPE_CHOICES,
-        help="weights' dtype; auto (default): bfloat16 on GPUs and CPUs that compute it natively (AVX512-BF16/AMX), "
-        "else float32",
-    )
-    parser.add_argument(
-        "--trust-remote-code", action="store_true",
-        help="allow a folder whose model_type is not magtkd-hf's to run its own code (off: such folders are refused)",
-    )
+    add_model_options(parser)
 
     def run(args) -> int:
         import json
 
-        from ..inference import format_predictions, load_emotion_model, predict_emotions, read_conversation_file
+        from ..inference import format_predictions, predict_emotions, read_conversation_file
 
         conversation = read_conversation_file(args.conversation)
-        model, processor = load_emotion_model(args.model_dir, args.device, trust_remote_code=args.trust_remote_code)
-        model = model.to(resolve_dtype(args.dtype, args.device))
+        model, processor = load_model_for_inference(args)
         rows = predict_emotions(model, processor, conversation)
         print(json.dumps(rows, indent=2, allow_nan=False) if args.json else format_predictions(rows))
         return 0

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..precision import DTYPE_CHOICES, resolve_dtype
+from .cli_model_options import add_model_options, load_model_for_inference
 
 
 def add_stream_command(subparsers) -> None:
@@ -24,27 +24,16 @@ def add_stream_command(subparsers) -> None:
     )
     parser.add_argument("model_dir", metavar="MODEL_DIR")
     parser.add_argument("--base-dir", default=".", metavar="DIR", help="folder of relative media paths (default .)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument(
-        "--dtype", default="auto", choices=DTYPE_CHOICES,
-        help="weights' dtype; auto (default): bfloat16 on GPUs and CPUs that compute it natively (AVX512-BF16/AMX), "
-        "else float32",
-    )
-    parser.add_argument(
-        "--trust-remote-code", action="store_true",
-        help="allow a folder whose model_type is not magtkd-hf's to run its own code (off: such folders are refused)",
-    )
+    add_model_options(parser)
     parser.set_defaults(func=run_stream)
 
 
 def run_stream(args) -> int:
     import warnings
 
-    from ..inference import load_emotion_model
     from ..streaming import MagtkdStream
 
-    model, processor = load_emotion_model(args.model_dir, args.device, trust_remote_code=args.trust_remote_code)
-    model = model.to(resolve_dtype(args.dtype, args.device))
+    model, processor = load_model_for_inference(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said once here, on stderr, in one line
         stream = MagtkdStream(model, processor)
