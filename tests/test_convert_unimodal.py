@@ -113,7 +113,7 @@ def released_processor(released, encoder_folders):
     )
     return MagtkdProcessor.from_encoders(
         str(encoder_folders / "text"), str(encoder_folders / "audio"), video_size=32, tokenization_mode="released",
-        num_frames=8, frame_selection="released", **speaker_settings,
+        num_frames=8, frame_selection="released", audio_mode="released", **speaker_settings,
     )
 
 
@@ -252,7 +252,8 @@ def test_converted_model_gives_the_released_outputs(released, capsys, encoder_fo
     model = AutoModel.from_pretrained(tmp_path / "converted").eval()
     processor = AutoProcessor.from_pretrained(tmp_path / "converted")
     assert type(model) is MagtkdForEmotionRecognition
-    assert processor.tokenization_mode == "released"
+    assert processor.tokenization_mode == "released" and processor.audio_mode == "released"
+    assert processor.frame_selection == "released"
     assert processor.speaker_mode == ("global_map" if dataset == "meld" else "released_iemocap")
     assert model.config.text_config.encoder_config.vocab_size == TEXT_VOCAB == len(processor.tokenizer)
     batch = processor(dataset_rows(released, media_rows))

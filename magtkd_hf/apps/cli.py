@@ -174,12 +174,12 @@ def _convert_released_end_to_end(args, given: dict) -> int:
         processor = MagtkdProcessor.from_encoders(
             args.text_encoder, args.audio_encoder, video_size=int(configs[2].image_size),
             tokenization_mode="released", num_frames=int(configs[2].num_frames), frame_selection="released",
-            **speaker_settings,
+            audio_mode="released", **speaker_settings,
         )
     except OSError:  # an audio checkpoint without a feature extractor file: data2vec's settings
         processor = MagtkdProcessor.from_encoders(
             args.text_encoder, None, video_size=int(configs[2].image_size), tokenization_mode="released",
-            num_frames=int(configs[2].num_frames), frame_selection="released", **speaker_settings,
+            num_frames=int(configs[2].num_frames), frame_selection="released", audio_mode="released", **speaker_settings,
         )
     text_rows = model.config.text_config.encoder_config.vocab_size
     if len(processor.tokenizer) != text_rows:
