@@ -11,6 +11,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_magtkd import MagtkdFusionConfig
+from .fusion_layout import ConversationLayout, check_all, sinusoidal_positions  # noqa: F401 (importable from here)
 from .losses import fusion_loss, labelled_positions
 
 
@@ -35,52 +36,6 @@ class MagtkdFusionOutput(ModelOutput):
     text_anchor_hidden_states: torch.FloatTensor | None = None
     audio_anchor_hidden_states: torch.FloatTensor | None = None
     video_anchor_hidden_states: torch.FloatTensor | None = None
-
-
-def sinusoidal_positions(positions: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
-    """P[pos, 2i] = sin(pos / 10000^(2i/dim)), P[pos, 2i+1] = cos(...): `positions` (U,) -> (U, dim)."""
-    frequencies = torch.exp(
-        torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) * (-math.log(10000.0) / dim)
-    )
-    angles = positions.to(torch.float32)[:, None] * frequencies[None, :]
-    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(1).to(dtype)
-
-
-class ConversationLayout:
-    """
-    Where the U real utterances of a batch sit in its (B, N) grid. Position-wise layers run on the packed (U, D)
-    utterances only, so padding costs nothing; attention runs on the (B, N) grid with padded keys masked out.
-    """
-
-    def __init__(self, attention_mask: torch.Tensor, causal: bool = False):
-        self.batch_size, self.max_length = attention_mask.shape
-        mask = attention_mask.bool()
-        self.flat_index = mask.flatten().nonzero().squeeze(1)  # (U,)
-        self.positions = self.flat_index % self.max_length  # (U,)
-        self.key_mask = mask[:, None, None, :]  # (B, 1, 1, N), True = a real utterance to attend to
-        if causal:  # (B, 1, N, N): query i sees keys j <= i; every row keeps key 0, a real utterance
-            earlier = torch.ones(self.max_length, self.max_length, dtype=torch.bool, device=mask.device).tril()
-            self.key_mask = self.key_mask & earlier
-
-    def repeated(self, times: int) -> "ConversationLayout":
-        """The layout of `times` copies of the batch stacked along the batch dimension."""
-        copy = object.__new__(ConversationLayout)
-        copy.batch_size, copy.max_length = self.batch_size * times, self.max_length
-        offsets = torch.arange(times, device=self.flat_index.device) * (self.batch_size * self.max_length)
-        copy.flat_index = (self.flat_index[None, :] + offsets[:, None]).flatten()
-        copy.positions = self.positions.repeat(times)
-        copy.key_mask = self.key_mask.repeat(times, 1, 1, 1)
-        return copy
-
-    def to_padded(self, packed: torch.Tensor) -> torch.Tensor:
-        """(U, D) -> (B, N, D), zeros at padding."""
-        padded = packed.new_zeros(self.batch_size * self.max_length, packed.shape[-1])
-        padded = padded.index_copy(0, self.flat_index, packed)
-        return padded.view(self.batch_size, self.max_length, -1)
-
-    def to_packed(self, padded: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> (U, D)."""
-        return padded.reshape(self.batch_size * self.max_length, -1).index_select(0, self.flat_index)
 
 
 class MagtkdDropout(nn.Dropout):
@@ -308,13 +263,10 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         masks = {"attention_mask": attention_mask, "audio_mask": audio_mask, "video_mask": video_mask}
         self._check_inputs(text_features, audio_features, video_features, speaker_ids, masks)
         layout = ConversationLayout(attention_mask, causal=self.config.causal)
-        dtype = self.text_head.weight.dtype
-
         position_and_speaker = self._position_and_speaker(layout.to_packed(speaker_ids[..., None]).squeeze(1), layout)
-        text, audio, video = (layout.to_packed(f.to(dtype)) for f in (text_features, audio_features, video_features))
-        audio = self._with_missing(audio, audio_mask, self.missing_audio_embedding, layout)
-        video = self._with_missing(video, video_mask, self.missing_video_embedding, layout)
-        text, audio, video = (features + position_and_speaker for features in (text, audio, video))
+        text, audio, video = self._embedded_inputs(
+            (text_features, audio_features, video_features), (audio_mask, video_mask), position_and_speaker, layout
+        )
         audio_anchor = self.audio_anchor(audio, (text, video), layout)
         video_anchor = self.video_anchor(video, (text, audio), layout)
         text_anchor = self.text_anchor(
@@ -340,6 +292,15 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
             video_anchor_hidden_states=layout.to_padded(video_anchor),
         )
         return output if return_dict else output.to_tuple()
+
+    def _embedded_inputs(self, features, masks, position_and_speaker, layout: ConversationLayout):
+        """(B, N, H) text, audio and video features -> packed (U, H) each, absent audio/video replaced by the missing
+        embeddings, position and speaker added."""
+        dtype = self.text_head.weight.dtype
+        text, audio, video = (layout.to_packed(feature.to(dtype)) for feature in features)
+        audio = self._with_missing(audio, masks[0], self.missing_audio_embedding, layout)
+        video = self._with_missing(video, masks[1], self.missing_video_embedding, layout)
+        return tuple(packed + position_and_speaker for packed in (text, audio, video))
 
     def _with_missing(self, packed, mask, embedding, layout: ConversationLayout) -> torch.Tensor:
         """(U, H) features, the missing embedding where `mask` (B, N) is 0 or modality dropout drops them. Without
@@ -404,15 +365,6 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
             lambda: f"speaker_ids must lie in [0, {num_speakers}) at real utterances, got "
             f"{sorted(set(speaker_ids[real].tolist()))}.",
         )
-
-
-def check_all(condition: torch.Tensor, message) -> None:
-    """Raise `ValueError(message())` unless every element of `condition` holds. Under `torch.export`/`torch.compile`
-    the check becomes a runtime assertion instead of a data-dependent branch, so the model stays exportable."""
-    if torch.compiler.is_compiling():
-        torch._check_tensor_all(condition, message)
-    elif not bool(condition.all()):
-        raise ValueError(message())
 
 
 __all__ = ["MagtkdFusionModel", "MagtkdFusionOutput", "MagtkdPreTrainedModel", "check_all", "ConversationLayout"]
