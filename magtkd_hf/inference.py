@@ -93,7 +93,7 @@ def predict_emotions(model, processor, conversation: Sequence[Mapping]) -> list[
 def utterance_modalities(inputs) -> list[list[str]]:
     """Per utterance of the processor's output, the modalities it has: text always, audio and video where the
     processor's `has_audio`/`has_video` flags say so (a processor without the flags required both)."""
-    count = len(inputs["input_ids"])
+    count = int(inputs["utterance_mask"].sum())
     flags = {modality: inputs.get(f"has_{modality}") for modality in ("audio", "video")}
     return [
         ["text", *(modality for modality, has in flags.items() if has is None or bool(has[index]))]
@@ -113,8 +113,10 @@ def _with_progress(processor):
 _MEDIA_INPUTS = {"input_values": "audio", "pixel_values": "video"}
 
 
-def check_finite_inputs(inputs, conversation: Sequence[Mapping], name: str = "the conversation") -> None:
-    """Refuse NaN or infinite samples or pixels, naming the utterance and its file (one conversation's inputs)."""
+def check_finite_inputs(inputs, conversation: Sequence[Mapping], name: str = "the conversation", label=None) -> None:
+    """Refuse NaN or infinite samples or pixels, naming the utterance and its file (one conversation's inputs).
+    `label(position)` names an utterance (default: "`name`, utterance `position`")."""
+    label = label or (lambda position: f"{name}, utterance {position}")
     for key, medium in _MEDIA_INPUTS.items():
         values = inputs.get(key)
         if values is None:
@@ -124,7 +126,7 @@ def check_finite_inputs(inputs, conversation: Sequence[Mapping], name: str = "th
             utterance = conversation[bad[0]]
             source = utterance.get("audio") if medium == "audio" and utterance.get("audio") else utterance.get("video")
             raise ValueError(
-                f"{name}, utterance {bad[0]} ({utterance.get('speaker')}: {utterance.get('text')!r}): the {medium} "
+                f"{label(bad[0])} ({utterance.get('speaker')}: {utterance.get('text')!r}): the {medium} "
                 f"from {source} holds NaN or infinite values."
             )
 

@@ -1,6 +1,7 @@
 """Loading saved folders safely: the package's own classes for the package's model types, no code from the folder unless
 the user asks (`trust_remote_code=True`), and a refusal, naming the file, for weights that do not fit the model."""
 
+import importlib
 import json
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,7 +47,7 @@ def load_config(folder, trust_remote_code: bool = False) -> PreTrainedConfig:
             "loading it would run code from the folder. Pass --trust-remote-code (trust_remote_code=True) only if you "
             "trust its source."
         )
-    return AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
 
 
 def load_model(folder, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
@@ -98,21 +99,23 @@ def load_processor(folder, trust_remote_code: bool = False):
         from .processors import MagtkdProcessor
 
         return MagtkdProcessor.from_pretrained(folder)
-    return AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
 
 
 @contextmanager
-def quiet_loading():
-    """No "Loading weights" bar or loading report per model (the demo loads about forty; `predict` one) and no
-    dataset-saving bars; other progress bars (a training stage's) stay."""
-    import datasets
+def quiet_loading(datasets_bars: bool = False):
+    """No "Loading weights" bar or loading report per model (the demo loads about forty; `predict` one) and, with
+    `datasets_bars`, no dataset-saving bars (a training run's); other progress bars (a training stage's) stay.
+    `predict` leaves `datasets` unimported."""
     from transformers.utils import logging as transformers_logging
 
+    datasets = importlib.import_module("datasets") if datasets_bars else None
     verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
-    dataset_bars = datasets.is_progress_bar_enabled()
+    dataset_bars = datasets is not None and datasets.is_progress_bar_enabled()
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    if datasets is not None:
+        datasets.disable_progress_bars()
     try:
         yield
     finally:
@@ -121,6 +124,5 @@ def quiet_loading():
             transformers_logging.enable_progress_bar()
         if dataset_bars:
             datasets.enable_progress_bars()
-
 
 __all__ = ["CONFIG_CLASSES", "ModelFolderError", "check_finite_weights", "load_config", "load_model", "load_processor", "quiet_loading"]

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 import torch
 
 from .configuration_magtkd import MODALITIES
+from .inference import _rows, check_finite_inputs, utterance_modalities
 
 CAUSAL, PREFIX = "causal", "prefix"
-_MEDIA_INPUTS = {"input_values": "audio", "pixel_values": "video"}
 
 
 class MagtkdStream:
@@ -114,7 +114,7 @@ class MagtkdStream:
         """The new utterance's audio and video inputs, processed alone (each utterance's media are independent)."""
         with _naming(index):
             processed = self.processor([dict(utterance)], modalities=("audio", "video"), return_tensors="pt")
-        check_finite_media(processed, utterance, index)
+        check_finite_inputs(processed, [utterance], label=lambda _: f"utterance {index} of the stream")
         return processed
 
     def encode(self, text_inputs: Mapping, media_inputs: Mapping) -> dict[str, torch.Tensor]:
@@ -157,25 +157,14 @@ class MagtkdStream:
 
     def _row(self, utterance: Mapping, logits: torch.Tensor, media_inputs: Mapping, index: int) -> dict:
         """predict's row (speaker, text, emotion, probability, probabilities, modalities) plus index and context."""
-        id2label = self.model.config.id2label
-        probabilities = logits.float().softmax(-1)
-        best = int(probabilities.argmax())
-        return {
-            "speaker": str(utterance["speaker"]),
-            "text": utterance["text"],
-            "emotion": id2label[best],
-            "probability": float(probabilities[best]),
-            "probabilities": {id2label[label]: float(value) for label, value in enumerate(probabilities)},
-            "modalities": ["text", *(m for m in ("audio", "video") if _present(media_inputs, m))],
-            "index": index,
-            "context": self.context,
-        }
+        probabilities = logits.float().softmax(-1)[None]
+        row = _rows([utterance], probabilities, self.model.config.id2label, utterance_modalities(media_inputs))[0]
+        return {**row, "index": index, "context": self.context}
 
 
 def _present(media_inputs: Mapping, modality: str) -> bool:
-    """Whether the processed utterance has `modality` (a processor without presence flags requires both)."""
-    flags = media_inputs.get(f"has_{modality}")
-    return flags is None or bool(flags[0])
+    """Whether the one processed utterance has `modality` (the rule of `utterance_modalities`)."""
+    return modality in utterance_modalities(media_inputs)[0]
 
 
 def _check_utterance(utterance, index: int) -> None:
@@ -193,18 +182,6 @@ def _naming(index: int):
         yield
     except MagtkdInputError as error:
         raise MagtkdInputError(f"utterance {index} of the stream: {error}") from error
-
-
-def check_finite_media(inputs, utterance: Mapping, index: int) -> None:
-    """Refuse NaN or infinite samples or pixels of one utterance, naming it and its file (as `predict_emotions`)."""
-    for key, medium in _MEDIA_INPUTS.items():
-        values = inputs.get(key)
-        if values is not None and not bool(values.isfinite().all()):
-            source = utterance.get("audio") if medium == "audio" and utterance.get("audio") else utterance.get("video")
-            raise ValueError(
-                f"utterance {index} of the stream ({utterance.get('speaker')}: {utterance.get('text')!r}): the "
-                f"{medium} from {source} holds NaN or infinite values."
-            )
 
 
 @torch.inference_mode()
@@ -251,4 +228,4 @@ class OnlineFusion(torch.nn.Module):
         return MagtkdFusionOutput(logits=online_logits(self.fusion_model, batch))
 
 
-__all__ = ["MagtkdStream", "OnlineFusion", "check_finite_media", "online_logits"]
+__all__ = ["MagtkdStream", "OnlineFusion", "online_logits"]

@@ -62,7 +62,7 @@ def run_demo(output_dir: str | Path, **run_settings) -> dict:
     predictions. `run_settings`: more `RunSettings` fields (e.g. `cpu=True`)."""
     output_dir = Path(output_dir)
     torch.manual_seed(DEMO_SEED)  # the tiny encoders' random weights
-    with quiet_loading():
+    with quiet_loading(datasets_bars=True):
         components = write_tiny_components(output_dir / "tiny-encoders", sample_texts())
         run_all(demo_training_config(output_dir, components, **run_settings))
         model_dir = output_dir / "run" / "model"
