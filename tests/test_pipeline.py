@@ -31,7 +31,21 @@ def saved(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classify(saved):
-    return pipeline("emotion-recognition-in-conversation", model=str(saved[0] / "model"))
+    return pipeline("emotion-recognition-in-conversation", model=str(saved[0] / "model"), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("native", [torch.bfloat16, torch.float32])
+def test_dtype_auto_runs_natively_supported_bfloat16_and_an_explicit_dtype_is_kept(saved, monkeypatch, native):
+    import magtkd_hf.pipeline_magtkd as module
+
+    monkeypatch.setattr(module, "default_inference_dtype", lambda device: native)
+    folder, conversation = saved
+    default = pipeline("emotion-recognition-in-conversation", model=str(folder / "model"))
+    assert default.model.dtype == native
+    kept = pipeline("emotion-recognition-in-conversation", model=str(folder / "model"), dtype=torch.float32)
+    assert kept.model.dtype == torch.float32
+    rows, exact = default(conversation), kept(conversation)
+    assert [row["score"] for row in rows] == pytest.approx([row["score"] for row in exact], abs=0.02)
 
 
 def test_every_input_form_gives_label_and_score_per_utterance(saved, classify):

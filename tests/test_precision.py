@@ -20,3 +20,20 @@ def test_auto_follows_the_hardware_and_names_are_checked(monkeypatch):
     assert resolve_dtype("float32") is torch.float32 and resolve_dtype(torch.float16) is torch.float16
     with pytest.raises(ValueError, match="dtype must be one of"):
         resolve_dtype("fp8")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_mixed_precision_auto_is_bf16_only_on_native_hardware(monkeypatch, native):
+    import magtkd_hf.precision as precision
+    from magtkd_hf.training.loop import resolve_mixed_precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda cpuinfo=None: native)
+    assert resolve_mixed_precision("auto", cpu=True) == ("bf16" if native else "no")
+    assert resolve_mixed_precision("no", cpu=True) == "no" and resolve_mixed_precision("bf16") == "bf16"
+
+
+def test_the_recipes_extract_features_in_auto_precision():
+    from magtkd_hf.training.recipe import load_recipe
+
+    for name in ("meld", "iemocap"):
+        assert load_recipe(name).stage_settings("extract-features").mixed_precision == "auto"

@@ -102,6 +102,7 @@ def extract_features(inputs: StageInputs, settings: StageSettings | None = None)
             "conversations": {split: len(dataset) for split, dataset in result.items()},
             "utterances": {split: int(sum(len(x) for x in dataset["labels"])) for split, dataset in result.items()},
             "seconds": time.perf_counter() - started, "num_processes": accelerator.num_processes,
+            "mixed_precision": accelerator.mixed_precision,
         }
         write_json(output / METRICS_FILE, summary)
     accelerator.wait_for_everyone()

@@ -285,6 +285,17 @@ def _has_accelerator_device() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
+def resolve_mixed_precision(mixed_precision: str, cpu: bool = False) -> str:
+    """`"auto"` -> "bf16" where the device this process computes on has native bfloat16 (see
+    `magtkd_hf.precision.default_inference_dtype`), else "no"; any other value as given."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    from ..precision import default_inference_dtype
+
+    device = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
+    return "bf16" if default_inference_dtype(device) == torch.bfloat16 else "no"
+
+
 def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = False):
     """An Accelerator for one stage. Every stage model uses all of its trainable parameters in every step (no
     unused heads; a distillation's teacher is frozen), so DDP needs no search for unused parameters."""
@@ -297,7 +308,7 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
         # without GPUs the launched processes form one CPU (gloo) group instead.
         logger.info("No GPU found: the %d launched processes train together on CPU (gloo).", launched)
         cpu = True
-    mixed_precision = settings.mixed_precision
+    mixed_precision = resolve_mixed_precision(settings.mixed_precision, cpu)
     if mixed_precision == "fp16" and (cpu or not _has_accelerator_device()):
         warnings.warn("fp16 mixed precision needs a GPU: this stage runs in full precision (use bf16 on CPU).")
         mixed_precision = "no"

@@ -41,8 +41,10 @@ class StageSettings:
     )
     max_grad_norm: float = field(default=10.0, metadata=_help("clip gradients at this norm, after unscaling (0: off)"))
     gradient_accumulation_steps: int = field(default=1, metadata=_help("batches per optimiser step"))
-    mixed_precision: Literal["no", "fp16", "bf16"] = field(
-        default="no", metadata=_help("autocast precision (fp16 needs a GPU and falls back to full precision on CPU)")
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = field(
+        default="no",
+        metadata=_help("autocast precision (fp16 needs a GPU and falls back to full precision on CPU; auto: bf16 on "
+                       "GPUs and CPUs that compute it natively, else full precision)"),
     )
     seed: int = field(default=2024, metadata=_help("seed of the initialisation and the batch order"))
     num_workers: int = field(default=0, metadata=_help("DataLoader workers (media decoding)"))
