@@ -27,26 +27,32 @@ def read_conversation_file(path: str | Path) -> list[dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"Cannot read the conversation file {path}: {error}") from error
+    return conversation_from_json(data, str(path), path.parent)
+
+
+def conversation_from_json(data, where: str, base_dir: Path) -> list[dict]:
+    """A decoded conversation (a list of utterances or `{"utterances": [...]}`) -> checked utterance mappings, media
+    paths resolved in `base_dir`; errors start with `where` (the file, or the file and line)."""
     utterances = data.get("utterances") if isinstance(data, Mapping) else data
     if not isinstance(utterances, list) or not utterances:
-        raise ValueError(f"{path}: expected a non-empty list of utterances (or {{'utterances': [...]}}).")
+        raise ValueError(f"{where}: expected a non-empty list of utterances (or {{'utterances': [...]}}).")
     conversation = []
     for index, utterance in enumerate(utterances):
         if not isinstance(utterance, Mapping) or not {"speaker", "text"} <= set(utterance):
-            raise ValueError(f"{path}: utterance {index} needs at least 'speaker' and 'text'.")
+            raise ValueError(f"{where}: utterance {index} needs at least 'speaker' and 'text'.")
         unknown = set(utterance) - UTTERANCE_KEYS
         if unknown:
-            raise ValueError(f"{path}: utterance {index} has unknown keys {sorted(unknown)}; known: {sorted(UTTERANCE_KEYS)}.")
-        _check_field_types(path, index, utterance)
+            raise ValueError(f"{where}: utterance {index} has unknown keys {sorted(unknown)}; known: {sorted(UTTERANCE_KEYS)}.")
+        _check_field_types(where, index, utterance)
         resolved = dict(utterance)
         for key in MEDIA_KEYS:
             if resolved.get(key) is not None:
-                resolved[key] = str((path.parent / resolved[key]).resolve())
+                resolved[key] = str((base_dir / resolved[key]).resolve())
         conversation.append(resolved)
     return conversation
 
 
-def _check_field_types(path: Path, index: int, utterance: Mapping) -> None:
+def _check_field_types(path: Path | str, index: int, utterance: Mapping) -> None:
     """Transcripts and paths are strings, speakers names or integer ids: anything else is refused here, naming the
     file and the utterance, rather than becoming a speaker called "None" or failing later."""
     if not isinstance(utterance["text"], str) or not utterance["text"].strip():
@@ -90,14 +96,18 @@ def predict_emotions(model, processor, conversation: Sequence[Mapping]) -> list[
     return _rows(conversation, logits.float().softmax(-1), model.config.id2label, utterance_modalities(inputs))
 
 
-def utterance_modalities(inputs) -> list[list[str]]:
-    """Per utterance of the processor's output, the modalities it has: text always, audio and video where the
-    processor's `has_audio`/`has_video` flags say so (a processor without the flags required both)."""
-    count = int(inputs["utterance_mask"].sum())
+def utterance_modalities(inputs, conversation: int | None = None) -> list[list[str]]:
+    """Per utterance of the processor's output (of its `conversation`-th conversation when given; else of all, one
+    conversation expected), the modalities it has: text always, audio and video where the processor's
+    `has_audio`/`has_video` flags say so (a processor without the flags required both)."""
+    if conversation is None:
+        positions = range(int(inputs["utterance_mask"].sum()))
+    else:
+        positions = (inputs["conversation_index"] == conversation).nonzero().flatten().tolist()
     flags = {modality: inputs.get(f"has_{modality}") for modality in ("audio", "video")}
     return [
         ["text", *(modality for modality, has in flags.items() if has is None or bool(has[index]))]
-        for index in range(count)
+        for index in positions
     ]
 
 

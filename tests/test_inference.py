@@ -48,7 +48,8 @@ def test_predict_gives_one_emotion_per_utterance_matching_the_model(saved_model)
 def test_pipeline_task_matches_predict(saved_model):
     conversation = read_conversation_file(saved_model / "conversation.json")
     model, processor = load_emotion_model(saved_model / "model")
-    classifier = pipeline("emotion-recognition-in-conversation", model=str(saved_model / "model"), device="cpu")
+    classifier = pipeline("emotion-recognition-in-conversation", model=str(saved_model / "model"), device="cpu",
+                          dtype=torch.float32)  # predict_emotions runs the model as loaded: float32
     rows = classifier({"utterances": conversation})
     expected = predict_emotions(model, processor, conversation)
     assert [(row["label"], row["score"]) for row in rows] == [(row["emotion"], row["probability"]) for row in expected]

@@ -1,6 +1,7 @@
 """`magtkd-hf` command line: each sub-command parses its arguments and calls the package's functions."""
 
 import argparse
+import os
 import pickle
 import re
 import sys
@@ -75,29 +76,72 @@ def _add_demo_command(subparsers) -> None:
 def _add_predict_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
-        help="an emotion for every utterance of a conversation",
-        description="Loads MODEL_DIR (a folder saved by magtkd-hf: model and processor) and predicts CONVERSATION.json: "
-        "a list of utterances (or {\"utterances\": [...]}), each with 'speaker', 'text', 'video' (a clip, or a "
-        "longer video with 'start'/'end' seconds) and optionally 'audio' (WAV/FLAC; default: the video's sound "
-        "track). Relative paths are read from the JSON file's folder.",
+        help="an emotion for every utterance of a conversation, or of a whole dataset",
+        description="Loads MODEL_DIR (a folder saved by magtkd-hf: model and processor) and predicts INPUT. A "
+        "CONVERSATION.json: a list of utterances (or {\"utterances\": [...]}), each with 'speaker', 'text', 'video' "
+        "(a clip, or a longer video with 'start'/'end' seconds) and optionally 'audio' (WAV/FLAC; default: the "
+        "video's sound track); relative paths are read from the JSON file's folder; printed as a table (--json: "
+        "JSON). A dataset, with --output FILE.jsonl or FILE.parquet: a JSON lines file (one such conversation per "
+        "line), a folder saved with save_to_disk, or a MELD/IEMOCAP release folder (with --dataset); one row per "
+        "utterance, conversations batched by size, media decoded in --num-workers processes, resumable (run the "
+        "same command again after a stop), shared between processes under `accelerate launch`.",
     )
     parser.add_argument("model_dir", metavar="MODEL_DIR")
-    parser.add_argument("conversation", metavar="CONVERSATION.json")
+    parser.add_argument("input", metavar="INPUT", help="CONVERSATION.json, or a dataset (see above) with --output")
     parser.add_argument("--json", action="store_true", help="print JSON (with every emotion's probability)")
     add_model_options(parser)
+    dataset = parser.add_argument_group("a whole dataset")
+    dataset.add_argument("--output", metavar="FILE", help="FILE.jsonl or FILE.parquet: one row per utterance")
+    dataset.add_argument("--dataset", choices=tuple(DATASETS), help="the dataset of a release folder")
+    dataset.add_argument("--split", action="append", help="only this split (repeatable; default: every split)")
+    dataset.add_argument("--max-utterances", type=int, default=64, metavar="N",
+                         help="utterances per model call (conversations batched by size; default %(default)s)")
+    dataset.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding media (default 2)")
+    dataset.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    dataset.add_argument("--on-missing", choices=("raise", "drop"), default="raise",
+                         help="release folders: missing or unreadable media files are an error (default) or dropped")
+    parser.set_defaults(func=_run_predict)
 
-    def run(args) -> int:
-        import json
 
-        from ..inference import format_predictions, predict_emotions, read_conversation_file
+def _run_predict(args) -> int:
+    import json
 
-        conversation = read_conversation_file(args.conversation)
-        model, processor = load_model_for_inference(args)
-        rows = predict_emotions(model, processor, conversation)
-        print(json.dumps(rows, indent=2, allow_nan=False) if args.json else format_predictions(rows))
+    from ..inference import format_predictions, predict_emotions, read_conversation_file
+
+    if args.output is not None or Path(args.input).suffix != ".json":
+        return _run_predict_dataset(args)
+    conversation = read_conversation_file(args.input)
+    model, processor = load_model_for_inference(args)
+    rows = predict_emotions(model, processor, conversation)
+    print(json.dumps(rows, indent=2, allow_nan=False) if args.json else format_predictions(rows))
+    return 0
+
+
+def _run_predict_dataset(args) -> int:
+    from ..predict_dataset import predict_dataset, read_prediction_input
+    from ..precision import resolve_dtype
+
+    if args.output is None:
+        raise SystemExit(f"magtkd-hf predict: {args.input} is not a CONVERSATION.json: predicting a dataset needs "
+                         "--output FILE.jsonl or FILE.parquet.")
+    conversations = read_prediction_input(args.input, args.dataset, args.split, args.on_missing)
+    if args.device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per launched process
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    model, processor = load_model_for_inference(args)
+    description = {"model": str(Path(args.model_dir).resolve()), "input": str(Path(args.input).resolve()),
+                   "splits": args.split, "dtype": str(resolve_dtype(args.dtype, args.device)),
+                   "max_utterances": args.max_utterances}
+    summary = predict_dataset(model, processor, conversations, args.output, max_utterances=args.max_utterances,
+                              num_workers=args.num_workers, overwrite=args.overwrite, run_description=description)
+    if not summary["main_process"]:
         return 0
-
-    parser.set_defaults(func=run)
+    if summary["resumed_with"]:
+        print(f"Resumed: {summary['resumed_with']} conversations were already predicted.", file=sys.stderr)
+    utterances = sum(len(conversation) for conversation in conversations)
+    processes = f" ({summary['processes']} processes)" if summary["processes"] > 1 else ""
+    print(f"{summary['conversations']} conversations, {utterances} utterances -> {args.output}{processes}",
+          file=sys.stderr)
+    return 0
 
 
 def _add_convert_released_command(subparsers) -> None:
@@ -323,8 +367,6 @@ EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pic
 
 
 def main(argv=None) -> int:
-    import os
-
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("MAGTKD_HF_DEBUG", "") not in ("", "0")
     argv = [argument for argument in argv if argument != "--debug"]

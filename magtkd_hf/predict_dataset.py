@@ -1,0 +1,433 @@
+"""Prediction over whole datasets: every utterance of a saved `DatasetDict`, a MELD/IEMOCAP release folder or a JSON
+lines file of conversations -> one row per utterance, written as JSON lines or parquet.
+
+* Conversations are batched by size (about `max_utterances` utterances per model call, long ones first) and their
+  media decoded in DataLoader workers while the model computes.
+* Resumable: rows are appended, a whole batch at a time and synced to disk, to per-process files in
+  `OUTPUT.partial/`; a run stopped anywhere (a kill included) and started again with the same arguments predicts
+  only the conversations not yet complete there.
+* Under `accelerate launch` (or torchrun) the batches are shared out between the processes; the main process merges
+  their rows, in input order, into OUTPUT: the file equals a single-process run's.
+
+Each row: `split`, `conversation_index` (position in its split), `conversation_id`, `utterance_index`, `speaker`,
+`text`, `label` (the dataset's emotion, when it has labels), `emotion`, `probability`, `probabilities` (every
+emotion's) and `modalities` (those the utterance had).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .inference import check_finite_inputs, check_finite_logits, conversation_from_json, _rows, utterance_modalities
+
+OUTPUT_FORMATS = (".jsonl", ".parquet")
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass
+class ConversationToPredict:
+    """One conversation of the input: where it is (`split`, `index`), its id, the dataset row the processor takes
+    and its true emotion names (None without labels)."""
+
+    split: str
+    index: int
+    conversation_id: str
+    row: dict
+    labels: list[str] | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.split, self.index
+
+    def __len__(self) -> int:
+        return len(self.row["texts"])
+
+
+# ------------------------------------------------------------------------------------------------------------ input
+
+
+def read_prediction_input(
+    source: str | Path, dataset: str | None = None, splits: Sequence[str] | None = None, on_missing: str = "raise"
+) -> list[ConversationToPredict]:
+    """The conversations of `source`: a JSON lines file (one conversation per line: a list of utterances, or
+    `{"id": ..., "utterances": [...]}`, as `magtkd-hf predict`'s conversation files), a folder saved with
+    `save_to_disk` (a DatasetDict, or one Dataset: split "data"), or a MELD/IEMOCAP release folder (`dataset`
+    names which). `splits`: only these splits (default: all, in the order train, validation, test, others)."""
+    path = Path(source)
+    if path.is_file():
+        found = {"data": _json_lines_conversations(path)}
+    elif path.is_dir():
+        found = _dataset_conversations(path, dataset, on_missing)
+    else:
+        raise FileNotFoundError(f"{path}: no such file or folder (a JSON lines file, a saved dataset or a release folder)")
+    if splits:
+        unknown = [split for split in splits if split not in found]
+        if unknown:
+            raise ValueError(f"{path}: no split {unknown}; it has {sorted(found)}")
+        found = {split: found[split] for split in splits}
+    return [conversation for conversations in found.values() for conversation in conversations]
+
+
+def _json_lines_conversations(path: Path) -> list[ConversationToPredict]:
+    conversations = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{where}: not JSON ({error}).") from None
+            identifier = data.get("id", number) if isinstance(data, Mapping) else number
+            utterances = conversation_from_json(data, where, path.parent)
+            conversations.append(ConversationToPredict(
+                "data", len(conversations), str(identifier), _utterances_to_row(utterances, str(identifier))
+            ))
+    if not conversations:
+        raise ValueError(f"{path}: no conversations (one JSON conversation per line expected).")
+    return conversations
+
+
+def _utterances_to_row(utterances: Sequence[Mapping], identifier: str) -> dict:
+    """Utterance mappings -> a dataset row (errors then name the conversation by its id, as for dataset rows)."""
+    row = {"dialogue_id": identifier, "speakers": [u["speaker"] for u in utterances], "texts": [u["text"] for u in utterances]}
+    for column, key in (("video_paths", "video"), ("audio_paths", "audio"), ("start_times", "start"), ("end_times", "end")):
+        if any(u.get(key) is not None for u in utterances):
+            row[column] = [u.get(key) for u in utterances]
+    return row
+
+
+def _dataset_conversations(path: Path, dataset: str | None, on_missing: str) -> dict[str, list[ConversationToPredict]]:
+    import datasets
+
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        loaded = datasets.load_from_disk(str(path))
+    elif dataset is None:
+        raise ValueError(f"{path}: not a saved dataset (no dataset_dict.json); for a release folder name its dataset "
+                         "(--dataset meld or iemocap).")
+    else:
+        from .training.data import load_conversations
+
+        loaded = load_conversations(path, dataset, on_missing=on_missing)
+    if isinstance(loaded, datasets.Dataset):
+        loaded = {"data": loaded}
+    order = sorted(loaded, key=lambda split: (("train", "validation", "test").index(split)
+                                              if split in ("train", "validation", "test") else 3, split))
+    return {split: _split_conversations(split, loaded[split]) for split in order}
+
+
+def _split_conversations(split: str, dataset) -> list[ConversationToPredict]:
+    label_names = _label_names(dataset)
+    conversations = []
+    for index, row in enumerate(dataset):
+        labels = row.get("labels")
+        names = None
+        if labels is not None and label_names is not None:
+            names = [label_names[int(label)] if int(label) >= 0 else None for label in labels]
+        identifier = row.get("dialogue_id", index)
+        # the labels are reported, not given to the model (which would compute a loss)
+        inputs = {key: value for key, value in row.items() if key not in ("labels", "sentiments")}
+        conversations.append(ConversationToPredict(split, index, str(identifier), inputs, names))
+    return conversations
+
+
+def _label_names(dataset) -> list[str] | None:
+    feature = dataset.features.get("labels")
+    names = getattr(getattr(feature, "feature", None), "names", None)
+    return list(names) if names else None
+
+
+def add_running_speakers(conversations: Sequence[ConversationToPredict]) -> None:
+    """The processor's "released_iemocap" speaker mode numbers speakers by a list that runs through a whole split:
+    give each row its `previous_speakers` (from the split's order) so that batches in any order, on any process,
+    number them as the split does. Rows that carry the column keep theirs."""
+    from .processors import released_iemocap_previous_speakers
+
+    by_split: dict[str, list[ConversationToPredict]] = {}
+    for conversation in conversations:
+        by_split.setdefault(conversation.split, []).append(conversation)
+    for members in by_split.values():
+        states = released_iemocap_previous_speakers([c.row["speakers"] for c in members])
+        for conversation, state in zip(members, states):
+            conversation.row.setdefault("previous_speakers", state)
+
+
+# --------------------------------------------------------------------------------------------------------- batching
+
+
+def batches_by_size(conversations: Sequence[ConversationToPredict], max_utterances: int) -> list[list[int]]:
+    """Positions in `conversations`, grouped: longest conversations first, each batch as many as fit in
+    `max_utterances` utterances (a longer conversation alone). Similar lengths together waste little padding in
+    the fusion; the first batch is the largest, so a batch that does not fit in memory fails at once."""
+    if max_utterances < 1:
+        raise ValueError(f"max_utterances must be at least 1, got {max_utterances}")
+    order = sorted(range(len(conversations)), key=lambda position: (-len(conversations[position]), position))
+    batches, current, size = [], [], 0
+    for position in order:
+        length = len(conversations[position])
+        if current and size + length > max_utterances:
+            batches.append(current)
+            current, size = [], 0
+        current.append(position)
+        size += length
+    if current:
+        batches.append(current)
+    return batches
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Item i -> (the conversations of batch i, the processor's inputs), built in a DataLoader worker. A bad input
+    is returned, not raised, so that the main process raises it as it was (naming conversation, utterance, file)
+    rather than inside the DataLoader's worker report."""
+
+    def __init__(self, conversations, batches, processor):
+        self.conversations, self.batches, self.processor = conversations, batches, processor
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, item: int):
+        members = [self.conversations[position] for position in self.batches[item]]
+        try:
+            return members, self.processor([member.row for member in members], return_tensors="pt")
+        except (ValueError, OSError, RuntimeError) as error:
+            return members, error
+
+
+def _as_is(item):
+    return item
+
+
+# ------------------------------------------------------------------------------------------------------ prediction
+
+
+@torch.inference_mode()
+def predict_batch(model, members: Sequence[ConversationToPredict], inputs) -> list[dict]:
+    """The output rows of one batch of conversations (their processor `inputs`), checked finite."""
+    for number, member in enumerate(members):
+        mine = (inputs["conversation_index"] == number).nonzero().flatten()
+        utterances = [{"speaker": s, "text": t} for s, t in zip(member.row["speakers"], member.row["texts"])]
+        for key, column in (("video", "video_paths"), ("audio", "audio_paths")):
+            for utterance, path in zip(utterances, member.row.get(column) or []):
+                utterance[key] = path
+        check_finite_inputs(_select(inputs, mine), utterances, label=_naming(member))
+    logits = model(**inputs.to(model.device)).logits.float()
+    rows = []
+    for number, member in enumerate(members):
+        count = len(member)
+        utterances = [{"speaker": s, "text": t} for s, t in zip(member.row["speakers"], member.row["texts"])]
+        check_finite_logits(logits[number, :count], utterances, name=f"{member.split} conversation {member.conversation_id!r}")
+        predicted = _rows(utterances, logits[number, :count].softmax(-1), model.config.id2label,
+                          utterance_modalities(inputs, number))
+        for utterance_index, row in enumerate(predicted):
+            rows.append(_output_row(member, utterance_index, row))
+    return rows
+
+
+def _select(inputs, positions: torch.Tensor) -> dict:
+    """The media inputs (flat over utterances) of one conversation of the batch."""
+    return {key: inputs[key][positions] for key in ("input_values", "pixel_values") if inputs.get(key) is not None}
+
+
+def _naming(member: ConversationToPredict) -> Callable[[int], str]:
+    return lambda position: f"{member.split} conversation {member.conversation_id!r}, utterance {position}"
+
+
+def _output_row(member: ConversationToPredict, utterance_index: int, predicted: dict) -> dict:
+    row = {"split": member.split, "conversation_index": member.index, "conversation_id": member.conversation_id,
+           "utterance_index": utterance_index, "speaker": predicted["speaker"], "text": predicted["text"]}
+    if member.labels is not None:
+        row["label"] = member.labels[utterance_index]
+    row.update({key: predicted[key] for key in ("emotion", "probability", "probabilities", "modalities")})
+    return row
+
+
+def predict_dataset(
+    model,
+    processor,
+    conversations: Sequence[ConversationToPredict],
+    output: str | Path,
+    *,
+    max_utterances: int = 64,
+    num_workers: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    run_description: Mapping | None = None,
+) -> dict:
+    """Predict `conversations` into `output` (.jsonl or .parquet); see the module docstring. Returns a summary:
+    conversations and utterances predicted by this run, resumed from, processes, output.
+
+    `run_description` (model folder, input, settings) is stored beside the partial rows: resuming with another one
+    is refused rather than mixing rows of two runs. `overwrite`: replace an existing OUTPUT (else refused)."""
+    output = Path(output)
+    if output.suffix not in OUTPUT_FORMATS:
+        raise ValueError(f"{output}: the output must end in one of {OUTPUT_FORMATS} (JSON lines or parquet).")
+    group = ProcessGroup.current()
+    partial = output.with_name(output.name + ".partial")
+    if group.is_main:
+        _start_or_resume(partial, output, dict(run_description or {}), overwrite)
+    group.barrier()
+    done = completed_conversations(partial, {c.key: len(c) for c in conversations})
+    todo = [c for c in conversations if c.key not in done]
+    if getattr(processor, "speaker_mode", None) == "released_iemocap":
+        add_running_speakers(conversations)
+    mine = batches_by_size(todo, max_utterances)[group.rank :: group.size]
+    written = _predict_into(model, processor, todo, mine, partial / f"rows-{group.rank:05d}.jsonl",
+                            num_workers, progress and group.is_main)
+    group.barrier()
+    if group.is_main:
+        merged = merge_rows(partial, [c.key for c in conversations])
+        write_output(merged, output)
+        _remove(partial)
+    group.barrier()
+    return {"output": str(output), "conversations": len(conversations), "resumed_with": len(done),
+            "predicted_here": written, "processes": group.size, "main_process": group.is_main}
+
+
+def _predict_into(model, processor, todo, batches, part: Path, num_workers: int, progress: bool) -> int:
+    """Predict `batches` of `todo`, appending each batch's rows to `part` (synced); the utterances written."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(_Batches(todo, batches, processor), batch_size=None, collate_fn=_as_is, shuffle=False,
+                        num_workers=num_workers)
+    total = sum(len(todo[position]) for batch in batches for position in batch)
+    written = 0
+    with open(part, "a", encoding="utf-8") as handle, tqdm(
+        total=total, unit="utt", desc="predict", disable=not progress, file=sys.stderr
+    ) as bar:
+        for members, inputs in loader:
+            if isinstance(inputs, Exception):
+                raise inputs
+            rows = predict_batch(model, members, inputs)
+            handle.write("".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
+            handle.flush()
+            os.fsync(handle.fileno())
+            written += len(rows)
+            bar.update(len(rows))
+    return written
+
+
+# --------------------------------------------------------------------------------------- partial rows and the output
+
+
+def _start_or_resume(partial: Path, output: Path, description: dict, overwrite: bool) -> None:
+    manifest = partial / MANIFEST_FILE
+    if partial.is_dir() and manifest.is_file():
+        saved = json.loads(manifest.read_text(encoding="utf-8"))
+        if saved != description:
+            raise ValueError(
+                f"{partial} holds the rows of another prediction run ({_differences(saved, description)}); delete "
+                "it to start again, or resume that run with its own arguments."
+            )
+        return
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists: pass --overwrite to replace it.")
+    partial.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(description, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _differences(saved: Mapping, wanted: Mapping) -> str:
+    keys = sorted(key for key in set(saved) | set(wanted) if saved.get(key) != wanted.get(key))
+    return "; ".join(f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now" for key in keys)
+
+
+def read_partial_rows(partial: Path) -> list[dict]:
+    """Every complete JSON line of the partial files; a line cut short by a kill is dropped (and cut from its file,
+    so that the resumed run appends after whole lines)."""
+    rows = []
+    for part in sorted(partial.glob("rows-*.jsonl")):
+        data = part.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]
+        if len(complete) != len(data):
+            with open(part, "r+b") as handle:
+                handle.truncate(len(complete))
+        rows += [json.loads(line) for line in complete.decode("utf-8").splitlines() if line.strip()]
+    return rows
+
+
+def completed_conversations(partial: Path, lengths: Mapping[tuple[str, int], int]) -> set[tuple[str, int]]:
+    """The conversations whose every utterance has a row in `partial` (none when it does not exist)."""
+    if not partial.is_dir():
+        return set()
+    seen: dict[tuple[str, int], set[int]] = {}
+    for row in read_partial_rows(partial):
+        seen.setdefault((row["split"], row["conversation_index"]), set()).add(row["utterance_index"])
+    return {key for key, utterances in seen.items() if key in lengths and len(utterances) == lengths[key]}
+
+
+def merge_rows(partial: Path, order: Sequence[tuple[str, int]]) -> list[dict]:
+    """The rows of every conversation of `order`, in that order and in utterance order; one row per utterance (a
+    conversation begun, stopped and predicted again has rows twice: the later ones are kept)."""
+    by_key: dict[tuple[str, int], dict[int, dict]] = {}
+    for row in read_partial_rows(partial):
+        by_key.setdefault((row["split"], row["conversation_index"]), {})[row["utterance_index"]] = row
+    missing = [key for key in order if key not in by_key]
+    if missing:
+        raise RuntimeError(f"{partial}: no rows for {len(missing)} conversations (first: {missing[0]}); run again to resume.")
+    return [by_key[key][index] for key in order for index in sorted(by_key[key])]
+
+
+def write_output(rows: Sequence[Mapping], output: Path) -> None:
+    """JSON lines or parquet (by `output`'s suffix), written beside and renamed: never a half-written OUTPUT."""
+    temporary = output.with_name(output.name + ".tmp")
+    if output.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(list(rows)), temporary)
+    else:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+    os.replace(temporary, output)
+
+
+def _remove(partial: Path) -> None:
+    for path in partial.iterdir():
+        path.unlink()
+    partial.rmdir()
+
+
+# ------------------------------------------------------------------------------------------------------- processes
+
+
+@dataclass
+class ProcessGroup:
+    """This process's rank among the launched ones (`accelerate launch`, torchrun: WORLD_SIZE > 1), and a barrier."""
+
+    rank: int = 0
+    size: int = 1
+    state: object = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def current(cls) -> "ProcessGroup":
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls()
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return cls(state.process_index, state.num_processes, state)
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+
+__all__ = [
+    "ConversationToPredict",
+    "batches_by_size",
+    "predict_dataset",
+    "read_prediction_input",
+]
