@@ -77,16 +77,20 @@ def test_readme_demo_predict_and_python_blocks_run(tmp_path, monkeypatch, capsys
                 monkeypatch.setattr("sys.stdin", open(stdin, encoding="utf-8"))
             assert cli(arguments) == 0, arguments
             predicted.append(capsys.readouterr().out)
-    # the clips, the cuts of one video (--json), the stream, the online evaluation, the sample's data check
-    assert len(predicted) == 5
-    streamed = [json.loads(line) for line in predicted[2].splitlines()]
+    # the clips, the cuts of one video (--json), the test split to a file, the stream, the online evaluation, the
+    # sample's data check
+    assert len(predicted) == 6
+    streamed = [json.loads(line) for line in predicted[3].splitlines()]
     assert len(streamed) == 7 and all(row["context"] == "prefix" for row in streamed)
-    assert "weighted F1" in predicted[3] or "weighted_f1" in predicted[3]
+    assert "weighted F1" in predicted[4] or "weighted_f1" in predicted[4]
     table = predicted[0]
     cuts = json.loads(predicted[1])
     from_clips = [line.split()[-2] for line in table.splitlines()[1:]]
     assert [row["emotion"] for row in cuts] == from_clips  # the same conversation, cut out of one video
     assert sum(a == b for a, b in zip(from_clips, result["true_emotions"])) >= 5
+    split_rows = [json.loads(line) for line in open(tmp_path / "predictions.jsonl", encoding="utf-8")]
+    assert len(split_rows) == 7 and [row["label"] for row in split_rows] == list(result["true_emotions"])
+    assert [row["emotion"] for row in split_rows] == from_clips  # the same conversation, read from the release folder
 
     for block in code_blocks("python"):
         if "push_to_hub(" in block:
