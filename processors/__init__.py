@@ -1,5 +1,7 @@
 """Conversation -> model inputs: `MagtkdProcessor` and its helpers."""
 
+from .frame_cache import FrameCache, FrameCacheError
+from .frame_cache_build import build_frame_cache
 from .media import MediaError, TimeWindow
 from .processing_magtkd import MagtkdProcessor
 from .prompt import (
@@ -11,6 +13,9 @@ from .prompt import (
 )
 
 __all__ = [
+    "FrameCache",
+    "FrameCacheError",
+    "build_frame_cache",
     "MagtkdProcessor",
     "MagtkdInputError",
     "MediaError",

@@ -7,9 +7,11 @@ processor and settings it applies.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sys
 
+import numpy as np
 import torch
 
 from .conversation import Conversation, _naming, _where
@@ -183,31 +185,100 @@ def _scatter_rows(present_rows: torch.Tensor, flags: torch.Tensor) -> torch.Tens
 
 def video_inputs(processor, batch: list[Conversation]) -> dict[str, torch.Tensor]:
     """pixel_values (U, num_frames, 3, h, w) and has_video (U,): an utterance without `video` has has_video 0 and
-    zero pixels (a `video` path that does not exist is an error)."""
+    zero pixels (a `video` path that does not exist is an error).
+
+    With a frame cache attached (`processor.frame_cache`, see `frame_cache.py`) that was built with this processor's
+    frame settings, an utterance found in it is not decoded: its cached resized frames (K, 3, h, w) uint8 are only
+    normalised, which gives the same pixel values as decoding. The cache is used on the torch image path only."""
     use_torch = processor.image_backend == "torch" and torch_path_supported(processor.image_processor)
-    crop = getattr(processor.image_processor, "crop_size", None) or {"height": 224, "width": 224}
-    empty_size = (int(crop["height"]), int(crop["width"]))
+    cache = _usable_frame_cache(processor) if use_torch else None
     videos, present = [], []
     for conversation, utterance in _utterances(processor, batch, "video"):
         present.append(utterance.video is not None)
         if utterance.video is None:
             continue
-        with _naming(conversation, utterance):
-            frames = read_video_frames(
-                utterance.video,
-                num_frames=processor.num_frames,
-                selection=processor.frame_selection,
-                window=utterance.window,
-                num_threads=processor.video_num_threads,
-                empty_frame_size=empty_size,
-                padding=processor.time_window_padding,
-                context=_where(conversation, utterance),
-            )
+        cached = cache.lookup(utterance.video, utterance.window) if cache is not None else None
+        if cached is not None:
+            videos.append(pixel_values_from_resized(cached, processor.image_processor))
+            continue
+        frames = decode_video_frames(processor, utterance.video, utterance.window, conversation, utterance)
         if use_torch:
             videos.append(frames_to_pixel_values_torch(frames, processor.image_processor))
         else:
             videos.append(frames_to_pixel_values_processor(frames, processor.image_processor))
     has_video = torch.tensor(present, dtype=torch.long)
     if not videos:
-        return {"pixel_values": torch.zeros(len(present), processor.num_frames, 3, *empty_size), "has_video": has_video}
+        empty = torch.zeros(len(present), processor.num_frames, 3, *empty_frame_size(processor))
+        return {"pixel_values": empty, "has_video": has_video}
     return {"pixel_values": _scatter_rows(torch.stack(videos), has_video), "has_video": has_video}
+
+
+def empty_frame_size(processor) -> tuple[int, int]:
+    """(height, width) of the black frames of a clip without frames: the image processor's crop size (224 x 224)."""
+    crop = getattr(processor.image_processor, "crop_size", None) or {"height": 224, "width": 224}
+    return int(crop["height"]), int(crop["width"])
+
+
+def decode_video_frames(processor, video: str, window, conversation=None, utterance=None) -> np.ndarray:
+    """The kept frames of one utterance's video, RGB uint8 (num_frames, H, W, 3), decoded with the processor's
+    settings (the one decoding call of `video_inputs` and of the frame cache's builder). With the conversation and
+    the utterance given, a media error names them."""
+    context = _where(conversation, utterance) if utterance is not None else None
+    naming = _naming(conversation, utterance) if utterance is not None else contextlib.nullcontext()
+    with naming:
+        return read_video_frames(
+            video,
+            num_frames=processor.num_frames,
+            selection=processor.frame_selection,
+            window=window,
+            num_threads=processor.video_num_threads,
+            empty_frame_size=empty_frame_size(processor),
+            padding=processor.time_window_padding,
+            context=context,
+        )
+
+
+# ---------------------------------------------------------------------- video: the frame cache's two halves
+#
+# `frames_to_pixel_values_torch` = resize + center crop on uint8, then rescale + normalise. The frame cache stores
+# what the first half gives and runs the second half on it. Both halves call that same function with some of the
+# image processor's steps turned off (a settings view), so they cannot drift from it: the pixel values of a cached
+# clip equal the decoded clip's exactly.
+
+
+class _SettingsView:
+    """The image processor's settings with some of them replaced (read by `frames_to_pixel_values_torch`)."""
+
+    def __init__(self, image_processor, **replaced):
+        self._image_processor, self._replaced = image_processor, replaced
+
+    def __getattr__(self, name):
+        replaced = self.__dict__.get("_replaced", {})
+        if name in replaced:
+            return replaced[name]
+        return getattr(self.__dict__["_image_processor"], name)
+
+
+def resized_frames(frames: np.ndarray, image_processor) -> torch.Tensor:
+    """RGB uint8 frames (K, H, W, 3) -> resized and center-cropped frames uint8 (K, 3, h, w), contiguous: the first
+    half of `frames_to_pixel_values_torch` (what the frame cache stores)."""
+    view = _SettingsView(image_processor, do_rescale=False, do_normalize=False)
+    # without rescaling and normalising the function returns the uint8 values as float32: exact integers 0..255
+    return frames_to_pixel_values_torch(frames, view).to(torch.uint8).contiguous()
+
+
+def pixel_values_from_resized(frames: np.ndarray | torch.Tensor, image_processor) -> torch.Tensor:
+    """Resized frames uint8 (K, 3, h, w) (`resized_frames`, e.g. from the frame cache) -> pixel values float32
+    (K, 3, h, w): the second half of `frames_to_pixel_values_torch` (rescale, normalise)."""
+    frames = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    view = _SettingsView(image_processor, do_resize=False, do_center_crop=False)
+    return frames_to_pixel_values_torch(frames.transpose(0, 2, 3, 1), view)
+
+
+def _usable_frame_cache(processor):
+    """The processor's frame cache when one is attached and built with its frame settings, else None (a cache built
+    with other settings is never read: its frames would not be this processor's)."""
+    cache = getattr(processor, "frame_cache", None)
+    if cache is None or not cache.matches(processor):
+        return None
+    return cache

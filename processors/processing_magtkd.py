@@ -94,6 +94,11 @@ class MagtkdProcessor(ProcessorMixin):
     Utterances are ordered conversation by conversation, so `utterance_mask.bool()` selects
     them in row-major order.
 
+    Frame cache: `frame_cache` (a runtime attribute, None by default, never saved by
+    `save_pretrained`) may hold a `frame_cache.FrameCache` built with this processor's frame
+    settings (`magtkd-hf cache-frames`); the clips it holds are then not decoded, with the
+    same pixel values (torch image path only). `with_frame_cache` returns a copy that reads one.
+
     Missing modalities: `text` is required; `video` and `audio` are optional. An utterance
     without `audio` takes its video's sound track; without both (or with a video that has no
     sound track) its audio is absent; without `video` its video is absent. Absent media are
@@ -103,6 +108,9 @@ class MagtkdProcessor(ProcessorMixin):
     keeps the one utterance order callers index by). A named file that does not exist is
     still an error: missing is not absent.
     """
+
+    # A runtime attribute (see "Frame cache" above): not an `__init__` argument, so `save_pretrained` leaves it out.
+    frame_cache = None
 
     def __init__(
         self,
@@ -213,6 +221,16 @@ class MagtkdProcessor(ProcessorMixin):
                 f"tokens but the model's text embeddings have {embeddings.num_embeddings} rows: not the tokenizer the "
                 "model was trained with (or a damaged tokenizer file)."
             )
+
+    def with_frame_cache(self, frame_cache) -> "MagtkdProcessor":
+        """A shallow copy of this processor whose video inputs come from `frame_cache` (a `FrameCache`, or None for
+        none) for the clips it holds; this processor is left as it is. A cache built with other frame settings is
+        never read (`frame_cache.matches(processor)`)."""
+        import copy
+
+        copied = copy.copy(self)
+        copied.frame_cache = frame_cache
+        return copied
 
     # ------------------------------------------------------------------ call
 

@@ -351,6 +351,15 @@ _COMMANDS.append(_add_check_data_command)
 _COMMANDS.append(add_train_command)
 
 
+def _add_cache_frames_command(subparsers) -> None:
+    from .cli_cache import add_cache_frames_command
+
+    add_cache_frames_command(subparsers)
+
+
+_COMMANDS.append(_add_cache_frames_command)
+
+
 def _add_stream_and_evaluate_commands(subparsers) -> None:
     from .cli_stream import add_evaluate_command, add_stream_command
 

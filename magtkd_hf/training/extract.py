@@ -81,7 +81,7 @@ def extract_features(inputs: StageInputs, settings: StageSettings | None = None)
     accelerator = make_accelerator(settings, output, inputs.config.cpu)
     set_seed(settings.seed)
     started = time.perf_counter()
-    processor, splits = inputs.processor(), inputs.conversations()
+    processor, splits = inputs.media_processor("all"), inputs.conversations()  # with the run's frame cache
     models, sources = feature_models(inputs, accelerator.device)
     text_model = models["text"][1]
     schema = feature_dataset_features(text_model.config.feature_size, text_model.config.label_names)
@@ -104,6 +104,8 @@ def extract_features(inputs: StageInputs, settings: StageSettings | None = None)
             "seconds": time.perf_counter() - started, "num_processes": accelerator.num_processes,
             "mixed_precision": accelerator.mixed_precision,
         }
+        if getattr(processor, "frame_cache", None) is not None:
+            summary["frame_cache"] = str(processor.frame_cache.folder)
         write_json(output / METRICS_FILE, summary)
     accelerator.wait_for_everyone()
     return summary

@@ -3,6 +3,7 @@ conversations and the processor (read once), the encoders and their configs."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from .data import load_conversations
@@ -15,6 +16,11 @@ STAGE_FOLDERS = {
     "distill-video": "distill-video", "extract-features": "features", "fusion": "fusion",
 }
 
+FRAME_CACHE_FOLDER = "frame-cache"  # the run's frame cache, OUTPUT_DIR/frame-cache, unless --frame-cache says otherwise
+NO_FRAME_CACHE = ("none", "off")  # --frame-cache none: decode every clip
+
+logger = logging.getLogger(__name__)
+
 
 class StageInputs:
     """The run's resolved inputs; conversations and processor are read on first use and kept."""
@@ -25,6 +31,7 @@ class StageInputs:
         self.output_dir = Path(config.output_dir)
         self._conversations = None
         self._processor = None
+        self._frame_cache = None  # False once looked for and not usable
 
     # -- settings
     def settings(self, stage: str) -> StageSettings:
@@ -105,3 +112,50 @@ class StageInputs:
         if PartialState().is_main_process:
             processor.save_pretrained(str(saved))
         return processor
+
+    # -- the frame cache (`magtkd-hf cache-frames`)
+    def frame_cache_folder(self) -> Path | None:
+        """--frame-cache DIR, else OUTPUT_DIR/frame-cache; None with --frame-cache none."""
+        given = self.config.frame_cache
+        if given is not None and str(given).strip().lower() in NO_FRAME_CACHE:
+            return None
+        return Path(given) if given else self.output_dir / FRAME_CACHE_FOLDER
+
+    def frame_cache(self):
+        """The run's `FrameCache` (opened once), or None: none given and none in OUTPUT_DIR/frame-cache, or one built
+        with other frame settings than the processor's (then a one-line warning says so: its clips are decoded).
+        A folder given with --frame-cache that holds no cache raises `FileNotFoundError`; a damaged cache raises
+        `FrameCacheError` (naming the folder)."""
+        if self._frame_cache is None:
+            self._frame_cache = self._open_frame_cache() or False
+        return self._frame_cache or None
+
+    def _open_frame_cache(self):
+        from ..processors.frame_cache import METADATA_FILE, FrameCache
+
+        folder = self.frame_cache_folder()
+        if folder is None:
+            return None
+        if not (folder / METADATA_FILE).is_file():
+            if self.config.frame_cache:
+                raise FileNotFoundError(f"--frame-cache {folder}: no frame cache there (no {METADATA_FILE}); build it "
+                                        "with `magtkd-hf cache-frames`, or pass --frame-cache none")
+            return None
+        cache = FrameCache(folder)
+        differences = cache.differences(self.processor())
+        if differences:
+            logger.warning("frame cache %s was built with other frame settings (%s differ from the processor's): not "
+                           "used, clips are decoded; rebuild it with `magtkd-hf cache-frames`", folder,
+                           ", ".join(differences))
+            return None
+        return cache
+
+    def media_processor(self, modality: str):
+        """The processor a stage's collator calls for `modality`: for video (and extract-features, `"all"`), a copy
+        that reads the run's frame cache when there is a usable one; otherwise the run's processor. (The processor
+        saved beside the models is always the run's own: the cache is a runtime attribute.)"""
+        processor = self.processor()
+        if modality not in ("video", "all"):
+            return processor
+        cache = self.frame_cache()
+        return processor if cache is None else processor.with_frame_cache(cache)

@@ -5,7 +5,8 @@ them, and the library takes them as they are.
 * [`StageSettings`]: the hyper-parameters of one stage (optimiser, batches, epochs, precision, distillation weights,
   ...); a recipe gives each stage's values, `--flag` and `--set STAGE.KEY=VALUE` override them.
 * [`ModelSettings`]: the fusion model's architecture choices (heads, dropout, which stage-3 features it reads).
-* [`RunSettings`]: where a run reads and writes (data, encoders, stage folders) and how it runs (resume, CPU).
+* [`RunSettings`]: where a run reads and writes (data, encoders, stage folders, frame cache) and how it runs (resume,
+  CPU).
 * [`TrainingConfig`]: a run: its `RunSettings` fields, the `ModelSettings` and the per-stage overrides.
 """
 
@@ -153,6 +154,11 @@ class RunSettings:
     features: Optional[str] = field(
         default=None, metadata=_help("stage-3 features folder (fusion input, extract-features output) instead of "
                                      "OUTPUT_DIR/features")
+    )
+    frame_cache: Optional[str] = field(
+        default=None,
+        metadata=_help("the frame cache the video stages and extract-features read (built by `magtkd-hf "
+                       "cache-frames`); default OUTPUT_DIR/frame-cache when it exists; 'none': decode every clip"),
     )
     resume: Optional[str] = field(
         default=None,

@@ -6,6 +6,8 @@ with which collator; `train_stage` (loop.py) does the rest. Each stage reads the
 run's output folder and writes its own:
 
     OUT/processor/                          the processor every stage uses (built from the encoders unless given)
+    OUT/frame-cache/                        optional: the clips' resized frames (`magtkd-hf cache-frames`), read by
+                                            the video stages and extract-features instead of decoding (--frame-cache)
     OUT/text/ audio/ video/                 stage 1: save_pretrained folders + metrics.json + confusion_matrix.png
     OUT/distill-audio/ distill-video/       stage 2: the distilled students (same layout)
     OUT/features/                           stage 3: a DatasetDict of utterance features per conversation
@@ -132,9 +134,15 @@ def unimodal_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) 
     """Stage 1: a stage model on its pretrained encoder, cross-entropy on the utterances' labels."""
     items, use_time_window = utterance_items(inputs)
     model = pretrained_stage_model(inputs, spec.modality)
-    collator = UtteranceCollator(inputs.processor(), spec.modality, use_time_window)
-    description = {"initialised_from": inputs.encoder(spec.modality)}
+    collator = UtteranceCollator(inputs.media_processor(spec.modality), spec.modality, use_time_window)
+    description = {"initialised_from": inputs.encoder(spec.modality), **frame_cache_description(inputs, spec.modality)}
     return _utterance_job(spec, inputs, items, model, collator, None, description)
+
+
+def frame_cache_description(inputs: StageInputs, modality: str) -> dict:
+    """{"frame_cache": folder} in a video stage's metrics when it reads the run's frame cache, else {}."""
+    cache = inputs.frame_cache() if modality == "video" else None
+    return {} if cache is None else {"frame_cache": str(cache.folder)}
 
 
 def distillation_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) -> StageJob:
@@ -154,12 +162,13 @@ def distillation_job(spec: StageSpec, inputs: StageInputs, settings: StageSettin
         logit_temperature=losses.logit_loss_temperature, inter_weight=losses.logit_loss_inter_weight,
         intra_weight=losses.logit_loss_intra_weight, feature_temperature=losses.feature_loss_temperature,
     )
-    student_collator = UtteranceCollator(inputs.processor(), spec.modality, use_time_window)
+    student_collator = UtteranceCollator(inputs.media_processor(spec.modality), spec.modality, use_time_window)
     collator = DistillationCollator(student_collator, UtteranceCollator(inputs.processor(), spec.teacher))
     description = {
         "initialised_from": str(initialised_from), "teacher": str(teacher_folder),
         "loss": {"cross_entropy": 1.0, "logit_relation": settings.logit_weight,
                  "feature_relation": settings.feature_weight},
+        **frame_cache_description(inputs, spec.modality),
     }
     return _utterance_job(spec, inputs, items, model, collator, student_collator, description)
 
