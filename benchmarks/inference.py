@@ -12,7 +12,7 @@ a temporary folder for `--lengths` conversations, then measures, on the same pro
    and fusion; the rest is regrouping and bookkeeping): overhead = end-to-end - bare encoders;
 3. the whole pipeline (media decoding + model), one conversation per batch: sequentially
    (decode, then run, ...) vs a `DataLoader(num_workers=N)` whose workers decode the next
-   batch while the model runs.
+   batch while the model runs, and the `predict --output` command's path (`predict_dataset`).
 
 Reports times, utterances per second and peak memory (process RSS on CPU, allocated memory on
 CUDA). Usage:
@@ -268,6 +268,24 @@ def compare_pipelines(model, rows, collator, device, num_workers: int, utterance
             "workers": overlapped, "workers_wait": overlapped_wait}
 
 
+def time_predict_command(model, processor, rows, folder: Path, num_workers: int, utterances: int) -> float:
+    """`magtkd-hf predict MODEL DATA --output FILE.jsonl`'s path (`predict_dataset`: batched by size, decoding in
+    `num_workers` DataLoader workers, rows synced to disk per batch) on the same conversations; its time (s)."""
+    from magtkd_hf.predict_dataset import ConversationToPredict, predict_dataset
+
+    conversations = [
+        ConversationToPredict("data", index, row["dialogue_id"], {k: v for k, v in row.items() if k != "labels"})
+        for index, row in enumerate(rows)
+    ]
+    start = time.perf_counter()
+    predict_dataset(model, processor, conversations, folder / "predictions.jsonl", num_workers=num_workers,
+                    max_utterances=max(len(row["texts"]) for row in rows), progress=False)
+    seconds = time.perf_counter() - start
+    print(f"predict --output (predict_dataset, num_workers={num_workers}): {seconds:.2f} s; "
+          f"{utterances / seconds:.2f} utterances/s")
+    return seconds
+
+
 def write_json(path: str, utterances: int, bare: dict, e2e: dict, pipeline_s: dict, decode_all: float):
     Path(path).write_text(json.dumps({
         "utterances": utterances, "bare_ms": {k: v * 1000 for k, v in bare.items()},
@@ -291,6 +309,9 @@ def main():
         bare, e2e = time_encoders(model, rows, collator, batch, dtype, device, args.repeats)
         print_comparison(bare, e2e, utterances)
         pipeline_s = compare_pipelines(model, rows, collator, device, args.num_workers, utterances)
+        pipeline_s["predict_command"] = time_predict_command(
+            model, collator.processor, rows, Path(folder), args.num_workers, utterances
+        )
         print(peak_memory(device))
         if args.json:
             write_json(args.json, utterances, bare, e2e, pipeline_s, decode_all)
