@@ -192,3 +192,15 @@ def test_the_command_with_workers_and_two_processes_give_the_single_process_file
         {k: v for k, v in r.items() if k not in ("probability", "probabilities")} for r in single
     ]
     assert [r["probability"] for r in two] == pytest.approx([r["probability"] for r in single], abs=1e-6)
+
+
+def test_released_iemocap_speaker_numbering_survives_batching_by_size(saved):
+    from magtkd_hf.predict_dataset import add_running_speakers
+
+    processor = tiny_processor(speaker_mode="released_iemocap")
+    conversations = [c for c in read_prediction_input(saved / "data") if c.split == "validation"]
+    chained = processor([c.row for c in conversations], modalities=("text",))["speaker_ids"]
+    add_running_speakers(conversations)
+    for number, conversation in enumerate(conversations):  # each alone, as a batch of any order would see it
+        alone = processor([conversation.row], modalities=("text",))["speaker_ids"][0, : len(conversation)]
+        assert alone.tolist() == chained[number, : len(conversation)].tolist()
