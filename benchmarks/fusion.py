@@ -3,6 +3,7 @@
 1,038 conversations with the real utterance counts of MELD's train split, H = 768, batch 16 conversations, AdamW as in
 the released recipe. Prints seconds per training epoch (forward, backward, optimiser), inference over the set and peak
 memory, side by side for the sampling orders and optimiser variants, plus the compute floor from the FLOP count.
+Against the released module (and in bf16): `benchmarks/fusion_vs_released.py`.
 
     python benchmarks/fusion.py [--threads 2] [--epochs 1] [--device cpu]
 """

@@ -312,3 +312,55 @@ def test_a_causal_fusion_trains_and_round_trips(tmp_path):
     model(**make_batch([4, 2])).loss.backward()
     model.save_pretrained(tmp_path / "causal")
     assert AutoModel.from_pretrained(tmp_path / "causal").config.causal is True
+
+
+def test_dropout_scaled_mask_draws_the_reference_bits_and_is_the_identity_when_inactive():
+    from magtkd_hf.modeling_magtkd_fusion import MagtkdDropout
+
+    hidden = torch.randn(37, HIDDEN)
+    dropout = MagtkdDropout(0.5).train()
+    torch.manual_seed(3)
+    dropped = dropout(hidden)
+    torch.manual_seed(3)  # the reference: the same random words, one bit each, `x * keep * 2`
+    words = torch.empty((hidden.numel() + 15) // 16, dtype=torch.int32).random_()
+    bits = (words[:, None] >> torch.arange(16, dtype=torch.int32)) & 1
+    keep = bits.flatten()[: hidden.numel()].view(hidden.shape).bool()
+    assert torch.equal(dropped, hidden * keep * 2.0)
+    other = MagtkdDropout(0.3).train()
+    torch.manual_seed(4)
+    dropped = other(hidden)
+    torch.manual_seed(4)
+    assert torch.equal(dropped, hidden * (torch.rand_like(hidden) >= 0.3) * (1.0 / 0.7))
+    assert dropout.eval()(hidden) is hidden and MagtkdDropout(0.0).train()(hidden) is hidden
+
+
+def test_a_block_projects_queries_shared_by_stacked_copies_once_with_the_same_result():
+    from magtkd_hf.modeling_magtkd_fusion import ConversationLayout, MagtkdFusionBlock
+
+    torch.manual_seed(0)
+    block = MagtkdFusionBlock(tiny_config()).eval()
+    layout = ConversationLayout((torch.arange(5)[None, :] < torch.tensor([[5], [2], [4]])).long())
+    queries = torch.randn(11, HIDDEN)
+    keys_values = torch.randn(3 * 11, HIDDEN)
+    with torch.no_grad():
+        stacked = block(torch.cat([queries] * 3), keys_values, layout.repeated(3))
+        shared = block(queries, keys_values, layout.repeated(3), query_copies=3)
+    torch.testing.assert_close(shared, stacked, rtol=0, atol=1e-6)
+
+
+def test_evaluation_text_anchor_with_one_query_tensor_equals_three_copies():
+    torch.manual_seed(0)
+    model = MagtkdFusionModel(tiny_config()).eval()
+    batch = make_batch([4, 1, 6])
+    with torch.no_grad():
+        fast = model(**batch)
+        anchor = model.text_anchor
+        original = anchor._shared_paths
+
+        def distinct_queries(queries, keys_values, layout):  # the stacked path, as in training
+            return original([query.clone() for query in queries], keys_values, layout)
+
+        anchor._shared_paths = distinct_queries
+        slow = model(**batch)
+    for key in ("logits", "audio_logits", "video_logits", "text_anchor_hidden_states", "loss"):
+        torch.testing.assert_close(fast[key], slow[key], rtol=0, atol=1e-5)
