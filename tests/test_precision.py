@@ -32,8 +32,11 @@ def test_mixed_precision_auto_is_bf16_only_on_native_hardware(monkeypatch, nativ
     assert resolve_mixed_precision("no", cpu=True) == "no" and resolve_mixed_precision("bf16") == "bf16"
 
 
-def test_the_recipes_extract_features_in_auto_precision():
+def test_the_recipes_extract_features_and_train_the_fusion_in_auto_precision():
     from magtkd_hf.training.recipe import load_recipe
 
     for name in ("meld", "iemocap"):
-        assert load_recipe(name).stage_settings("extract-features").mixed_precision == "auto"
+        recipe = load_recipe(name)
+        assert [recipe.stage_settings(stage).mixed_precision for stage in ("extract-features", "fusion", "text")] == [
+            "auto", "auto", "no"
+        ]
