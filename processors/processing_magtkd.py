@@ -208,6 +208,15 @@ class MagtkdProcessor(ProcessorMixin):
         check_saved_tokenizer(args[0])
         return super().from_args_and_dict(args, processor_dict, **kwargs)
 
+    @classmethod
+    def from_dict(cls, processor_dict: dict[str, Any], **kwargs):
+        # transformers >= 5.25: `from_pretrained` loads the sub-processors into `processor_dict` and calls this
+        # instead of `from_args_and_dict`; the same check on the saved tokenizer.
+        tokenizer = kwargs.get("tokenizer", processor_dict.get("tokenizer"))
+        if tokenizer is not None and hasattr(tokenizer, "get_vocab"):
+            check_saved_tokenizer(tokenizer)
+        return super().from_dict(processor_dict, **kwargs)
+
     def check_fits_model(self, model) -> None:
         """Refuse a model whose text embeddings do not have one row per token of this tokenizer (the tokenizer of
         another model, or a damaged folder): its prompts would be encoded with other ids."""
