@@ -37,6 +37,7 @@ from .prediction_files import (
 )
 
 OUTPUT_FORMATS = (".jsonl", ".parquet")
+_SPLIT_ALIASES = {"dev": "validation", "valid": "validation"}  # the MELD release's and the released scripts' names
 
 
 @dataclass
@@ -76,6 +77,7 @@ def read_prediction_input(
     else:
         raise FileNotFoundError(f"{path}: no such file or folder (a JSON lines file, a saved dataset or a release folder)")
     if splits:
+        splits = [split if split in found else _SPLIT_ALIASES.get(split, split) for split in splits]
         unknown = [split for split in splits if split not in found]
         if unknown:
             raise ValueError(f"{path}: no split {unknown}; it has {sorted(found)}")

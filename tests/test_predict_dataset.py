@@ -93,6 +93,7 @@ def test_parquet_holds_the_json_lines_rows(saved, tmp_path):
 
     model, processor = loaded(saved)
     conversations = read_prediction_input(saved / "data", splits=["test"])
+    assert [c.split for c in read_prediction_input(saved / "data", splits=["dev"])] == ["validation"] * 3
     predict_dataset(model, processor, conversations, tmp_path / "out.jsonl", progress=False)
     predict_dataset(model, processor, conversations, tmp_path / "out.parquet", progress=False)
     assert pq.read_table(tmp_path / "out.parquet").to_pylist() == read_jsonl(tmp_path / "out.jsonl")

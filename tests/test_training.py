@@ -167,3 +167,21 @@ def test_the_stage_table_follows_the_settings_stage_names():
     from magtkd_hf.training import STAGE_NAMES, STAGE_ORDER
 
     assert STAGE_ORDER == STAGE_NAMES
+
+
+def test_training_rows_carry_the_released_iemocap_running_speakers():
+    from magtkd_hf.training.data import slice_row
+    from magtkd_hf.training.inputs import with_running_speakers
+
+    processor = tiny_processor(speaker_mode="released_iemocap")
+    rows = [{"dialogue_id": str(d), "speakers": speakers, "texts": ["a b c"] * len(speakers)}
+            for d, speakers in enumerate([["A", "B", "C"], ["C", "D", "B"], ["E", "A"]])]
+    split = with_running_speakers(datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}))["train"]
+    assert len(split[2]["previous_speakers"]) == 2  # as long as its conversation: `slice_row` must not cut it
+    chained = processor(rows, modalities=("text",))["speaker_ids"]
+    for number in (2, 1, 0):  # out of order, each history alone (as the text stage's shuffled batches see them)
+        row = split[number]
+        for utterance in range(len(row["texts"])):
+            history = slice_row(row, 0, utterance + 1)
+            ids = processor([history], modalities=("text",))["speaker_ids"][0, : utterance + 1]
+            assert ids.tolist() == chained[number, : utterance + 1].tolist()

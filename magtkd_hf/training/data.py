@@ -22,6 +22,8 @@ MODEL_INPUTS = {
     "video": {"pixel_values": "pixel_values"},
 }
 SPLITS = ("train", "validation", "test")
+# List columns of a conversation row that are not one entry per utterance (never cut by `slice_row`).
+PER_CONVERSATION_LISTS = ("previous_speakers",)
 
 
 def load_conversations(data: str | Path, dataset: str, on_missing: str = "raise") -> datasets.DatasetDict:
@@ -45,7 +47,8 @@ def slice_row(row: Mapping, start: int, stop: int) -> dict:
     dialogue id still names the conversation in errors)."""
     count = len(row["texts"])
     return {
-        key: (value[start:stop] if isinstance(value, (list, tuple)) and len(value) == count else value)
+        key: (value[start:stop] if key not in PER_CONVERSATION_LISTS and isinstance(value, (list, tuple))
+              and len(value) == count else value)
         for key, value in row.items()
     }
 

@@ -68,6 +68,8 @@ class StageInputs:
             missing = [split for split in ("train", "validation") if split not in self._conversations]
             if missing:
                 raise ValueError(f"--data {self.config.data}: splits {missing} are missing")
+            if getattr(self.processor(), "speaker_mode", None) == "released_iemocap":
+                self._conversations = with_running_speakers(self._conversations)
         return self._conversations
 
     def encoder(self, modality: str) -> str:
@@ -159,3 +161,21 @@ class StageInputs:
             return processor
         cache = self.frame_cache()
         return processor if cache is None else processor.with_frame_cache(cache)
+
+
+def with_running_speakers(splits):
+    """The processor's "released_iemocap" speaker mode numbers speakers by a list that runs through a whole split in
+    its order: each split gets the `previous_speakers` column of that order (where it lacks one), so that shuffled
+    batches, single utterances and processes that share out conversations number them as the split does."""
+    import datasets
+
+    from ..processors import released_iemocap_previous_speakers
+
+    updated = {}
+    for split, dataset in splits.items():
+        if "previous_speakers" not in dataset.column_names:
+            states = released_iemocap_previous_speakers(dataset["speakers"])
+            dataset = dataset.add_column("previous_speakers", states)
+        updated[split] = dataset
+    return datasets.DatasetDict(updated)
+
