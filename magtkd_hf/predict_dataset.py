@@ -58,6 +58,14 @@ class ConversationToPredict:
     def __len__(self) -> int:
         return len(self.row["texts"])
 
+    def utterances(self) -> list[dict]:
+        """Per utterance: speaker, text and its media paths (what error messages and output rows name)."""
+        utterances = [{"speaker": s, "text": t} for s, t in zip(self.row["speakers"], self.row["texts"])]
+        for key, column in (("video", "video_paths"), ("audio", "audio_paths")):
+            for utterance, path in zip(utterances, self.row.get(column) or []):
+                utterance[key] = path
+        return utterances
+
 
 # ------------------------------------------------------------------------------------------------------------ input
 
@@ -222,23 +230,17 @@ def _as_is(item):
 @torch.inference_mode()
 def predict_batch(model, members: Sequence[ConversationToPredict], inputs) -> list[dict]:
     """The output rows of one batch of conversations (their processor `inputs`), checked finite."""
+    utterances = [member.utterances() for member in members]
     for number, member in enumerate(members):
         mine = (inputs["conversation_index"] == number).nonzero().flatten()
-        utterances = [{"speaker": s, "text": t} for s, t in zip(member.row["speakers"], member.row["texts"])]
-        for key, column in (("video", "video_paths"), ("audio", "audio_paths")):
-            for utterance, path in zip(utterances, member.row.get(column) or []):
-                utterance[key] = path
-        check_finite_inputs(_select(inputs, mine), utterances, label=_naming(member))
+        check_finite_inputs(_select(inputs, mine), utterances[number], label=_naming(member))
     logits = model(**inputs.to(model.device)).logits.float()
     rows = []
     for number, member in enumerate(members):
-        count = len(member)
-        utterances = [{"speaker": s, "text": t} for s, t in zip(member.row["speakers"], member.row["texts"])]
-        check_finite_logits(logits[number, :count], utterances, name=f"{member.split} conversation {member.conversation_id!r}")
-        predicted = _rows(utterances, logits[number, :count].softmax(-1), model.config.id2label,
-                          utterance_modalities(inputs, number))
-        for utterance_index, row in enumerate(predicted):
-            rows.append(_output_row(member, utterance_index, row))
+        mine = logits[number, : len(member)]
+        check_finite_logits(mine, utterances[number], name=f"{member.split} conversation {member.conversation_id!r}")
+        predicted = _rows(utterances[number], mine.softmax(-1), model.config.id2label, utterance_modalities(inputs, number))
+        rows += [_output_row(member, index, row) for index, row in enumerate(predicted)]
     return rows
 
 

@@ -38,8 +38,9 @@ def add_cache_frames_command(subparsers) -> None:
 
 def run_cache_frames(args) -> int:
     from ..training import TrainingConfig
+    from ..training.inputs import NO_FRAME_CACHE
 
-    if args.frame_cache is not None and args.frame_cache.strip().lower() in ("none", "off"):
+    if args.frame_cache is not None and args.frame_cache.strip().lower() in NO_FRAME_CACHE:
         raise ValueError(f"--frame-cache {args.frame_cache}: name the folder to build the cache in")
     config = TrainingConfig(
         output_dir=args.output_dir, recipe=args.recipe, data=args.data, on_missing=args.on_missing,
