@@ -16,6 +16,9 @@ from .meld import MELD_SPLIT_FILES, meld_clip_path
 from .synthetic import write_meld_tree, write_scenes_mp4, write_tiny_mp4
 
 SAMPLE_MELD_ROOT = Path(__file__).resolve().parent / "sample_meld"
+# The real MELD label files (transcripts, speakers, emotions; no clips; GPL-3.0 like this package): a release folder
+# for the text stages.
+MELD_TRANSCRIPTS_ROOT = Path(__file__).resolve().parent / "meld_transcripts"
 # Conversation files for `magtkd-hf predict` (README): the test conversation as its clips, and as cuts of one video.
 SAMPLE_CONVERSATIONS_DIR = SAMPLE_MELD_ROOT / "conversations"
 CLIP_CONVERSATION_FILE = SAMPLE_CONVERSATIONS_DIR / "test_conversation.json"

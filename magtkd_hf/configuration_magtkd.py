@@ -52,6 +52,9 @@ class MagtkdLabelsMixin:
         label2id = {label: int(index) for label, index in self.label2id.items()}
         if label2id != {label: index for index, label in id2label.items()}:
             raise ValueError(f"`label2id` {label2id} disagrees with `id2label` {id2label}.")
+        weights = getattr(self, "class_weights", None)
+        if weights is not None and (len(weights) != len(id2label) or min(weights) <= 0):
+            raise ValueError(f"`class_weights` must hold one positive weight per label ({len(id2label)}), got {weights}.")
 
     @property
     def label_names(self) -> list[str]:
@@ -84,6 +87,8 @@ class MagtkdTextConfig(MagtkdLabelsMixin, PreTrainedConfig):
             with the 9 speaker tokens added to its vocabulary (50,274 rows, as the released text model).
         feature_size (`int`, defaults to 768): width of the projected feature (the fusion width).
         id2label, label2id: the classes of the stage's classifier (MELD's seven emotions by default).
+        class_weights (`list[float]`, *optional*): weights of the classes in the cross-entropy (training only; the
+            training recipe's `class_weighting` sets them from the train split). None: unweighted, as the paper.
     """
 
     model_type: ClassVar[str] = "magtkd_text"
@@ -100,6 +105,7 @@ class MagtkdTextConfig(MagtkdLabelsMixin, PreTrainedConfig):
 
     encoder_config: dict | PreTrainedConfig | None = None
     feature_size: int = 768
+    class_weights: list[float] | None = None
 
     def __post_init__(self, **kwargs):
         self._default_labels(kwargs)
@@ -114,9 +120,11 @@ class MagtkdTextConfig(MagtkdLabelsMixin, PreTrainedConfig):
 
 
 class _MagtkdMediaConfig(MagtkdLabelsMixin, PreTrainedConfig):
-    """Audio and video stage configs: the encoder's own hidden state is the feature (no projection)."""
+    """Audio and video stage configs: the encoder's own hidden state is the feature (no projection). `class_weights`: as
+    [`MagtkdTextConfig`]'s."""
 
     encoder_config: dict | PreTrainedConfig | None = None
+    class_weights: list[float] | None = None
 
     def __post_init__(self, **kwargs):
         self._default_labels(kwargs)
@@ -199,6 +207,8 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
         feature_loss_temperature (`float`): temperature of the feature-relation loss.
         audio_feature_source, video_feature_source (`str`): which stage-3 features feed the audio and video inputs
             (`"audio_kd"`/`"audio"`, `"video_kd"`/`"video"`).
+        class_weights (`list[float]`, *optional*): weights of the classes in the cross-entropy terms of the fusion loss (training only; the
+            training recipe's `class_weighting` sets them from the train split). None: unweighted, as the paper.
 
     Presets: [`~MagtkdFusionConfig.for_meld`], [`~MagtkdFusionConfig.for_iemocap`], [`~MagtkdFusionConfig.from_preset`].
     """
@@ -232,6 +242,7 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
     feature_loss_temperature: float = 1.0
     audio_feature_source: str = "audio_kd"
     video_feature_source: str = "video_kd"
+    class_weights: list[float] | None = None
 
     def __post_init__(self, **kwargs):
         self._default_labels(kwargs)

@@ -9,13 +9,16 @@ import torch
 from .configuration_magtkd import FEATURE_SOURCES
 
 
-def feature_dataset_features(hidden_size: int, label_names: Sequence[str] | None = None) -> datasets.Features:
-    """The typed schema of a stage-3 features dataset: per conversation, an (n, hidden_size) array per source."""
+def feature_dataset_features(
+    hidden_size: int, label_names: Sequence[str] | None = None, sources: Sequence[str] = FEATURE_SOURCES
+) -> datasets.Features:
+    """The typed schema of a stage-3 features dataset: per conversation, an (n, hidden_size) array per source (all of
+    `FEATURE_SOURCES`, or those of a run without some modalities: `text` is always there)."""
     label = datasets.ClassLabel(names=list(label_names)) if label_names else datasets.Value("int64")
     columns = {
         "dialogue_id": datasets.Value("string"),
         "utterance_ids": datasets.List(datasets.Value("string")),
-        **{source: datasets.Array2D(shape=(None, hidden_size), dtype="float32") for source in FEATURE_SOURCES},
+        **{source: datasets.Array2D(shape=(None, hidden_size), dtype="float32") for source in sources},
         "speaker_ids": datasets.List(datasets.Value("int64")),
         "labels": datasets.List(label),
     }
@@ -34,7 +37,9 @@ class FusionFeatureCollator:
 
     - `text_features`, `audio_features`, `video_features`: (B, N, H) float32, from the `text` column and the columns
       named by `audio_source`/`video_source` (the config's `audio_feature_source`/`video_feature_source`);
-    - `speaker_ids`, `attention_mask`: (B, N) long; `labels`: (B, N) long with -100 at padding.
+    - `speaker_ids`, `attention_mask`: (B, N) long; `labels`: (B, N) long with -100 at padding;
+    - `audio_mask`/`video_mask`: (B, N) zeros when the rows have no audio/video column (features of a run without
+      that modality): the fusion then takes its missing-modality embedding; absent when the column is there.
     """
 
     def __init__(self, audio_source: str = "audio_kd", video_source: str = "video_kd"):
@@ -48,12 +53,15 @@ class FusionFeatureCollator:
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         lengths = [len(row["speaker_ids"]) for row in rows]
         batch_size, max_length = len(rows), max(lengths)
+        width = np.asarray(rows[0]["text"]).shape[-1]
         batch = {}
         for input_name, column in self.sources.items():
-            first = np.asarray(rows[0][column], dtype=np.float32)
-            padded = np.zeros((batch_size, max_length, first.shape[-1]), dtype=np.float32)
-            for index, row in enumerate(rows):
-                padded[index, : lengths[index]] = np.asarray(row[column], dtype=np.float32)
+            padded = np.zeros((batch_size, max_length, width), dtype=np.float32)
+            if column not in rows[0]:
+                batch[input_name.replace("_features", "_mask")] = torch.zeros(batch_size, max_length, dtype=torch.long)
+            else:
+                for index, row in enumerate(rows):
+                    padded[index, : lengths[index]] = np.asarray(row[column], dtype=np.float32)
             batch[input_name] = torch.from_numpy(padded)
         batch["speaker_ids"] = self._pad_integers([row["speaker_ids"] for row in rows], max_length, 0)
         batch["attention_mask"] = self._pad_integers([[1] * length for length in lengths], max_length, 0)

@@ -17,16 +17,21 @@ def labelled_positions(labels: torch.Tensor) -> torch.Tensor | None:
     return labelled if bool(labelled.any()) else None
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of `logits` (n, C) against `labels` (n,) over the labelled samples; 0 (with a graph) when every
-    label is ignored, where `F.cross_entropy` would give NaN."""
+def class_weight_tensor(class_weights, logits: torch.Tensor) -> torch.Tensor | None:
+    """A config's `class_weights` (a list, or None) as a float32 tensor on the logits' device."""
+    return None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32, device=logits.device)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, class_weights=None) -> torch.Tensor:
+    """Cross-entropy of `logits` (n, C) against `labels` (n,) over the labelled samples (weighted by `class_weights`,
+    C floats, when given); 0 (with a graph) when every label is ignored, where `F.cross_entropy` would give NaN."""
     labels = labels.to(logits.device)
     if labels.shape != logits.shape[:1]:
         raise ValueError(f"`labels` has shape {tuple(labels.shape)}, expected ({logits.shape[0]},).")
     labelled = labelled_positions(labels)
     if labelled is None:
         return logits.sum() * 0.0
-    return F.cross_entropy(logits[labelled].float(), labels[labelled])
+    return F.cross_entropy(logits[labelled].float(), labels[labelled], weight=class_weight_tensor(class_weights, logits))
 
 
 def pearson_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -95,13 +100,15 @@ def distillation_loss(
     inter_weight: float = 1.0,
     intra_weight: float = 1.0,
     feature_temperature: float = 1.0,
+    class_weights=None,
 ) -> torch.Tensor:
     """
     `CE(z_s, y) + logit_weight * L_logit(z_s, z_t) + feature_weight * L_feat(h_s, h_t)`: the student objective of
     stage 2 and the anchor term K of the fusion loss. The feature term is skipped
     when `feature_weight` is 0. Nothing is detached: the caller decides whether the teacher gets gradients.
+    `class_weights` (C floats, optional) weight the cross-entropy.
     """
-    loss = F.cross_entropy(student_logits, labels)
+    loss = F.cross_entropy(student_logits, labels, weight=class_weight_tensor(class_weights, student_logits))
     if logit_weight:
         loss = loss + logit_weight * dist_logit_loss(
             student_logits, teacher_logits, logit_temperature, inter_weight, intra_weight
@@ -126,6 +133,7 @@ def fusion_loss(
     inter_weight: float = 1.0,
     intra_weight: float = 1.0,
     feature_temperature: float = 1.0,
+    class_weights=None,
 ) -> torch.Tensor:
     """
     `CE(z, y) + audio_weight * K(z_a', z, F_a, F_t) + video_weight * K(z_v', z, F_v, F_t)`: the
@@ -135,6 +143,7 @@ def fusion_loss(
         logits, audio_logits, video_logits (`torch.Tensor` of shape `(n, C)`): over the n labelled utterances.
         text_anchor, audio_anchor, video_anchor (`torch.Tensor` of shape `(n, H)`).
         labels (`torch.Tensor` of shape `(n,)`).
+        class_weights (C floats, optional): weights of every cross-entropy term.
     """
     anchor_term = dict(
         logit_weight=1.0,
@@ -143,8 +152,9 @@ def fusion_loss(
         inter_weight=inter_weight,
         intra_weight=intra_weight,
         feature_temperature=feature_temperature,
+        class_weights=class_weights,
     )
-    loss = F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels, weight=class_weight_tensor(class_weights, logits))
     if audio_weight:
         loss = loss + audio_weight * distillation_loss(
             audio_logits, logits, labels, audio_anchor, text_anchor, **anchor_term

@@ -360,6 +360,7 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
             inter_weight=config.logit_loss_inter_weight,
             intra_weight=config.logit_loss_intra_weight,
             feature_temperature=config.feature_loss_temperature,
+            class_weights=config.class_weights,
         )
 
     def _check_inputs(self, text_features, audio_features, video_features, speaker_ids, masks):

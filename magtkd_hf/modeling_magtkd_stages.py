@@ -64,6 +64,13 @@ def _parameter_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
 
+def numbers_positions_from_padding(encoder: PreTrainedModel) -> bool:
+    """Whether the encoder's embeddings number positions past the padding themselves, as RoBERTa-family embeddings do
+    (`create_position_ids_from_input_ids`); other encoders need position ids from the attention mask when left
+    padded."""
+    return hasattr(getattr(encoder, "embeddings", None), "create_position_ids_from_input_ids")
+
+
 class MagtkdTextEncoder(nn.Module):
     """
     The text feature: a RoBERTa-family encoder reads the prompt, whose last token is the mask token (the processor
@@ -74,6 +81,7 @@ class MagtkdTextEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder if encoder is not None else encoder_from_config(config.encoder_config)
         self.projection = nn.Linear(self.encoder.config.hidden_size, config.feature_size)
+        self.positions_from_padding = numbers_positions_from_padding(self.encoder)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(U, L) prompt tokens, left padded -> (U, feature_size)."""
@@ -82,7 +90,13 @@ class MagtkdTextEncoder(nn.Module):
                 "The text inputs must be padded on the LEFT (the mask token last): the feature is read at the last "
                 "position. MagtkdProcessor does this."
             )
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, -1]
+        position_ids = None
+        if attention_mask is not None and not self.positions_from_padding:
+            # Absolute positions (BERT family) would count the left padding: number each prompt's tokens from 0.
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state[:, -1]
         return self.projection(hidden)
 
 
@@ -217,7 +231,7 @@ class MagtkdUnimodalModel(MagtkdEncoderPreTrainedModel):
 
     def _output(self, features: torch.Tensor, labels: torch.Tensor | None, return_dict: bool | None):
         logits = self.classifier(features)
-        loss = None if labels is None else classification_loss(logits, labels)
+        loss = None if labels is None else classification_loss(logits, labels, self.config.class_weights)
         output = MagtkdUnimodalOutput(loss=loss, logits=logits, features=features)
         return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
@@ -366,6 +380,7 @@ class MagtkdDistillationModel(nn.Module):
             loss = student.logits.sum() * 0.0 if labelled is None else distillation_loss(
                 student.logits[labelled].float(), teacher.logits[labelled].float(), labels[labelled],
                 student.features[labelled].float(), teacher.features[labelled].float(), **self.loss_weights,
+                class_weights=self.student.config.class_weights,
             )
         return MagtkdDistillationOutput(loss=loss, logits=student.logits, teacher_logits=teacher.logits)
 

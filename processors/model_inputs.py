@@ -104,7 +104,7 @@ def text_inputs(processor, batch: list[Conversation], speaker_indices) -> dict[s
                     f"empty or non-text transcript {utterance.text!r}"
                 )
             texts.append(utterance.text.strip())
-        prompts.extend(build_prompts(texts, indices, separator))
+        prompts.extend(build_prompts(texts, indices, separator, processor.text_context))
     # Built on demand (cheap: a JSON round trip) so no tokenizers.Tokenizer sits in the
     # processor's state (which `to_dict` deep-copies).
     backend = released_backend(processor.tokenizer) if processor.tokenization_mode == "released" else None

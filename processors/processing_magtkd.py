@@ -19,6 +19,7 @@ from .media import FRAME_SELECTIONS
 from .model_inputs import audio_inputs, conversation_speaker_indices, text_inputs, video_inputs
 from .prompt import (
     SPEAKER_MODES,
+    TEXT_CONTEXTS,
     TOKENIZATION_MODES,
     SPEAKER_TOKENS,
     MagtkdInputError,
@@ -56,6 +57,8 @@ class MagtkdProcessor(ProcessorMixin):
         speaker_map: {name: id} for "global_map" (e.g. MELD's `speaker2id.json`), or a path
             to such a JSON file (read once, then saved inside the processor config).
         max_text_tokens: prompt tokens kept (the last ones) before the mask token (511).
+        text_context: "history" (the paper's prompt: the conversation up to the utterance) or
+            "utterance" (the same template on the utterance alone, the paper's text ablation).
         max_audio_samples: waveform crop at the target rate (400,000 = 25 s at 16 kHz).
         audio_mode: "default" (crop to `max_audio_samples`, then the feature extractor
             normalises what is kept) or "released" (the released scripts' order: the whole
@@ -121,6 +124,7 @@ class MagtkdProcessor(ProcessorMixin):
         speaker_mode: str = "first_appearance",
         speaker_map: Mapping[str, int] | str | None = None,
         max_text_tokens: int = 511,
+        text_context: str = "history",
         max_audio_samples: int = 400_000,
         audio_mode: str = "default",
         num_frames: int = 8,
@@ -133,6 +137,7 @@ class MagtkdProcessor(ProcessorMixin):
     ):
         _check_choice("tokenization_mode", tokenization_mode, TOKENIZATION_MODES)
         _check_choice("speaker_mode", speaker_mode, SPEAKER_MODES)
+        _check_choice("text_context", text_context, TEXT_CONTEXTS)
         _check_choice("frame_selection", frame_selection, tuple(FRAME_SELECTIONS))
         _check_choice("use_time_window", use_time_window, TIME_WINDOW_CHOICES)
         _check_choice("image_backend", image_backend, IMAGE_BACKENDS)
@@ -148,6 +153,7 @@ class MagtkdProcessor(ProcessorMixin):
         self.speaker_mode = speaker_mode
         self.speaker_map = None if speaker_map is None else load_speaker_map(speaker_map)
         self.max_text_tokens = int(max_text_tokens)
+        self.text_context = text_context
         self.max_audio_samples = int(max_audio_samples)
         self.audio_mode = audio_mode
         self.num_frames = int(num_frames)

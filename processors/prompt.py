@@ -34,6 +34,7 @@ SPEAKER_TOKENS = tuple(f"<s{k}>" for k in range(1, 10))
 MAX_SPEAKERS = len(SPEAKER_TOKENS)
 SPEAKER_MODES = ("first_appearance", "global_map", "released_iemocap")
 TOKENIZATION_MODES = ("default", "released")
+TEXT_CONTEXTS = ("history", "utterance")  # the prompt holds the conversation so far, or the utterance alone
 RELEASED_SEPARATOR = "</s>"  # RoBERTa's sep token, written literally by the released scripts
 
 
@@ -125,18 +126,25 @@ def speaker_token(index: int) -> str:
 
 
 def build_prompts(
-    texts: Sequence[str], speaker_indices: Sequence[int], separator: str = RELEASED_SEPARATOR
+    texts: Sequence[str],
+    speaker_indices: Sequence[int],
+    separator: str = RELEASED_SEPARATOR,
+    text_context: str = "history",
 ) -> list[str]:
-    """One prompt per utterance of a conversation (history up to and including it).
+    """One prompt per utterance of a conversation.
 
     Returns a list of len(texts) strings, e.g. for utterance 2 of (A, B):
     "<s1> hello <s2> hi there </s> Now<s2> feels". `separator` replaces `</s>` (see
-    `prompt_separator`).
+    `prompt_separator`). `text_context="utterance"` (the paper's text ablation) keeps the same
+    template without the history: "<s2> hi there </s> Now<s2> feels".
     """
+    if text_context not in TEXT_CONTEXTS:
+        raise ValueError(f"text_context must be one of {TEXT_CONTEXTS}, got {text_context!r}")
     prompts = []
     history = ""
     for text, index in zip(texts, speaker_indices):
-        history += speaker_token(index) + " " + text + " "
+        turn = speaker_token(index) + " " + text + " "
+        history = history + turn if text_context == "history" else turn
         prompts.append(history.strip() + f" {separator} " + "Now" + speaker_token(index) + " feels")
     return prompts
 
@@ -199,7 +207,8 @@ def encode_prompts(
     if backend is not None:
         encoded = [encoding.ids for encoding in backend.encode_batch(list(prompts), add_special_tokens=False)]
     else:
-        encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        # Not cut here (the last tokens are kept below), so no "longer than the model's maximum" warning.
+        encoded = tokenizer(list(prompts), add_special_tokens=False, verbose=False)["input_ids"]
     mask_id = tokenizer.mask_token_id
     return [list(ids[-max_tokens:]) + [mask_id] for ids in encoded] if max_tokens > 0 else [[mask_id] for _ in encoded]
 

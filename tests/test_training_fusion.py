@@ -73,7 +73,8 @@ def test_fusion_command_writes_model_metrics_and_confusion_matrix(tmp_path, feat
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["selection"].startswith("best dev") and metrics["selected_epoch"] in (1, 2)
     assert metrics["settings"]["seed"] == 2024 and metrics["settings"]["learning_rate"] == 1e-3
-    assert metrics["schedule"] == {"warmup_steps": 16, "total_steps": 32, "optimizer_steps": 32}
+    # The recipe's fusion warm-up is 1/30 of the run's steps (the released one epoch of 30), also for a 2-epoch run.
+    assert metrics["schedule"] == {"warmup_steps": 1, "total_steps": 32, "optimizer_steps": 32}
     assert [entry["epoch"] for entry in metrics["history"]] == [1, 2]
     assert "test_selected_on_test" in metrics and "leaks" in metrics["test_selected_on_test"]["note"]
     test = metrics["test"]
@@ -86,7 +87,7 @@ def test_fusion_command_writes_model_metrics_and_confusion_matrix(tmp_path, feat
 
 
 def test_fusion_learns_on_features_that_carry_the_labels(tmp_path, features_dir):
-    metrics = run_stage("fusion", _config(tmp_path, features_dir, epochs=4, warmup_epochs=0.5))
+    metrics = run_stage("fusion", _config(tmp_path, features_dir, epochs=4, warmup_ratio=0.125))
     first, best = metrics["history"][0]["validation"]["weighted_f1"], metrics["validation"]["weighted_f1"]
     assert best > 25.0 and best >= first  # 7 classes: chance is about 14
     assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
@@ -115,7 +116,7 @@ def test_two_processes_gather_the_same_metrics_as_one(tmp_path, features_dir):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "magtkd_hf", "train", "fusion", "--output-dir", str(tmp_path), "--features", str(features_dir),
-        "--epochs", "2", *([] if not torch.cuda.is_available() else ["--cpu"]), *FAST,
+        "--epochs", "2", "--warmup-ratio", "0.5", *([] if not torch.cuda.is_available() else ["--cpu"]), *FAST,
     ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 def add_train_command(subparsers) -> None:
     """`train STAGE`: the MAGTKD recipe, one stage per call (or `all`); its options are the fields of
-    `RunSettings`, `ModelSettings` and `StageSettings` (magtkd_hf/training/settings.py)."""
-    from ..training.settings import STAGE_NAMES, ModelSettings, RunSettings, StageSettings
+    `RunSettings`, `ProcessorSettings`, `ModelSettings` and `StageSettings` (magtkd_hf/training/settings.py)."""
+    from ..training.settings import STAGE_NAMES, ModelSettings, ProcessorSettings, RunSettings, StageSettings
 
     stages = (*STAGE_NAMES, "all")
     parser = subparsers.add_parser(
         "train",
-        dataclass_types=(RunSettings, ModelSettings, StageSettings),
+        dataclass_types=(RunSettings, ProcessorSettings, ModelSettings, StageSettings),
         formatter_class=argparse.HelpFormatter,
         help=f"train a stage of the MAGTKD recipe ({'|'.join(stages)})",
         description="Runs one stage of the MAGTKD recipe with the settings of --recipe (overridable by the options "
@@ -32,14 +32,23 @@ def add_train_command(subparsers) -> None:
                         help="any stage setting, for one stage (fusion.epochs=5) or all (epochs=5), or a fusion "
                         "model setting (fusion.causal=true); repeatable")
     # Not given: the recipe decides (the dataclass defaults are the last fallback, applied by the recipe).
-    parser.set_defaults(**{item.name: None for cls in (ModelSettings, StageSettings) for item in fields(cls)})
+    parser.set_defaults(
+        **{item.name: None for cls in (ProcessorSettings, ModelSettings, StageSettings) for item in fields(cls)}
+    )
     parser.set_defaults(func=_run_train)
 
 
 def training_config_from_args(args):
     """The parsed `train` options -> a `TrainingConfig`: stage settings given as options apply to every stage,
     `--set STAGE.KEY=VALUE` to one (a stage's own entries win over the options)."""
-    from ..training import ModelSettings, RunSettings, StageSettings, TrainingConfig, parse_set_options
+    from ..training import (
+        ModelSettings,
+        ProcessorSettings,
+        RunSettings,
+        StageSettings,
+        TrainingConfig,
+        parse_set_options,
+    )
 
     def given(cls) -> dict:
         return {item.name: getattr(args, item.name) for item in fields(cls) if getattr(args, item.name) is not None}
@@ -52,7 +61,8 @@ def training_config_from_args(args):
         model.update({key: overrides[stage].pop(key) for key in list(overrides.get(stage, {})) if key in model_names})
     overrides["*"] = {**overrides.get("*", {}), **given(StageSettings)}
     run = {item.name: getattr(args, item.name) for item in fields(RunSettings)}
-    return TrainingConfig(**run, model=ModelSettings(**model), overrides=overrides)
+    return TrainingConfig(**run, model=ModelSettings(**model), processor_settings=ProcessorSettings(
+        **given(ProcessorSettings)), overrides=overrides)
 
 
 def _run_train(args) -> int:

@@ -12,8 +12,6 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from ..configuration_magtkd import FEATURE_SOURCES
-
 # The processor's output names -> each stage model's keyword arguments (the audio model's `attention_mask` is the
 # processor's audio mask, not the text one).
 MODEL_INPUTS = {
@@ -26,9 +24,12 @@ SPLITS = ("train", "validation", "test")
 PER_CONVERSATION_LISTS = ("previous_speakers",)
 
 
-def load_conversations(data: str | Path, dataset: str, on_missing: str = "raise") -> datasets.DatasetDict:
+def load_conversations(
+    data: str | Path, dataset: str, on_missing: str = "raise", check_media: bool = True
+) -> datasets.DatasetDict:
     """A `DatasetDict` of conversations (one row per conversation, the `load_meld`/`load_iemocap` schema): a folder
-    saved with `save_to_disk`, or a MELD / IEMOCAP release folder (built with `load_meld`/`load_iemocap`)."""
+    saved with `save_to_disk`, or a MELD / IEMOCAP release folder (built with `load_meld`/`load_iemocap`; its clips
+    are checked unless `check_media=False`)."""
     path = Path(data)
     if (path / "dataset_dict.json").is_file():
         return datasets.load_from_disk(str(path))
@@ -39,7 +40,18 @@ def load_conversations(data: str | Path, dataset: str, on_missing: str = "raise"
     loader = getattr(magtkd_hf, f"load_{dataset}", None)  # load_meld, load_iemocap: one builder per dataset
     if loader is None:
         raise ValueError(f"--data {path}: no release-folder builder for dataset {dataset!r} (magtkd_hf.load_{dataset})")
-    return loader(path, on_missing=on_missing)
+    return loader(path, on_missing=on_missing, check_media=check_media)
+
+
+def class_weights(labels: Sequence[int], num_labels: int, weighting: str) -> list[float] | None:
+    """Cross-entropy class weights from a train split's labels (-100 ignored): "inverse" n / (C * count_c) (scikit-learn's
+    "balanced"), "inverse_sqrt" its square root, "none" None. A class absent from the split counts once."""
+    if weighting == "none":
+        return None
+    labels = np.asarray([label for label in labels if label != -100], dtype=np.int64)
+    counts = np.maximum(np.bincount(labels, minlength=num_labels), 1)
+    weights = len(labels) / (num_labels * counts)
+    return [float(w) for w in (np.sqrt(weights) if weighting == "inverse_sqrt" else weights)]
 
 
 def slice_row(row: Mapping, start: int, stop: int) -> dict:
@@ -79,6 +91,9 @@ class UtteranceItems(Dataset):
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def labels(self) -> list[int]:
+        return [int(self.rows[c]["labels"][u]) for c, u in self.index]
 
     def __getitem__(self, item: int) -> dict:
         c, u = self.index[item]
@@ -155,13 +170,13 @@ class ConversationItems(Dataset):
 
 
 class ConversationCollator:
-    def __init__(self, processor, use_time_window: bool | str = "auto"):
-        self.processor, self.use_time_window = processor, use_time_window
+    def __init__(self, processor, use_time_window: bool | str = "auto", modalities: Sequence[str] = tuple(MODEL_INPUTS)):
+        self.processor, self.use_time_window, self.modalities = processor, use_time_window, tuple(modalities)
 
     def __call__(self, items):
         positions = [position for position, _ in items]
         rows = [row for _, row in items]
-        output = self.processor(rows, modalities=("text", "audio", "video"), use_time_window=self.use_time_window)
+        output = self.processor(rows, modalities=self.modalities, use_time_window=self.use_time_window)
         return {"positions": positions, "inputs": output}
 
 
@@ -181,7 +196,7 @@ def load_feature_splits(path: str | Path) -> datasets.DatasetDict:
     missing = [split for split in ("train", "validation") if split not in splits]
     if missing:
         raise ValueError(f"{path}: splits {missing} are missing (found {sorted(splits)})")
-    needed = ("dialogue_id", *FEATURE_SOURCES, "speaker_ids", "labels")
+    needed = ("dialogue_id", "text", "speaker_ids", "labels")  # audio and video columns are absent in a text-only run
     for split, dataset in splits.items():
         absent = [column for column in needed if column not in dataset.column_names]
         if absent:
@@ -209,7 +224,8 @@ class FeatureRows(Dataset):
     """A split of stage-3 features held in memory (float32 arrays), the columns the fusion reads, checked."""
 
     def __init__(self, dataset: datasets.Dataset, columns: Sequence[str], num_labels: int, source: str = ""):
-        columns = list(dict.fromkeys(columns))
+        # A column the features do not hold (a run without that modality) is left out: the collator marks it absent.
+        columns = [column for column in dict.fromkeys(columns) if column in dataset.column_names]
         table = dataset.with_format("numpy", columns=[*columns, "speaker_ids", "labels", "dialogue_id"])
         self.rows = []
         for position, row in enumerate(table):

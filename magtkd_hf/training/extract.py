@@ -17,12 +17,15 @@ from .settings import StageSettings
 
 
 def feature_models(inputs: StageInputs, device) -> tuple[dict, dict]:
-    """{column: (modality, model in eval mode on `device`)} for every feature column, and the folders read."""
+    """{column: (modality, model in eval mode on `device`)} for every feature column of the run's modalities, and the
+    folders read."""
     from .stages import FEATURE_STAGE, STAGES, trained_stage_model
 
     models, sources = {}, {}
     for column in FEATURE_SOURCES:
         stage = FEATURE_STAGE[column]
+        if STAGES[stage].modality not in inputs.config.modalities:
+            continue
         model, folder = trained_stage_model(inputs, stage, "extract-features")
         models[column] = (STAGES[stage].modality, model.to(device).eval())
         sources[column] = str(folder)
@@ -50,8 +53,9 @@ def split_features(accelerator, models, rows, processor, settings: StageSettings
     from torch.utils.data import DataLoader
 
     positions = list(range(accelerator.process_index, len(rows), accelerator.num_processes))
+    modalities = sorted({modality for modality, _ in models.values()})
     loader = DataLoader(ConversationItems(rows, positions), batch_size=1, shuffle=False,
-                        num_workers=settings.num_workers, collate_fn=ConversationCollator(processor))
+                        num_workers=settings.num_workers, collate_fn=ConversationCollator(processor, modalities=modalities))
     local = []
     for batch in loader:
         position, output = batch["positions"][0], batch["inputs"]
@@ -81,10 +85,12 @@ def extract_features(inputs: StageInputs, settings: StageSettings | None = None)
     accelerator = make_accelerator(settings, output, inputs.config.cpu)
     set_seed(settings.seed)
     started = time.perf_counter()
-    processor, splits = inputs.media_processor("all"), inputs.conversations()  # with the run's frame cache
+    with_media = bool({"audio", "video"} & set(inputs.config.modalities))
+    processor = inputs.media_processor("all") if with_media else inputs.processor()  # with the run's frame cache
+    splits = inputs.conversations(check_media=with_media)
     models, sources = feature_models(inputs, accelerator.device)
     text_model = models["text"][1]
-    schema = feature_dataset_features(text_model.config.feature_size, text_model.config.label_names)
+    schema = feature_dataset_features(text_model.config.feature_size, text_model.config.label_names, list(models))
     result = {}
     for split in [split for split in SPLITS if split in splits]:
         local = split_features(accelerator, models, splits[split].to_list(), processor, settings)

@@ -19,6 +19,8 @@ STAGE_FOLDERS = {
 FRAME_CACHE_FOLDER = "frame-cache"  # the run's frame cache, OUTPUT_DIR/frame-cache, unless --frame-cache says otherwise
 NO_FRAME_CACHE = ("none", "off")  # --frame-cache none: decode every clip
 
+DEFAULT_FUSION_WIDTH = 768  # the paper's H, where no audio encoder sets it
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,7 +31,7 @@ class StageInputs:
         self.config = config
         self.recipe = load_recipe(config.recipe)
         self.output_dir = Path(config.output_dir)
-        self._conversations = None
+        self._conversations = {}  # check_media -> DatasetDict
         self._processor = None
         self._frame_cache = None  # False once looked for and not usable
 
@@ -60,17 +62,25 @@ class StageInputs:
         return folder
 
     # -- data, encoders, processor
-    def conversations(self):
-        if self._conversations is None:
-            if not self.config.data:
-                raise ValueError("stages 1-3 need --data: a MELD/IEMOCAP release folder or a saved DatasetDict")
-            self._conversations = load_conversations(self.config.data, self.recipe.dataset, self.config.on_missing)
-            missing = [split for split in ("train", "validation") if split not in self._conversations]
-            if missing:
-                raise ValueError(f"--data {self.config.data}: splits {missing} are missing")
-            if getattr(self.processor(), "speaker_mode", None) == "released_iemocap":
-                self._conversations = with_running_speakers(self._conversations)
-        return self._conversations
+    def conversations(self, check_media: bool = True):
+        """The run's conversations (`--data`), with `--train-dialogues` applied. `check_media=False` (a stage that
+        reads no audio or video) builds a release folder from its label files alone."""
+        if check_media not in self._conversations:
+            self._conversations[check_media] = self._load_conversations(check_media)
+        return self._conversations[check_media]
+
+    def _load_conversations(self, check_media: bool):
+        if not self.config.data:
+            raise ValueError("stages 1-3 need --data: a MELD/IEMOCAP release folder or a saved DatasetDict")
+        splits = load_conversations(self.config.data, self.recipe.dataset, self.config.on_missing, check_media)
+        missing = [split for split in ("train", "validation") if split not in splits]
+        if missing:
+            raise ValueError(f"--data {self.config.data}: splits {missing} are missing")
+        if getattr(self.processor(), "speaker_mode", None) == "released_iemocap":
+            splits = with_running_speakers(splits)
+        if self.config.train_dialogues is not None:
+            splits["train"] = part_of_split(splits["train"], self.config.train_dialogues, self.recipe.seed)
+        return splits
 
     def encoder(self, modality: str) -> str:
         name = getattr(self.config, f"{modality}_encoder") or self.recipe.encoders.get(modality)
@@ -85,18 +95,30 @@ class StageInputs:
     def encoder_config(self, modality: str):
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(self.encoder(modality), **self.encoder_overrides(modality))
+        name = self.encoder(modality)
+        try:
+            return AutoConfig.from_pretrained(name, **self.encoder_overrides(modality))
+        except (OSError, ValueError) as error:
+            raise OSError(f"the {modality} encoder {name!r} could not be loaded ({error}); give a local folder with "
+                          f"--{modality}-encoder") from error
 
     def fusion_width(self) -> int:
-        """The width of the features the fusion reads: the audio encoder's (the audio and video features enter the
-        fusion unprojected), unless the model settings name one."""
-        return int(self.model_settings().hidden_size or self.encoder_config("audio").hidden_size)
+        """The width of the features the fusion reads: the model settings' `hidden_size`, else the audio encoder's
+        (the audio and video features enter the fusion unprojected), else, in a run without audio,
+        `DEFAULT_FUSION_WIDTH` (the paper's)."""
+        given = self.model_settings().hidden_size
+        if given:
+            return int(given)
+        if "audio" in self.config.modalities:
+            return int(self.encoder_config("audio").hidden_size)
+        return DEFAULT_FUSION_WIDTH
 
     def processor(self):
-        """--processor, else OUT/processor, else built from the text and audio encoders (and saved to OUT/processor
-        for the later stages)."""
+        """--processor, else OUT/processor, else built from the run's encoders (and saved to OUT/processor for the
+        later stages)."""
         if self._processor is None:
             self._processor = self._load_or_build_processor()
+            check_processor_settings(self._processor, self.recipe.processor_settings(self.config.processor_settings))
         return self._processor
 
     def _load_or_build_processor(self):
@@ -109,8 +131,13 @@ class StageInputs:
             return MagtkdProcessor.from_pretrained(self.config.processor)
         if (saved / "processor_config.json").is_file():
             return MagtkdProcessor.from_pretrained(str(saved))
-        video_size = int(getattr(self.encoder_config("video"), "image_size", 224))
-        processor = MagtkdProcessor.from_encoders(self.encoder("text"), self.encoder("audio"), video_size=video_size)
+        modalities = self.config.modalities
+        audio_encoder = self.encoder("audio") if "audio" in modalities else None
+        video_size = int(getattr(self.encoder_config("video"), "image_size", 224)) if "video" in modalities else 224
+        processor = MagtkdProcessor.from_encoders(
+            self.encoder("text"), audio_encoder, video_size=video_size,
+            **self.recipe.processor_settings(self.config.processor_settings).given(),
+        )
         if PartialState().is_main_process:
             processor.save_pretrained(str(saved))
         return processor
@@ -179,3 +206,24 @@ def with_running_speakers(splits):
         updated[split] = dataset
     return datasets.DatasetDict(updated)
 
+
+
+def part_of_split(dataset, dialogues: float, seed: int):
+    """`dialogues` (a number >= 1, or a fraction < 1) of a split's conversations, drawn with `seed`, in split order."""
+    import numpy as np
+
+    count = int(dialogues) if dialogues >= 1 else max(1, round(dialogues * len(dataset)))
+    if count > len(dataset):
+        raise ValueError(f"train_dialogues {dialogues}: the train split has {len(dataset)} dialogues")
+    chosen = np.random.default_rng(seed).choice(len(dataset), size=count, replace=False)
+    return dataset.select(sorted(chosen.tolist()))
+
+
+def check_processor_settings(processor, settings) -> None:
+    """Refuse a saved processor whose prompt settings differ from those the run asks for."""
+    different = {name: (getattr(processor, name), value) for name, value in settings.given().items()
+                 if getattr(processor, name) != value}
+    if different:
+        described = ", ".join(f"{name} {saved!r} (asked: {asked!r})" for name, (saved, asked) in different.items())
+        raise ValueError(f"the run's processor has {described}: its stages were built with it; give another "
+                         "--output-dir, or --processor with the settings you want")

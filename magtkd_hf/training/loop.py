@@ -112,18 +112,21 @@ def train_stage(
         accelerator.init_trackers(f"magtkd-{job.name}", config=_tracker_config(settings))
 
     epochs_run = 0
-    progress = stage_progress(accelerator, job.name, (settings.epochs - state["completed_epochs"]) * len(train_loader))
-    for epoch in range(state["completed_epochs"], settings.epochs):
+    epochs = planned_epochs(settings, len(train_loader))
+    remaining_batches = (schedule[1] - state["global_step"]) * settings.gradient_accumulation_steps
+    progress = stage_progress(accelerator, job.name, min(remaining_batches, (epochs - state["completed_epochs"])
+                                                         * len(train_loader)))
+    for epoch in range(state["completed_epochs"], epochs):
         entry = train_epoch(accelerator, model, train_loader, optimizer, scheduler, settings, state, epoch, progress)
         dev_metrics = run_evaluations(accelerator, model, eval_loaders, job, settings, entry)
-        progress.set_postfix(epoch=f"{epoch + 1}/{settings.epochs}", dev_f1=f"{dev_metrics['weighted_f1']:.1f}")
+        progress.set_postfix(epoch=f"{epoch + 1}/{epochs}", dev_f1=f"{dev_metrics['weighted_f1']:.1f}")
         record_epoch(accelerator, model, job, output_dir, state, entry, dev_metrics)
         if tracking:
             accelerator.log(_tracker_log(entry), step=epoch + 1)
         save_checkpoint(accelerator, output_dir / CHECKPOINTS, epoch + 1,
                         {**state, "scheduler": scheduler.state_dict()}, settings.keep_checkpoints)
         epochs_run += 1
-        if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < settings.epochs:
+        if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < epochs:
             progress.close()
             _finish_trackers(accelerator)
             return {"stopped_after_epoch": epoch + 1}
@@ -166,6 +169,8 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, stat
         loss_sum += loss.detach().float()
         loss_count += 1
         progress.update(1)
+        if settings.max_steps and state["global_step"] >= settings.max_steps:
+            break
     train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(loss_count, 1)
     return {"epoch": epoch + 1, "train_loss": train_loss, "learning_rate": scheduler.get_last_lr()[0],
             "train_seconds": time.perf_counter() - started, "started": started}
@@ -174,18 +179,18 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, stat
 def run_evaluations(accelerator, model, eval_loaders, job: StageJob, settings, entry: dict) -> dict:
     """Dev (and, with `track_test`, test) metrics of this epoch's model, summarised into `entry`; returns dev's."""
     evaluated_at = time.perf_counter()
-    dev_metrics, _ = evaluate(accelerator, model, eval_loaders["validation"], job.label_names)
+    dev_metrics, _ = evaluate(accelerator, model, eval_loaders["validation"], job.label_names, f"{job.name} dev")
     entry["validation"] = _summary(dev_metrics)
     entry["dev_seconds"] = time.perf_counter() - evaluated_at
     if settings.track_test and "test" in eval_loaders:
-        entry["test"] = _summary(evaluate(accelerator, model, eval_loaders["test"], job.label_names)[0])
+        entry["test"] = _summary(evaluate(accelerator, model, eval_loaders["test"], job.label_names, f"{job.name} test")[0])
     logger.info("%s epoch %d: loss %.4f, dev weighted F1 %.2f", job.name, entry["epoch"], entry["train_loss"],
                 dev_metrics["weighted_f1"])
     return dev_metrics
 
 
 @torch.no_grad()
-def evaluate(accelerator, model, loader, label_names: Sequence[str]) -> tuple[dict, Any]:
+def evaluate(accelerator, model, loader, label_names: Sequence[str], description: str = "evaluating") -> tuple[dict, Any]:
     """`saved_model(model)(**batch).logits.argmax(-1)` against `batch["labels"]` over `loader`, gathered from every
     process (the duplicates that even out the last batch dropped) -> (metrics, (labels, predictions) numpy).
 
@@ -195,7 +200,8 @@ def evaluate(accelerator, model, loader, label_names: Sequence[str]) -> tuple[di
     evaluated = saved_model(accelerator.unwrap_model(model))
     evaluated.eval()
     all_predictions, all_labels = [], []
-    for batch in loader:
+    for batch in tqdm(loader, desc=description, leave=False, dynamic_ncols=True,
+                      disable=not accelerator.is_local_main_process):
         labels = batch.pop("labels")
         with accelerator.autocast():
             predictions = evaluated(**batch).logits.argmax(-1)
@@ -239,7 +245,8 @@ def test_selected(accelerator, model, eval_loaders, job: StageJob, settings, sta
     target.load_state_dict(selected.state_dict())
     del selected
     final_split = "test" if "test" in eval_loaders else "validation"
-    final_metrics, _ = evaluate(accelerator, model, eval_loaders[final_split], job.label_names)
+    final_metrics, _ = evaluate(accelerator, model, eval_loaders[final_split], job.label_names,
+                                f"{job.name} {final_split}")
     metrics = stage_metrics(job, settings, state, final_split, final_metrics, accelerator.num_processes, schedule)
     if accelerator.is_main_process:
         write_stage_report(output_dir, metrics, final_split, job.label_names)
@@ -374,13 +381,28 @@ def _probe_fused(device: torch.device) -> None:
 
 
 def schedule_lengths(settings: StageSettings, batches_per_epoch: int, num_samples: int) -> tuple[int, int]:
-    """(warm-up steps, total steps) of the linear schedule, in optimiser steps. `optimizer_steps` (default):
-    `warmup_epochs` epochs of warm-up. `released`: the released scripts' count in samples (utterances or
-    conversations), warm-up one epoch's samples, stepped per optimiser step, so the rate barely decays."""
+    """(warm-up steps, total steps) of the linear schedule, in optimiser steps. `optimizer_steps` (default): the run's
+    steps (`epochs` of them, or `max_steps`), `warmup_ratio` of them warming up. `released`: the released scripts'
+    count in samples (utterances or conversations), warm-up one epoch's samples, stepped per optimiser step, so the
+    rate barely decays."""
     if settings.schedule == "released":
         return num_samples, num_samples * settings.epochs
+    total = total_steps(settings, batches_per_epoch)
+    return round(settings.warmup_ratio * total), total
+
+
+def total_steps(settings: StageSettings, batches_per_epoch: int) -> int:
+    """The optimiser steps of the run: every epoch's, or `max_steps` when it is set and fewer."""
+    steps = math.ceil(batches_per_epoch / settings.gradient_accumulation_steps) * settings.epochs
+    return min(steps, settings.max_steps) if settings.max_steps else steps
+
+
+def planned_epochs(settings: StageSettings, batches_per_epoch: int) -> int:
+    """The epochs the loop runs: all of them, or those that `max_steps` reaches into."""
+    if not settings.max_steps:
+        return settings.epochs
     steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation_steps)
-    return round(settings.warmup_epochs * steps_per_epoch), steps_per_epoch * settings.epochs
+    return min(settings.epochs, math.ceil(settings.max_steps / max(steps_per_epoch, 1)))
 
 
 def _summary(metrics: Mapping) -> dict:

@@ -4,7 +4,8 @@ A recipe is a JSON file of hyper-parameters only (what the dataset itself implie
 feature sources, speaker numbering, comes from `magtkd_hf.configuration_magtkd.DATASETS`): `dataset` names that
 row, `defaults` apply to every stage, `stages[NAME]` to one stage (both checked against [`StageSettings`]),
 `encoders` name the pretrained encoders (Hub names or folders), `encoder_config_overrides` change their configs
-(the released audio masking length), `model` the fusion's [`ModelSettings`]. Shipped: `meld.json`, `iemocap.json`.
+(the released audio masking length), `model` the fusion's [`ModelSettings`], `processor` the text prompt's
+[`ProcessorSettings`]. Shipped: `meld.json`, `iemocap.json`.
 Later sources win: `StageSettings` defaults < recipe `defaults` < recipe `stages[NAME]` < the run's overrides.
 """
 
@@ -16,7 +17,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..configuration_magtkd import DATASETS, MODALITIES, dataset_facts
-from .settings import STAGE_NAMES, ModelSettings, StageSettings, check_setting_names, coerce_settings
+from .settings import (
+    STAGE_NAMES,
+    ModelSettings,
+    ProcessorSettings,
+    StageSettings,
+    check_setting_names,
+    coerce_settings,
+)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -29,6 +37,7 @@ class Recipe:
     encoders: dict
     encoder_config_overrides: dict
     model: ModelSettings
+    processor: ProcessorSettings
     defaults: dict
     stages: dict
     source: str = ""
@@ -43,6 +52,10 @@ class Recipe:
     def model_settings(self, overrides: ModelSettings | None = None) -> ModelSettings:
         """The recipe's fusion settings with the run's (not None) settings on top."""
         return ModelSettings(**{**self.model.given(), **(overrides.given() if overrides else {})})
+
+    def processor_settings(self, overrides: ProcessorSettings | None = None) -> ProcessorSettings:
+        """The recipe's prompt settings with the run's (not None) settings on top."""
+        return ProcessorSettings(**{**self.processor.given(), **(overrides.given() if overrides else {})})
 
 
 def shipped_recipes() -> tuple[str, ...]:
@@ -78,6 +91,7 @@ def _recipe_from_dict(data: dict, path: Path) -> Recipe:
     for stage, values in data["stages"].items():
         check_setting_names(values, f"{path} 'stages.{stage}'")
     check_setting_names(data.get("model", {}), f"{path} 'model'", ModelSettings)
+    check_setting_names(data.get("processor", {}), f"{path} 'processor'", ProcessorSettings)
     encoders = dict(data.get("encoders", {}))
     unknown_modalities = sorted((set(encoders) | set(data.get("encoder_config_overrides", {}))) - set(MODALITIES))
     if unknown_modalities:
@@ -89,6 +103,7 @@ def _recipe_from_dict(data: dict, path: Path) -> Recipe:
         encoders=encoders,
         encoder_config_overrides=dict(data.get("encoder_config_overrides", {})),
         model=ModelSettings(**coerce_settings(data.get("model", {}), ModelSettings)),
+        processor=ProcessorSettings(**coerce_settings(data.get("processor", {}), ProcessorSettings)),
         defaults=dict(data.get("defaults", {})),
         stages={stage: dict(values) for stage, values in data["stages"].items()},
         source=str(path),

@@ -5,6 +5,7 @@ them, and the library takes them as they are.
 * [`StageSettings`]: the hyper-parameters of one stage (optimiser, batches, epochs, precision, distillation weights,
   ...); a recipe gives each stage's values, `--flag` and `--set STAGE.KEY=VALUE` override them.
 * [`ModelSettings`]: the fusion model's architecture choices (heads, dropout, which stage-3 features it reads).
+* [`ProcessorSettings`]: the text prompt of the processor a run builds (length, history or utterance alone).
 * [`RunSettings`]: where a run reads and writes (data, encoders, stage folders, frame cache) and how it runs (resume,
   CPU).
 * [`TrainingConfig`]: a run: its `RunSettings` fields, the `ModelSettings` and the per-stage overrides.
@@ -35,7 +36,12 @@ class StageSettings:
     batch_size: int = field(default=4, metadata=_help("utterances (stages 1-3) or conversations (fusion) per step"))
     eval_batch_size: int = field(default=16, metadata=_help("batch size of the dev and test evaluations"))
     epochs: int = field(default=10, metadata=_help("training epochs"))
-    warmup_epochs: float = field(default=1.0, metadata=_help("linear warm-up length, in epochs of optimiser steps"))
+    max_steps: int = field(
+        default=0, metadata=_help("stop after this many optimiser steps (0: run every epoch); the schedule ends there")
+    )
+    warmup_ratio: float = field(
+        default=0.1, metadata=_help("linear warm-up, as a fraction of the run's optimiser steps (0 to 1)")
+    )
     schedule: Literal["optimizer_steps", "released"] = field(
         default="optimizer_steps",
         metadata=_help("count the schedule in optimiser steps, or in samples as the released scripts did"),
@@ -51,6 +57,11 @@ class StageSettings:
     num_workers: int = field(default=0, metadata=_help("DataLoader workers (media decoding)"))
     fused_optimizer: bool = field(default=True, metadata=_help("the fused AdamW where torch has it for the device"))
     keep_checkpoints: int = field(default=2, metadata=_help("epoch checkpoints kept (0: all)"))
+    class_weighting: Literal["none", "inverse_sqrt", "inverse"] = field(
+        default="none",
+        metadata=_help("weight the cross-entropy by the train split's class counts: inverse (n / (C * count), "
+                       "scikit-learn's 'balanced'), inverse_sqrt (its square root; milder), none (the paper)"),
+    )
     logit_weight: float = field(default=0.0, metadata=_help("distillation: weight of the DIST logit-relation loss"))
     feature_weight: float = field(default=0.0, metadata=_help("distillation: weight of the feature-relation loss"))
     student_init: Literal["stage", "encoder"] = field(
@@ -70,9 +81,11 @@ class StageSettings:
         for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("epochs", "learning_rate", "warmup_epochs", "max_grad_norm"):
+        for name in ("epochs", "max_steps", "learning_rate", "max_grad_norm"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio <= 1:
+            problems.append(f"warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -124,6 +137,32 @@ class ModelSettings:
 
 
 @dataclass
+class ProcessorSettings:
+    """The text prompt's settings of the processor a run builds; None: the recipe's value, else the processor's
+    default. A run whose saved processor (OUTPUT_DIR/processor or --processor) holds other values is refused."""
+
+    _argument_group_name = "processor (default: the recipe's, else MagtkdProcessor's)"
+
+    max_text_tokens: Optional[int] = field(
+        default=None, metadata=_help("prompt tokens kept (the most recent) before the mask token (processor: 511)")
+    )
+    text_context: Optional[Literal["history", "utterance"]] = field(
+        default=None, metadata=_help("the prompt holds the conversation up to the utterance (history, the paper's) "
+                                     "or the utterance alone (the paper's text ablation)")
+    )
+
+    def __post_init__(self):
+        problems = [problem for item in fields(self) if (problem := _check_choice(self, item.name))]
+        if self.max_text_tokens is not None and int(self.max_text_tokens) < 1:
+            problems.append(f"max_text_tokens must be at least 1, got {self.max_text_tokens}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def given(self) -> dict:
+        return {item.name: getattr(self, item.name) for item in fields(self) if getattr(self, item.name) is not None}
+
+
+@dataclass
 class RunSettings:
     """Where a run reads and writes, and how it runs."""
 
@@ -138,6 +177,15 @@ class RunSettings:
     )
     on_missing: Literal["raise", "drop"] = field(
         default="raise", metadata=_help("building from a release folder: missing clips raise, or are dropped")
+    )
+    modalities: list[str] = field(
+        default_factory=lambda: ["text", "audio", "video"],
+        metadata=_help("the modalities of the run: `text` alone trains from transcripts (no media read, no audio "
+                       "or video encoder loaded; the fusion takes its missing-modality embeddings)"),
+    )
+    train_dialogues: Optional[float] = field(
+        default=None, metadata=_help("train on part of the train split: a number (>= 1) or a fraction (< 1) of its "
+                                     "dialogues, drawn with the recipe's seed")
     )
     processor: Optional[str] = field(
         default=None, metadata=_help("a saved MagtkdProcessor (default: OUTPUT_DIR/processor, else built from the "
@@ -185,9 +233,15 @@ class TrainingConfig(RunSettings):
     """
 
     model: ModelSettings = field(default_factory=ModelSettings)
+    processor_settings: ProcessorSettings = field(default_factory=ProcessorSettings)
     overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        unknown_modalities = sorted(set(self.modalities) - {"text", "audio", "video"})
+        if unknown_modalities or "text" not in self.modalities:
+            raise ValueError(f"modalities must include text and be among text, audio, video; got {self.modalities}")
+        if self.train_dialogues is not None and self.train_dialogues <= 0:
+            raise ValueError(f"train_dialogues must be positive, got {self.train_dialogues}")
         unknown = sorted(set(self.overrides) - {"*", *STAGE_NAMES})
         if unknown:
             raise ValueError(f"overrides for unknown stages {unknown}; stages: {', '.join(STAGE_NAMES)} (or '*')")

@@ -20,8 +20,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
 from .data import (
     SPLITS,
+    class_weights,
     DistillationCollator,
     FeatureRows,
     UtteranceCollator,
@@ -110,10 +113,10 @@ def trained_stage_model(inputs: StageInputs, stage: str, needed_by: str):
     return AutoModel.from_pretrained(str(folder)), folder
 
 
-def utterance_items(inputs: StageInputs) -> tuple[dict, bool]:
+def utterance_items(inputs: StageInputs, check_media: bool = True) -> tuple[dict, bool]:
     """{split: UtteranceItems} of the run's conversations, and whether utterances share video files (IEMOCAP's
-    dialogue videos: each utterance's time window is then cut)."""
-    splits = inputs.conversations()
+    dialogue videos: each utterance's time window is then cut). `check_media=False`: a stage that reads no media."""
+    splits = inputs.conversations(check_media)
     rows = {split: splits[split].to_list() for split in splits if split in SPLITS}
     use_time_window = shares_video_files([row for split_rows in rows.values() for row in split_rows])
     return {split: UtteranceItems(split_rows, split) for split, split_rows in rows.items()}, use_time_window
@@ -132,11 +135,20 @@ def _utterance_job(spec, inputs: StageInputs, items, model, collator, eval_colla
 
 def unimodal_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) -> StageJob:
     """Stage 1: a stage model on its pretrained encoder, cross-entropy on the utterances' labels."""
-    items, use_time_window = utterance_items(inputs)
+    check_run_modality(inputs, spec)
+    items, use_time_window = utterance_items(inputs, check_media=spec.modality != "text")
     model = pretrained_stage_model(inputs, spec.modality)
+    model.config.class_weights = class_weights(items["train"].labels(), model.config.num_labels,
+                                               settings.class_weighting)
     collator = UtteranceCollator(inputs.media_processor(spec.modality), spec.modality, use_time_window)
     description = {"initialised_from": inputs.encoder(spec.modality), **frame_cache_description(inputs, spec.modality)}
     return _utterance_job(spec, inputs, items, model, collator, None, description)
+
+
+def check_run_modality(inputs: StageInputs, spec: StageSpec) -> None:
+    if spec.modality not in inputs.config.modalities:
+        raise ValueError(f"stage {spec.name!r} trains a {spec.modality} model but the run's modalities are "
+                         f"{inputs.config.modalities} (--modalities)")
 
 
 def frame_cache_description(inputs: StageInputs, modality: str) -> dict:
@@ -150,11 +162,14 @@ def distillation_job(spec: StageSpec, inputs: StageInputs, settings: StageSettin
     model; the DIST temperature and inter/intra weights are the fusion preset's (the released values)."""
     from .. import MagtkdDistillationModel, MagtkdFusionConfig
 
+    check_run_modality(inputs, spec)
     items, use_time_window = utterance_items(inputs)
     if settings.student_init == "stage":
         student, initialised_from = trained_stage_model(inputs, spec.modality, spec.name)
     else:
         student, initialised_from = pretrained_stage_model(inputs, spec.modality), inputs.encoder(spec.modality)
+    student.config.class_weights = class_weights(items["train"].labels(), student.config.num_labels,
+                                                 settings.class_weighting)
     teacher, teacher_folder = trained_stage_model(inputs, spec.teacher, spec.name)
     losses = MagtkdFusionConfig.from_preset(inputs.recipe.dataset)
     model = MagtkdDistillationModel(
@@ -207,6 +222,8 @@ def fusion_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) ->
     columns = ("text", config.audio_feature_source, config.video_feature_source)
     rows = {split: FeatureRows(splits[split], columns, config.num_labels, f"{features_dir} ({split})")
             for split in splits if split in SPLITS}
+    config.class_weights = class_weights(np.concatenate([row["labels"] for row in rows["train"].rows]),
+                                         config.num_labels, settings.class_weighting)
     return StageJob(
         name=spec.name, model=MagtkdFusionModel(config), train_dataset=rows["train"],
         eval_datasets={split: item for split, item in rows.items() if split != "train"},
@@ -258,6 +275,10 @@ def run_all(config: TrainingConfig) -> dict:
     inputs = StageInputs(config)
     results = {}
     for name in STAGE_ORDER:
+        modality = STAGES[name].modality
+        if modality is not None and modality not in config.modalities:
+            results[name] = {"skipped": f"no {modality} in the run's modalities"}
+            continue
         if config.resume and stage_done(name, inputs):
             logger.info("%s: already done (%s), skipped", name, inputs.output_folder(name))
             results[name] = {"skipped": "already done"}
@@ -265,5 +286,8 @@ def run_all(config: TrainingConfig) -> dict:
         results[name] = run_stage(name, inputs)
         if "stopped_after_epoch" in results[name]:
             return results
-    results["model"] = str(assemble_end_to_end(inputs))
+    if set(config.modalities) == {"text", "audio", "video"}:
+        results["model"] = str(assemble_end_to_end(inputs))
+    else:  # the end-to-end model holds an encoder of every modality
+        results["model"] = {"skipped": f"the end-to-end model needs text, audio and video (run: {config.modalities})"}
     return results
