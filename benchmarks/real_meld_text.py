@@ -48,6 +48,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-text-tokens", type=int, default=127)
     parser.add_argument("--train-dialogues", type=float, default=None, help="a part of the train split (number or "
                         "fraction of dialogues); default: all")
+    parser.add_argument("--text-run", default=None, help="A's folder, whose text model D extracts features with "
+                        "(default OUTPUT_DIR/A); features already extracted there are reused")
     parser.add_argument("--fusion-epochs", type=int, default=30, help="D's epochs (the recipe's 30)")
     parser.add_argument("--fusion-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a fusion stage setting for D, e.g. class_weighting=inverse_sqrt (repeatable)")
@@ -114,10 +116,16 @@ def fusion_runs(args) -> dict:
     """D: A's text features of every split, then the fusion on them (causal off and on)."""
     from magtkd_hf.training import ModelSettings, parse_set_options, run_stage
 
-    features = Path(args.output_dir) / "A" / "features"
-    started = time.perf_counter()
-    extracted = run_stage("extract-features", training_config(args, "A"))
-    results = {"extract_seconds": round(time.perf_counter() - started, 1), "extracted": extracted["utterances"]}
+    text_run_folder = Path(args.text_run) if args.text_run else Path(args.output_dir) / "A"
+    features = text_run_folder / "features"
+    if (features / "metrics.json").is_file():
+        extracted = json.loads((features / "metrics.json").read_text())
+    else:
+        config = training_config(args, "A")
+        config.output_dir = str(text_run_folder)
+        extracted = run_stage("extract-features", config)
+    results = {"extract_seconds": round(extracted["seconds"], 1), "extracted": extracted["utterances"],
+               "features": str(features)}
     fusion_settings = {"epochs": args.fusion_epochs, **parse_set_options(args.fusion_set).get("*", {})}
     for causal in (False, True):
         name = "D-causal" if causal else "D"

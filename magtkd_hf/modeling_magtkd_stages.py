@@ -73,8 +73,10 @@ def numbers_positions_from_padding(encoder: PreTrainedModel) -> bool:
 
 class MagtkdTextEncoder(nn.Module):
     """
-    The text feature: a RoBERTa-family encoder reads the prompt, whose last token is the mask token (the processor
-    pads on the left); its last hidden state there, projected to `config.feature_size`, is the utterance's feature.
+    The text feature: a RoBERTa- or BERT-family encoder reads the prompt, whose last token is the mask token (the
+    processor pads on the left); its last hidden state there, projected to `config.feature_size`, is the utterance's
+    feature. Every path (stage training, feature extraction, the end-to-end model, the pipeline, the stream) computes
+    it here, so a prompt's feature never depends on its batch-mates' lengths.
     """
 
     def __init__(self, config: MagtkdTextConfig, encoder: PreTrainedModel | None = None):

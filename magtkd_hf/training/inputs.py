@@ -100,7 +100,7 @@ class StageInputs:
             return AutoConfig.from_pretrained(name, **self.encoder_overrides(modality))
         except (OSError, ValueError) as error:
             raise OSError(f"the {modality} encoder {name!r} could not be loaded ({error}); give a local folder with "
-                          f"--{modality}-encoder") from error
+                          f"--{modality}-encoder{', or --modalities text for a run from transcripts alone' if modality != 'text' else ''}") from error
 
     def fusion_width(self) -> int:
         """The width of the features the fusion reads: the model settings' `hidden_size`, else the audio encoder's
@@ -132,10 +132,9 @@ class StageInputs:
         if (saved / "processor_config.json").is_file():
             return MagtkdProcessor.from_pretrained(str(saved))
         modalities = self.config.modalities
-        audio_encoder = self.encoder("audio") if "audio" in modalities else None
         video_size = int(getattr(self.encoder_config("video"), "image_size", 224)) if "video" in modalities else 224
         processor = MagtkdProcessor.from_encoders(
-            self.encoder("text"), audio_encoder, video_size=video_size,
+            self.encoder("text"), self.encoder("audio") if "audio" in modalities else None, video_size=video_size,
             **self.recipe.processor_settings(self.config.processor_settings).given(),
         )
         if PartialState().is_main_process:
