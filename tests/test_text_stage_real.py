@@ -112,10 +112,24 @@ def test_the_utterance_alone_prompt_has_no_history():
 
 
 def test_long_prompts_are_cut_without_a_length_warning(caplog):
-    processor = tiny_processor(make_tiny_roberta_tokenizer(), max_text_tokens=7)
+    """The prompt is tokenized whole, then its last tokens kept: the tokenizer's "longer than the specified maximum
+    sequence length" warning (which a plain call gives here) would be wrong."""
+    from transformers.utils import logging as transformers_logging
+
     long = [{"speaker": "A", "text": " ".join(TEXTS * 30)}]
-    with caplog.at_level(logging.WARNING):
-        ids = processor(long, modalities=("text",))["input_ids"]
+    transformers_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            plain = make_tiny_roberta_tokenizer()
+            plain.model_max_length = 16
+            plain(long[0]["text"], add_special_tokens=False)
+            assert any("sequence length" in record.getMessage() for record in caplog.records)
+            caplog.clear()
+            processor = tiny_processor(make_tiny_roberta_tokenizer(), max_text_tokens=7)
+            processor.tokenizer.model_max_length = 16
+            ids = processor(long, modalities=("text",))["input_ids"]
+    finally:
+        transformers_logging.disable_propagation()
     assert ids.shape == (1, 8) and ids[0, -1] == processor.tokenizer.mask_token_id
     assert not [record for record in caplog.records if "sequence length" in record.getMessage()]
 
