@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import torch
+from tqdm.auto import tqdm
 
 from ..configuration_magtkd import FEATURE_SOURCES
 from .data import SPLITS, ConversationCollator, ConversationItems, model_inputs
@@ -48,7 +49,7 @@ def conversation_features(accelerator, models: dict, output, count: int, chunk: 
     return {column: torch.cat(parts).numpy() for column, parts in computed.items()}
 
 
-def split_features(accelerator, models, rows, processor, settings: StageSettings) -> list[dict]:
+def split_features(accelerator, models, rows, processor, settings: StageSettings, split: str = "") -> list[dict]:
     """This process's share of one split's conversations (every num_processes-th), as feature rows."""
     from torch.utils.data import DataLoader
 
@@ -57,7 +58,8 @@ def split_features(accelerator, models, rows, processor, settings: StageSettings
     loader = DataLoader(ConversationItems(rows, positions), batch_size=1, shuffle=False,
                         num_workers=settings.num_workers, collate_fn=ConversationCollator(processor, modalities=modalities))
     local = []
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"extract-features {split}", dynamic_ncols=True,
+                      disable=not accelerator.is_local_main_process):
         position, output = batch["positions"][0], batch["inputs"]
         row = rows[position]
         count = len(row["texts"])
@@ -93,7 +95,7 @@ def extract_features(inputs: StageInputs, settings: StageSettings | None = None)
     schema = feature_dataset_features(text_model.config.feature_size, text_model.config.label_names, list(models))
     result = {}
     for split in [split for split in SPLITS if split in splits]:
-        local = split_features(accelerator, models, splits[split].to_list(), processor, settings)
+        local = split_features(accelerator, models, splits[split].to_list(), processor, settings, split)
         gathered = gather_object(local) if accelerator.num_processes > 1 else local
         if accelerator.is_main_process:
             gathered = sorted(gathered, key=lambda item: item["position"])
