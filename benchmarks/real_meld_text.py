@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 RUNS = ("A", "B", "C", "D")
+POSITION_GROUPS = ((0, 0), (1, 4), (5, 10_000))  # an utterance's index in its dialogue: no history, some, long
 
 
 def parse_args(argv=None):
@@ -51,8 +52,12 @@ def parse_args(argv=None):
     parser.add_argument("--text-run", default=None, help="A's folder, whose text model D extracts features with "
                         "(default OUTPUT_DIR/A); features already extracted there are reused")
     parser.add_argument("--fusion-epochs", type=int, default=30, help="D's epochs (the recipe's 30)")
+    parser.add_argument("--causal", choices=("both", "off", "on"), default="both", help="D's fusion without and with "
+                        "`causal`, or one of them")
     parser.add_argument("--fusion-set", action="append", default=[], metavar="KEY=VALUE",
                         help="a fusion stage setting for D, e.g. class_weighting=inverse_sqrt (repeatable)")
+    parser.add_argument("--by-position", action="store_true", help="test weighted F1 of the saved A and B by the "
+                        "utterance's position in its dialogue, then stop")
     parser.add_argument("--compare-loop", type=int, default=0, metavar="STEPS",
                         help="time the package's loop beside a bare PyTorch loop for STEPS steps, then stop")
     return parser.parse_args(argv)
@@ -127,7 +132,7 @@ def fusion_runs(args) -> dict:
     results = {"extract_seconds": round(extracted["seconds"], 1), "extracted": extracted["utterances"],
                "features": str(features)}
     fusion_settings = {"epochs": args.fusion_epochs, **parse_set_options(args.fusion_set).get("*", {})}
-    for causal in (False, True):
+    for causal in {"both": (False, True), "off": (False,), "on": (True,)}[args.causal]:
         name = "D-causal" if causal else "D"
         config = training_config(args, name, features=str(features), model=ModelSettings(causal=causal))
         config.overrides["fusion"] = fusion_settings
@@ -190,6 +195,41 @@ def compare_loops(args) -> dict:
             "bare_utterances_per_second": round(steps * args.batch_size / bare, 2)}
 
 
+def by_position(args) -> dict:
+    """Test weighted F1 of A and B by the utterance's position in its dialogue (0: A's prompt has no history, so A
+    and B read the same words), from their selected models."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from magtkd_hf import MagtkdProcessor, MagtkdTextModel
+    from magtkd_hf.metrics import classification_metrics
+    from magtkd_hf.training import StageInputs
+    from magtkd_hf.training.data import UtteranceCollator, UtteranceItems
+
+    rows = StageInputs(training_config(args, "C")).conversations(check_media=False)["test"].to_list()
+    items = UtteranceItems(rows, "test")
+    positions = np.array([u for _, u in items.index])
+    labels = np.array(items.labels())
+    names = MagtkdTextModel.config_class.from_pretrained(Path(args.output_dir) / "A" / "text").label_names
+    result = {}
+    for name in ("A", "B"):
+        folder = Path(args.output_dir) / name / "text"
+        model, processor = MagtkdTextModel.from_pretrained(folder).eval(), MagtkdProcessor.from_pretrained(folder)
+        loader = DataLoader(items, batch_size=64, collate_fn=UtteranceCollator(processor, "text"))
+        with torch.no_grad():
+            predictions = np.concatenate([model(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1)
+                                          .numpy() for batch in loader])
+        result[name] = {}
+        for low, high in POSITION_GROUPS:
+            keep = (positions >= low) & (positions <= high)
+            scores = classification_metrics(labels[keep], predictions[keep], names)
+            result[name][f"{low}-{high}" if high < 10_000 else f"{low}+"] = {
+                "utterances": int(keep.sum()), "weighted_f1": round(scores["weighted_f1"], 2),
+                "accuracy": round(scores["accuracy"], 2)}
+    return result
+
+
 def print_table(results: dict) -> None:
     rows = [(name, results[name]) for name in ("A", "B", "C") if name in results]
     rows += [(name, results["D"][name]) for name in ("D", "D-causal") if name in results.get("D", {})]
@@ -214,6 +254,11 @@ def main(argv=None) -> int:
         result = {"machine": machine, "compare_loop": compare_loops(args)}
         print(json.dumps(result, indent=1))
         (Path(args.output_dir) / "compare_loop.json").write_text(json.dumps(result, indent=1))
+        return 0
+    if args.by_position:
+        result = by_position(args)
+        print(json.dumps(result, indent=1))
+        (Path(args.output_dir) / "by_position.json").write_text(json.dumps(result, indent=1))
         return 0
     results_file = Path(args.output_dir) / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
