@@ -10,9 +10,9 @@ Runs, with the same encoder, seed, steps and prompt length:
 For each: dev and test weighted F1, accuracy, per-class F1, training utterances/s and wall time, printed and written
 to OUTPUT_DIR/results.json. Model selection is on dev only (the loop's); test is evaluated once per run.
 
-`--compare-loop STEPS` instead times the package's training loop (`train_stage`, max_steps=STEPS) beside a bare
-PyTorch loop (forward, backward, clipping, AdamW, schedule) over the same model and the same batches, collated
-beforehand, side by side in one process.
+`--compare-loop STEPS` instead times the package's training loop (its `train_epoch`, max_steps=STEPS, with its own
+collation) beside a bare PyTorch loop (forward, backward, clipping, AdamW, schedule) over the same model and the same
+batches collated beforehand, 3 rounds interleaved in one process.
 
 The encoder used in docs/real-data.md is all-MiniLM-L6-v2, shipped inside a PyPI wheel (not a requirement of the
 package):
@@ -145,12 +145,17 @@ def fusion_runs(args) -> dict:
 
 
 def compare_loops(args) -> dict:
-    """The package's `train_stage` and a bare PyTorch loop, STEPS steps each on the same batches and model."""
+    """The package's training loop (`train_epoch` with the Accelerator, loaders, optimiser and schedule `train_stage`
+    builds, its collation included) and a bare PyTorch loop over batches collated beforehand: the same model, the
+    same first STEPS batches, 3 rounds interleaved (the machine's speed drifts); medians compared."""
+    import statistics
+
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from magtkd_hf.training import StageInputs, StageSettings, train_stage
-    from magtkd_hf.training.data import EpochSampler, UtteranceCollator
+    from magtkd_hf.training import StageInputs
+    from magtkd_hf.training.data import EpochSampler
+    from magtkd_hf.training.loop import make_accelerator, make_loaders, make_optimizer, train_epoch
     from magtkd_hf.training.stages import STAGES, unimodal_job
 
     steps = args.compare_loop
@@ -161,8 +166,7 @@ def compare_loops(args) -> dict:
     job = unimodal_job(STAGES["text"], inputs, settings)
     # The loop's first STEPS batches (its sampler, seed and epoch 0), collated beforehand for the bare loop.
     order = list(EpochSampler(len(job.train_dataset), settings.seed))
-    collator = UtteranceCollator(inputs.processor(), "text")
-    batches = [collator([job.train_dataset[i] for i in order[k * args.batch_size:(k + 1) * args.batch_size]])
+    batches = [job.collator([job.train_dataset[i] for i in order[k * args.batch_size:(k + 1) * args.batch_size]])
                for k in range(steps)]
     initial = {key: value.clone() for key, value in job.model.state_dict().items()}
 
@@ -184,15 +188,30 @@ def compare_loops(args) -> dict:
 
     def package_loop() -> float:
         job.model.load_state_dict(initial)
-        metrics = train_stage(lambda accelerator: job, settings, Path(config.output_dir) / "text")
-        return sum(entry["train_seconds"] for entry in metrics["history"])
+        accelerator = make_accelerator(settings, Path(config.output_dir))
+        train_loader, _ = make_loaders(job, settings)
+        optimizer = make_optimizer(job.model, settings, accelerator.device)
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(settings.warmup_ratio * steps), steps)
+        model, optimizer, train_loader, scheduler = accelerator.prepare(job.model, optimizer, train_loader, scheduler)
+        state = {"global_step": 0}
+        progress = tqdm_disabled()
+        return train_epoch(accelerator, model, train_loader, optimizer, scheduler, settings, state, 0, progress)[
+            "train_seconds"]
 
-    bare_first, package, bare_second = bare_loop(), package_loop(), bare_loop()
-    bare = min(bare_first, bare_second)
-    return {"steps": steps, "batch_size": args.batch_size, "bare_seconds": [round(bare_first, 2), round(bare_second, 2)],
-            "package_seconds": round(package, 2), "package_over_bare": round(package / bare, 3),
+    rounds = [(bare_loop(), package_loop()) for _ in range(3)]
+    bare, package = (statistics.median(times) for times in zip(*rounds))
+    return {"steps": steps, "batch_size": args.batch_size,
+            "rounds_bare_package_seconds": [[round(b, 2), round(p, 2)] for b, p in rounds],
+            "median_bare_seconds": round(bare, 2), "median_package_seconds": round(package, 2),
+            "package_over_bare": round(package / bare, 3),
             "package_utterances_per_second": round(steps * args.batch_size / package, 2),
             "bare_utterances_per_second": round(steps * args.batch_size / bare, 2)}
+
+
+def tqdm_disabled():
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=True)
 
 
 def by_position(args) -> dict:
