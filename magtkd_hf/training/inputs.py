@@ -99,8 +99,9 @@ class StageInputs:
         try:
             return AutoConfig.from_pretrained(name, **self.encoder_overrides(modality))
         except (OSError, ValueError) as error:
+            hint = "" if modality == "text" else ", or --modalities text for a run from transcripts alone"
             raise OSError(f"the {modality} encoder {name!r} could not be loaded ({error}); give a local folder with "
-                          f"--{modality}-encoder{', or --modalities text for a run from transcripts alone' if modality != 'text' else ''}") from error
+                          f"--{modality}-encoder{hint}") from error
 
     def fusion_width(self) -> int:
         """The width of the features the fusion reads: the model settings' `hidden_size`, else the audio encoder's

@@ -133,7 +133,7 @@ class ModelSettings:
 
     def given(self) -> dict:
         """The settings that are set (not None)."""
-        return {item.name: getattr(self, item.name) for item in fields(self) if getattr(self, item.name) is not None}
+        return given_settings(self)
 
 
 @dataclass
@@ -159,7 +159,8 @@ class ProcessorSettings:
             raise ValueError("; ".join(problems))
 
     def given(self) -> dict:
-        return {item.name: getattr(self, item.name) for item in fields(self) if getattr(self, item.name) is not None}
+        """The settings that are set (not None)."""
+        return given_settings(self)
 
 
 @dataclass
@@ -253,6 +254,11 @@ class TrainingConfig(RunSettings):
 
 
 # ----------------------------------------------------------------------------------------------- values from text
+
+
+def given_settings(settings) -> dict:
+    """A settings dataclass's fields that are set (not None)."""
+    return {item.name: getattr(settings, item.name) for item in fields(settings) if getattr(settings, item.name) is not None}
 
 
 def _field_types(cls) -> dict:
