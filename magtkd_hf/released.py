@@ -24,7 +24,7 @@ from .configuration_magtkd import (
 from .features import feature_dataset_features
 from .modeling_magtkd import MagtkdForEmotionRecognition
 from .modeling_magtkd_fusion import MagtkdFusionModel
-from .safe_pickle import PickleLimits, UnsafePickleError, load_plain_pickle  # noqa: F401 (UnsafePickleError: API)
+from .released_pickle import PickleLimits, UnsafePickleError, load_plain_pickle  # noqa: F401 (UnsafePickleError: API)
 
 logger = logging.getLogger(__name__)
 _MODALITY_NAMES = {"t": "text", "a": "audio", "v": "video"}
@@ -383,8 +383,8 @@ def import_released_features(
 ) -> datasets.DatasetDict:
     """
     The authors' stage-3 feature pickles, one per split (`{"train": path, "validation": path, "test": path}`), ->
-    a `DatasetDict`, saved to `output_dir` when given. Each pickle is read with `magtkd_hf.safe_pickle`: plain data
-    only, within `limits` (objects, nesting depth, array bytes; the defaults admit the released MELD/IEMOCAP files).
+    a `DatasetDict`, saved to `output_dir` when given. Each pickle is read with [`load_plain_pickle`]: plain data
+    only, in a child process within `limits` (memory, time; the defaults admit the released MELD/IEMOCAP files).
     """
     label_names = dataset_facts(dataset)["labels"] if dataset else None
     splits = {}
