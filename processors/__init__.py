@@ -1,7 +1,6 @@
 """Conversation -> model inputs: `MagtkdProcessor` and its helpers."""
 
-from .frame_cache import FrameCache, FrameCacheError
-from .frame_cache_build import build_frame_cache
+from .frame_cache import FrameCache, FrameCacheError, build_frame_cache
 from .media import MediaError, TimeWindow
 from .processing_magtkd import MagtkdProcessor
 from .prompt import (

@@ -1,28 +1,15 @@
-"""A frame cache: the kept, resized frames of every video clip, decoded once and memory-mapped.
+"""A frame cache (`magtkd-hf cache-frames`): the kept, resized frames of every video clip, decoded once.
 
-Decoding is what a video epoch costs (~170-200 ms of CPU per 3 s 720p MELD clip, every clip, every epoch); the
-cache stores what `MagtkdProcessor` computes from a clip before normalising it, the kept frames after the uint8
-resize and center crop, (K, 3, h, w) uint8, so that the pixel values of a cached clip equal those of the decoded
-clip exactly (`model_inputs.resized_frames` / `pixel_values_from_resized`). It serves the torch image path only
-(`image_backend="torch"`): the PIL image processor resizes differently, and with it the cache is not read.
+Decoding is what a video epoch costs (~170-200 ms of CPU per 3 s 720p MELD clip). The cache stores what the
+processor's torch image path computes from a clip before normalising it, the kept frames after the uint8 resize and
+center crop, (K, 3, h, w) uint8, so the pixel values of a cached clip equal those of the decoded clip exactly. With
+`image_backend="image_processor"` it is not read.
 
-Layout of a cache folder (built by `frame_cache_build.build_frame_cache`, `magtkd-hf cache-frames`):
-
-    frame_cache.json        format, the frame settings and their fingerprint, the complete shards, clips, bytes
-    shards/00000.arrow ...  Arrow files in the `datasets` format (`datasets.Dataset.from_file` memory-maps them):
-                            key (string), path (string), shape (list int32: K, 3, h, w), frames (large_binary:
-                            the uint8 frames in C order)
-
-Keys. The cache holds the frames of one set of frame settings (`frame_settings`: frames per clip, frame selection,
-time-window padding, the image processor's resize and crop, the decoder and the library versions that decode and
-resize; their fingerprint is in `frame_cache.json`); a processor with other settings does not read it (its
-`matches` is False). A clip's key is a hash of that fingerprint, the video's resolved path, its size and mtime, and
-the utterance's time window when one is used: a file replaced or touched since is a miss (decoded again), never
-stale frames.
-
-Attached to a processor as `processor.frame_cache` (a runtime attribute: `save_pretrained` does not save it), a
-cache is read by `video_inputs` for the clips it holds; the others are decoded as before. A `FrameCache` pickles as
-its folder (a DataLoader worker started with "spawn" reopens it) and is shared, not copied, by `copy.deepcopy`.
+A cache folder holds `frame_cache.json` (format, frame settings, their fingerprint) and `frames/<key>.npy`, one file
+per clip, each written whole (an interrupted build keeps every clip it wrote). The frame settings are everything that
+decides a clip's frames besides its file and window; a processor with other settings does not read the cache. A clip's
+key hashes them with the video's resolved path, size and mtime and the utterance's time window: a file replaced or
+touched since is a miss (decoded again), never stale frames.
 """
 
 from __future__ import annotations
@@ -30,20 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import sys
+import time
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .media_common import TimeWindow
-from .media_pixels import _setting, _size_dict
+from .conversation import normalise_input
+from .media_pixels import resize_and_crop, setting, size_dict, torch_path_supported
+from .model_inputs import decode_video_frames, empty_frame_size
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: Arrow shards
 METADATA_FILE = "frame_cache.json"
-SHARDS_FOLDER = "shards"
-DEFAULT_SHARD_BYTES = 512 * 2**20  # a shard is committed (and the build resumable from it) every ~512 MiB
-_BATCH_ROWS = 8  # clips per Arrow record batch
-_COLUMNS = ("key", "path", "shape", "frames")
+FRAMES_FOLDER = "frames"
+REBUILD = "rebuild the cache (`magtkd-hf cache-frames ... --rebuild`)"
 
 
 class FrameCacheError(ValueError):
@@ -54,76 +43,46 @@ class FrameCacheError(ValueError):
         super().__init__(f"frame cache {folder}: {reason}")
 
 
-# ---------------------------------------------------------------------- keys
-
-
 def frame_settings(processor) -> dict:
-    """Everything that decides a clip's cached frames besides the file and its window: the processor's frame
-    settings, the image processor's resize and crop (not rescale/normalise: they run on the cached frames), the
-    decoder and the versions of the libraries that decode (PyAV) and resize (torch)."""
+    """The processor's frame settings, the image processor's resize and crop (not rescale/normalise: they run on the
+    cached frames) and the versions of the libraries that decode (PyAV) and resize (torch)."""
     import av
     import torch
 
     image_processor = processor.image_processor
-    crop = getattr(image_processor, "crop_size", None) or {"height": 224, "width": 224}
 
     def size(name: str) -> dict:
-        return {key: int(value) for key, value in sorted(_size_dict(_setting(image_processor, name)).items())}
+        return {key: int(value) for key, value in sorted(size_dict(setting(image_processor, name, {})).items())}
 
     return {
-        "format": FORMAT_VERSION,
-        "num_frames": int(processor.num_frames),
+        "format": FORMAT_VERSION, "num_frames": int(processor.num_frames),
         "frame_selection": str(processor.frame_selection),
-        "time_window_padding": float(processor.time_window_padding),
-        "image_backend": str(processor.image_backend),
-        "do_resize": bool(_setting(image_processor, "do_resize", True)),
-        "size": size("size"),
-        "resample": int(_setting(image_processor, "resample", 2)),
-        "do_center_crop": bool(_setting(image_processor, "do_center_crop", False)),
-        "crop_size": size("crop_size"),
-        "empty_frame_size": [int(crop["height"]), int(crop["width"])],
-        "decoder": "pyav",
-        "av": str(av.__version__),
+        "time_window_padding": float(processor.time_window_padding), "image_backend": str(processor.image_backend),
+        "do_resize": bool(setting(image_processor, "do_resize", True)), "size": size("size"),
+        "resample": int(setting(image_processor, "resample", 2)),
+        "do_center_crop": bool(setting(image_processor, "do_center_crop", False)), "crop_size": size("crop_size"),
+        "empty_frame_size": list(empty_frame_size(processor)), "decoder": "pyav", "av": str(av.__version__),
         "torch": str(torch.__version__).split("+")[0],  # the CPU resize kernels of a version, whatever its build
     }
 
 
-def settings_fingerprint(settings: Mapping) -> str:
-    """sha256 (hex) of the frame settings, in a canonical JSON form."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+def _fingerprint(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def clip_key(video: str, window: TimeWindow | None, fingerprint: str) -> str | None:
-    """The key of one utterance's clip: a hash of the settings fingerprint, the video's resolved path, its size and
-    mtime (ns) and the time window (start, end) when one is used. None when the file cannot be read (not cached:
-    decoding then reports it)."""
+def _differences(built: Mapping, wanted: Mapping) -> list[str]:
+    return sorted(name for name in set(built) | set(wanted) if built.get(name) != wanted.get(name))
+
+
+def clip_key(video: str, window, fingerprint: str) -> str | None:
+    """The key of one utterance's clip; None when the file cannot be read (not cached: decoding reports it)."""
     try:
         path = os.path.realpath(video)
         status = os.stat(path)
     except (OSError, TypeError, ValueError):
         return None
     span = None if window is None else [float(window.start), None if window.end is None else float(window.end)]
-    identity = [fingerprint, path, int(status.st_size), int(status.st_mtime_ns), span]
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
-
-
-def setting_differences(built: Mapping, wanted: Mapping) -> list[str]:
-    """The names of the frame settings that differ between two `frame_settings` dicts."""
-    return sorted(name for name in set(built) | set(wanted) if built.get(name) != wanted.get(name))
-
-
-# ---------------------------------------------------------------------- reading
-
-
-def _arrow_features():
-    import datasets
-
-    return datasets.Features({
-        "key": datasets.Value("string"),
-        "path": datasets.Value("string"),
-        "shape": datasets.List(datasets.Value("int32")),
-        "frames": datasets.Value("large_binary"),
-    })
+    return _fingerprint([fingerprint, path, int(status.st_size), int(status.st_mtime_ns), span])
 
 
 def read_metadata(folder: str | Path) -> dict | None:
@@ -133,111 +92,187 @@ def read_metadata(folder: str | Path) -> dict | None:
         return None
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("shards"), list):
+        if not isinstance(metadata, dict) or not {"format", "fingerprint", "settings"} <= set(metadata):
             raise ValueError("not a frame cache description")
-        for key in ("format", "fingerprint", "settings"):
-            if key not in metadata:
-                raise ValueError(f"no {key!r}")
     except (ValueError, UnicodeDecodeError) as error:
-        raise FrameCacheError(folder, f"{METADATA_FILE} is damaged ({error}); rebuild the cache "
-                                      "(`magtkd-hf cache-frames ... --rebuild`)") from None
+        raise FrameCacheError(folder, f"{METADATA_FILE} is damaged ({error}); {REBUILD}") from None
     if metadata["format"] != FORMAT_VERSION:
         raise FrameCacheError(folder, f"format {metadata['format']!r}, this version reads format {FORMAT_VERSION}; "
-                                      "rebuild the cache (`magtkd-hf cache-frames ... --rebuild`)")
+                                      f"{REBUILD}")
     return metadata
 
 
 class FrameCache:
-    """A frame cache folder, opened read-only: {clip key: resized frames (K, 3, h, w) uint8}, memory-mapped.
-
-    Args:
-        folder: a folder written by `build_frame_cache` (it must hold `frame_cache.json`).
-
-    Raises `FrameCacheError` (naming the folder) when the folder is not a frame cache or a file of it is damaged.
-    """
+    """A frame cache folder, read-only: {clip key: resized frames (K, 3, h, w) uint8}. Raises `FrameCacheError`
+    (naming the folder) when the folder is not a frame cache or a file of it is damaged."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         metadata = read_metadata(self.folder)
         if metadata is None:
             raise FrameCacheError(self.folder, f"no {METADATA_FILE} (build one with `magtkd-hf cache-frames`)")
-        self.metadata = metadata
         self.settings, self.fingerprint = metadata["settings"], metadata["fingerprint"]
-        self._open_shards()
-
-    def _open_shards(self) -> None:
-        """Memory-map every shard and index its keys: {key: (shard, row)}."""
-        import datasets
-
-        self._frames, self._shapes, self._index = [], [], {}
-        for number, name in enumerate(self.metadata["shards"]):
-            path = self.folder / name
-            try:
-                shard = datasets.Dataset.from_file(str(path), in_memory=False)
-                missing = [column for column in _COLUMNS if column not in shard.column_names]
-                if missing:
-                    raise ValueError(f"columns {missing} are missing")
-                keys = shard.data.column("key").to_pylist()
-                shapes = shard.data.column("shape").to_pylist()
-                frames = shard.data.column("frames")
-            except Exception as error:  # a missing, truncated or foreign file (pyarrow.ArrowInvalid, OSError, ...)
-                raise FrameCacheError(self.folder, f"the shard {name} is damaged or missing ({error}); rebuild the "
-                                                   "cache (`magtkd-hf cache-frames ... --rebuild`)") from None
-            self._frames.append(frames)
-            self._shapes.append(shapes)
-            self._index.update((key, (number, row)) for row, key in enumerate(keys))
-
-    # -- pickling (DataLoader workers) and copying (ProcessorMixin.to_dict deep-copies the processor's attributes)
-    def __getstate__(self) -> dict:
-        return {"folder": str(self.folder)}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["folder"])
-
-    def __deepcopy__(self, memo):
-        return self  # read-only: copies share the memory-mapped files
+        self.keys = {path.stem for path in (self.folder / FRAMES_FOLDER).glob("*.npy")}
 
     def __repr__(self) -> str:
         return f"FrameCache({str(self.folder)!r}, clips={len(self)})"
 
     def __len__(self) -> int:
-        return len(self._index)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._index
-
-    def keys(self) -> Iterable[str]:
-        return self._index.keys()
+        return len(self.keys)
 
     def matches(self, processor) -> bool:
         """Whether the cache was built with this processor's frame settings (else it must not be read)."""
-        return settings_fingerprint(frame_settings(processor)) == self.fingerprint
+        return _fingerprint(frame_settings(processor)) == self.fingerprint
 
     def differences(self, processor) -> list[str]:
-        """The frame settings of `processor` that differ from the cache's."""
-        return setting_differences(self.settings, frame_settings(processor))
+        """The names of the frame settings of `processor` that differ from the cache's."""
+        return _differences(self.settings, frame_settings(processor))
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The cached frames of `key`, (K, 3, h, w) uint8, a read-only view of the memory-mapped file; None when
-        absent."""
-        found = self._index.get(key)
-        if found is None:
-            return None
-        shard, row = found
-        shape = tuple(self._shapes[shard][row])
-        buffer = self._frames[shard][row].as_buffer()
-        if buffer is None or len(shape) != 4 or buffer.size != int(np.prod(shape)):
-            raise FrameCacheError(self.folder, f"the entry of {key} in {self.metadata['shards'][shard]} is damaged "
-                                               f"(shape {list(shape)}, {0 if buffer is None else buffer.size} bytes)")
-        return np.frombuffer(buffer, dtype=np.uint8).reshape(shape)
-
-    def lookup(self, video: str, window: TimeWindow | None = None) -> np.ndarray | None:
+    def lookup(self, video: str, window=None) -> np.ndarray | None:
         """The cached frames (K, 3, h, w) uint8 of an utterance's clip (its video file as it is now and its time
         window), or None: not cached, or the file changed since."""
         key = clip_key(video, window, self.fingerprint)
-        return None if key is None else self.get(key)
+        if key not in self.keys:
+            return None
+        name = f"{FRAMES_FOLDER}/{key}.npy"
+        try:
+            frames = np.load(self.folder / name)
+            if frames.dtype != np.uint8 or frames.ndim != 4:
+                raise ValueError(f"{frames.dtype} frames of shape {list(frames.shape)}")
+        except (OSError, ValueError, EOFError) as error:
+            raise FrameCacheError(self.folder, f"the clip file {name} is damaged or missing ({error}); "
+                                               f"{REBUILD}") from None
+        return frames
 
 
-def open_frame_cache(folder: str | Path) -> FrameCache | None:
-    """The cache in `folder`, or None when the folder holds none (no `frame_cache.json`); a damaged one raises."""
-    return FrameCache(folder) if (Path(folder) / METADATA_FILE).is_file() else None
+# ---------------------------------------------------------------------- building
+
+
+def build_frame_cache(rows: Iterable[Mapping], processor, folder: str | Path, *, window_choices: Sequence = ("auto",),
+                      num_workers: int = 0, rebuild: bool = False, progress: bool = True) -> dict:
+    """Decode every clip of conversation `rows` once with `processor`'s frame settings into the cache in `folder`.
+
+    Incremental: a cache of the same settings keeps its clips and gets the missing ones; one of other settings (or
+    with `rebuild`) is emptied first. `window_choices`: the `use_time_window` values the stages call the processor
+    with. Clips that fail to decode are reported, not cached (training then decodes them and raises as it would
+    without a cache). `num_workers`: DataLoader worker processes decoding clips.
+
+    Returns {"folder", "clips", "added", "reused", "failed" (messages), "frame_bytes_per_clip",
+    "disk_bytes_per_clip", "seconds", "folder_state" ("new", "kept", "rebuilt"), "changed_settings" (the settings
+    that differed from those of the cache found)}."""
+    started = time.perf_counter()
+    if processor.image_backend != "torch" or not torch_path_supported(processor.image_processor):
+        raise ValueError("the frame cache serves the torch image path (image_backend='torch' with a resize it "
+                         f"implements); this processor uses image_backend={processor.image_backend!r}")
+    folder = Path(folder)
+    state, changed = _prepare_folder(folder, frame_settings(processor), rebuild)
+    before = FrameCache(folder)
+    existing, (entries, problems) = before.keys, _clips_to_cache(rows, window_choices, before.fingerprint)
+    todo = [(key, clip) for key, clip in entries.items() if key not in existing]
+    added = _decode_clips(folder, processor, todo, problems, num_workers, progress)
+    cache = FrameCache(folder)
+    files = [folder / FRAMES_FOLDER / f"{key}.npy" for key in cache.keys]
+    frame_bytes = sum(np.load(path, mmap_mode="r").nbytes for path in files)
+    disk_bytes = sum(path.stat().st_size for path in [folder / METADATA_FILE, *files])
+    return {
+        "folder": str(folder), "clips": len(cache), "added": added, "reused": len(existing & set(entries)),
+        "failed": problems, "frame_bytes_per_clip": frame_bytes / len(cache) if len(cache) else 0.0,
+        "disk_bytes_per_clip": disk_bytes / len(cache) if len(cache) else 0.0,
+        "seconds": time.perf_counter() - started, "folder_state": state, "changed_settings": changed,
+    }
+
+
+def _prepare_folder(folder: Path, settings: dict, rebuild: bool) -> tuple[str, list[str]]:
+    """Make `folder` a cache of `settings`: ("new" | "kept" | "rebuilt", the settings that differed). A folder with
+    other files and no `frame_cache.json` is refused (nothing of it is deleted)."""
+    fresh = {"format": FORMAT_VERSION, "fingerprint": _fingerprint(settings), "settings": settings}
+    state, changed = "new", []
+    if folder.is_dir() and any(folder.iterdir()):
+        if not (folder / METADATA_FILE).is_file():
+            raise FrameCacheError(folder, f"the folder is not empty and holds no {METADATA_FILE}: not a frame cache "
+                                          "(choose another folder)")
+        try:
+            metadata = read_metadata(folder)
+        except FrameCacheError:
+            if not rebuild:
+                raise
+            metadata = None
+        if metadata is not None and metadata["fingerprint"] == fresh["fingerprint"] and not rebuild:
+            for leftover in (folder / FRAMES_FOLDER).glob("*.tmp"):  # of an interrupted build
+                leftover.unlink()
+            return "kept", []
+        changed = [] if metadata is None else _differences(metadata["settings"], settings)
+        for name in (FRAMES_FOLDER, "shards"):  # "shards": format 1
+            shutil.rmtree(folder / name, ignore_errors=True)
+        state = "rebuilt"
+    (folder / FRAMES_FOLDER).mkdir(parents=True, exist_ok=True)
+    _write_atomically(folder / METADATA_FILE, lambda handle: handle.write(json.dumps(fresh, indent=2).encode()))
+    return state, changed
+
+
+def _write_atomically(path: Path, write) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        write(handle)
+    os.replace(temporary, path)
+
+
+def _clips_to_cache(rows: Iterable[Mapping], window_choices: Sequence, fingerprint: str):
+    """{key: (video, window)} of every utterance with a video under each of `window_choices`, and the problems found
+    (rows that do not normalise, video files that cannot be read)."""
+    entries, problems = {}, []
+    for row in rows:
+        for choice in dict.fromkeys(window_choices):
+            try:
+                conversations = normalise_input(row, choice)
+            except ValueError as error:
+                problems.append(str(error))
+                continue
+            for conversation in conversations:
+                for utterance in conversation.utterances:
+                    if not isinstance(utterance.video, str):
+                        continue
+                    key = clip_key(utterance.video, utterance.window, fingerprint)
+                    if key is None:
+                        problems.append(f"{conversation.where(utterance)}: file {utterance.video}: cannot be read")
+                    else:
+                        entries.setdefault(key, (utterance.video, utterance.window))
+    return entries, list(dict.fromkeys(problems))
+
+
+class _ClipFrames:
+    """Map-style dataset of the clips to decode: position -> (position, resized frames or None, error or None)."""
+
+    def __init__(self, processor, clips: Sequence):
+        self.processor, self.clips = processor, list(clips)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, position: int):
+        video, window = self.clips[position]
+        try:
+            frames = decode_video_frames(self.processor, video, window)
+            return position, resize_and_crop(frames, self.processor.image_processor).contiguous(), None
+        except (ValueError, OSError) as error:  # MediaError names the file
+            return position, None, str(error)
+
+
+def _decode_clips(folder: Path, processor, todo: list, problems: list, num_workers: int, progress: bool) -> int:
+    """Decode the clips of `todo` ([(key, (video, window))]) in DataLoader workers and write each one; failures are
+    added to `problems`. Returns the number of clips written."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(_ClipFrames(processor, [clip for _, clip in todo]), batch_size=None, shuffle=False,
+                        num_workers=int(num_workers))
+    added = 0
+    for position, frames, error in tqdm(loader, total=len(todo), desc="caching frames", unit="clip", file=sys.stderr,
+                                        disable=None if progress else True):
+        if frames is None:
+            problems.append(error)
+            continue
+        path = folder / FRAMES_FOLDER / f"{todo[position][0]}.npy"
+        _write_atomically(path, lambda handle: np.save(handle, np.ascontiguousarray(frames.numpy())))
+        added += 1
+    return added

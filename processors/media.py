@@ -1,29 +1,17 @@
-"""Audio and video loading for the MAGTKD processor.
+"""Audio and video loading for the MAGTKD processor. Every failure raises `MediaError`, which names the file; the
+processor adds the conversation and utterance.
 
-The loaders are split by concern; this module decodes video and re-exports the rest, so
-`media` stays the one place to import them from:
+Audio: a WAV/FLAC/OGG file (soundfile), an in-memory array with its rate, or a container's sound track (PyAV, cut to
+the stream's declared duration, which drops the AAC encoder padding), mixed down to mono and resampled with soxr.
 
-* `media_common.py`: `MediaError`, `TimeWindow` and the time-window check;
-* `media_audio.py`: audio files, in-memory arrays and sound tracks, resampling;
-* `media_frames.py`: which frames to keep (uniform and released rules);
-* `media_pixels.py`: frames -> pixel values.
+Video: PyAV with frame threads, decoding in presentation order and converting only the kept frames to RGB; a frame's
+index is its position in that order (what the released scripts' sequential OpenCV reading counts). When the first
+kept frame lies seconds into the file (an utterance of a long IEMOCAP dialogue video), the decoder seeks to a keyframe
+before it and numbers frames by their rank among the stream's packet timestamps; any inconsistency falls back to
+decoding from the start.
 
-Video: PyAV with frame threading, decoding straight through in presentation order and
-converting only the kept frames to RGB, stopping after the last kept one (on a MELD-like
-clip a little faster than decord's `get_batch`, which also decodes nearly every frame, with
-identical pixels; seeking to 8 positions is 3-4x slower; see benchmarks/media.py). A frame's index is its position in that
-order, which is what the released scripts' sequential OpenCV reading counts. When the first
-kept frame lies seconds into the file (an utterance of a long IEMOCAP dialogue video), the
-decoder seeks to a keyframe before it and numbers the frames by their rank among the
-stream's packet timestamps; any inconsistency (no keyframe first, a gap, a missing frame)
-falls back to decoding from the start. (decord's seeking returns wrong frames on AVI files
-with B-frames; `decoder="decord"` stays available for comparison.)
-
-Time windows: a window that starts at or past the end of the media is an error; one that
-ends past the end is cut there and logged as a warning (see `media_common.py`).
-
-Every failure raises `MediaError`, which names the file; the processor adds the
-conversation and utterance.
+Time windows: one that starts at or past the end of the media is an error; one that ends past it is cut there, with a
+warning.
 """
 
 from __future__ import annotations
@@ -32,151 +20,246 @@ import bisect
 import functools
 import logging
 import os
+from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
+import torch
 
-# Re-exported: other code (and saved processors' own copies of it) imports these from here.
-from .media_audio import (  # noqa: F401
-    MissingSoundTrack,
-    SOUNDFILE_SUFFIXES,
-    cut_window,
-    load_audio,
-    mix_down,
-    read_sound_file,
-    read_sound_track,
-    resample,
-    zero_mean_unit_variance,
-)
-from .media_common import MediaError, TimeWindow, _require_file, check_window  # noqa: F401
-from .media_frames import (  # noqa: F401
-    FRAME_SELECTIONS,
-    choose_frames,
-    released_frame_indices,
-    released_iemocap_frame_indices,
-    uniform_frame_indices,
-    window_frame_range,
-)
-from .media_pixels import (  # noqa: F401
-    TORCH_MODES,
-    frames_to_pixel_values_processor,
-    frames_to_pixel_values_torch,
-    resized_shape,
-    torch_path_supported,
-)
+from .media_frames import choose_frames, released_frame_indices, released_iemocap_frame_indices  # noqa: F401
+from .media_frames import uniform_frame_indices, window_frame_range  # noqa: F401
+from .media_pixels import frames_to_pixel_values_processor, frames_to_pixel_values_torch  # noqa: F401
 
-VIDEO_DECODERS = ("pyav", "decord")
+SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
 SEEK_AFTER_SECONDS = 3.0  # decode from the start when the first kept frame comes earlier than this
 SEEK_MARGIN_SECONDS = 1.0  # seek this much before the first kept frame (keyframe flags can be late)
+IN_MEMORY = "<in-memory audio>"
 
 logger = logging.getLogger(__name__)
 
 
-def read_video_frames(
-    path: str,
-    num_frames: int = 8,
-    selection: str = "uniform",
-    window: TimeWindow | None = None,
-    num_threads: int = 2,
-    empty_frame_size: tuple[int, int] = (224, 224),
-    *,
-    padding: float = 0.0,
-    decoder: str = "pyav",
-    context: str | None = None,
-) -> np.ndarray:
-    """Decode the kept frames of a video, RGB uint8, shape (num_frames, H, W, 3).
+class MediaError(ValueError):
+    """A media file (or in-memory array) that cannot be used; the message names the file."""
 
-    `window` limits the frames to a time span, widened by `padding` seconds on each side
-    (start clamped at 0) before the frames are chosen. The window itself (before widening)
-    must start before the end of the video (else `MediaError` naming the window and the
-    video's length); one ending past the end is cut there, with a warning prefixed by
-    `context`. When the clip (or the window) holds no frame at all, the released MELD rule
-    gives black frames of `empty_frame_size` (height, width); with the released IEMOCAP rule
-    that is an error (the released loader dropped such an utterance).
+    def __init__(self, source: str, reason: str):
+        self.source, self.reason = source, reason
+        super().__init__(f"file {source}: {reason}")
 
-    `decoder`: "pyav" (default; frame threads, `num_threads` of them, 0 = automatic) or
-    "decord" (`get_batch`, kept for comparison: it seeks, and returns wrong frames on AVI
-    files with B-frames).
-    """
-    if decoder not in VIDEO_DECODERS:
-        raise ValueError(f"decoder must be one of {VIDEO_DECODERS}, got {decoder!r}")
-    _require_file(path)
-    video = _PyAVVideo(path, num_threads) if decoder == "pyav" else _DecordVideo(path, num_threads)
-    with video:
-        plan = functools.partial(
-            _plan_frames, path=path, fps=video.fps, num_frames=num_frames, selection=selection,
-            window=window, padding=padding, context=context,
-        )
-        file_indices = plan(video.num_frames)
-        if file_indices:
-            decoded = video.decode(sorted(set(file_indices)))
-            missing = [i for i in file_indices if i not in decoded]
-            if missing:
-                # Fewer decodable frames than the header says (a cut file): choose among those.
-                actual = video.decoded_count
-                if not actual or actual >= video.num_frames:
-                    raise MediaError(
-                        path, f"video decoding failed: frames {missing[:5]} of {video.num_frames} could not be decoded"
-                    )
-                logger.warning(
-                    "file %s: %d frames by its header, %d decodable; frames chosen among those",
-                    path, video.num_frames, actual,
-                )
-                file_indices = plan(actual)
-                decoded = video.decode(sorted(set(file_indices)), from_start=True) if file_indices else {}
-                if any(i not in decoded for i in file_indices):
-                    raise MediaError(path, "video decoding failed: fewer frames than the file's header declares")
-    if not file_indices:
+
+class MissingSoundTrack(MediaError):
+    """A container without any audio stream (an utterance whose sound was to come from its video has no audio)."""
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A span of a media file, in seconds (`end=None`: to the end)."""
+
+    start: float
+    end: float | None
+
+    def widened(self, seconds: float) -> "TimeWindow":
+        """The window widened by `seconds` on each side, its start clamped at 0."""
+        return TimeWindow(max(self.start - seconds, 0.0), None if self.end is None else self.end + seconds)
+
+    def __str__(self) -> str:
+        return f"[{self.start:g}, {'end' if self.end is None else f'{self.end:g}'}] s"
+
+
+def check_window(window: TimeWindow, length: float, label: str, what: str, context: str | None, detail: str = ""):
+    """Refuse a window starting at or past the end of the media (`length` s); warn about one ending past it."""
+    if window.start >= length:
+        raise MediaError(label, f"the time window {window} starts past the end of the {what} ({length:g} s{detail})")
+    if window.end is not None and window.end > length:
+        logger.warning("%sfile %s: the time window %s ends past the end of the %s (%g s%s); cut at the end",
+                       f"{context}, " if context else "", label, window, what, length, detail)
+
+
+def require_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise MediaError(path, "no such file")
+    if not os.path.isfile(path):
+        raise MediaError(path, "not a regular file")
+
+
+# ---------------------------------------------------------------------- audio
+
+
+def load_audio(source, target_rate: int, max_samples: int | None = None, window: TimeWindow | None = None, *,
+               context: str | None = None) -> np.ndarray:
+    """Any audio source -> mono float32 waveform at `target_rate`, (T,), T <= max_samples (the beginning is kept).
+
+    `source`: a path (soundfile formats directly, anything else as a container's sound track), `(array, rate)`, or a
+    mapping with `array` and `sampling_rate` (decoded `datasets` Audio) or with `path` (undecoded). Arrays may be
+    (T,), (T, channels) or (channels, T). `window` cuts [start, end] seconds before resampling; warnings about it are
+    prefixed with `context`."""
+    if isinstance(source, Mapping) and "array" not in source and source.get("path") is not None:
+        source = source["path"]
+    if isinstance(source, (str, os.PathLike)):
+        label = os.fspath(source)
+        read = read_sound_file if label.lower().endswith(SOUNDFILE_SUFFIXES) else read_sound_track
+        waveform, rate = read(label)
+    else:
+        (waveform, rate), label = _array_and_rate(source), IN_MEMORY
+    if window is not None:
+        check_window(window, len(waveform) / rate, label, "audio", context)
+        end = None if window.end is None else int(round(window.end * rate))
+        waveform = waveform[int(round(window.start * rate)) : end]
+    if waveform.size == 0:
+        raise MediaError(label, "the audio is empty")
+    if rate != target_rate:
+        import soxr
+
+        waveform = soxr.resample(waveform, rate, target_rate, quality="HQ")
+    return waveform.astype(np.float32, copy=False)[:max_samples]
+
+
+def read_sound_file(path: str) -> tuple[np.ndarray, int]:
+    """A WAV/FLAC/OGG file -> (mono float32 (T,), sampling rate)."""
+    import soundfile
+
+    require_file(path)
+    try:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as error:  # LibsndfileError, RuntimeError, ...
+        raise MediaError(path, f"unreadable audio ({error})") from error
+    return samples.mean(axis=1), int(rate)
+
+
+def read_sound_track(path: str) -> tuple[np.ndarray, int]:
+    """A container's first sound track -> (mono float32 (T,), rate), cut to the stream's declared duration."""
+    import av
+
+    require_file(path)
+    try:
+        with av.open(path) as container:
+            if not container.streams.audio:
+                raise MissingSoundTrack(path, "the file has no audio track (give the utterance an audio file)")
+            stream = container.streams.audio[0]
+            rate = int(stream.rate or stream.sample_rate)
+            chunks = [_frame_to_mono(frame) for frame in container.decode(stream)]
+            declared = None
+            if stream.duration is not None and stream.time_base is not None:
+                declared = int(round(float(stream.duration * stream.time_base) * rate))
+    except MediaError:
+        raise
+    except Exception as error:  # av.error.*, OSError
+        raise MediaError(path, f"unreadable media ({error})") from error
+    if not chunks:
+        raise MediaError(path, "the audio track holds no samples")
+    waveform = np.concatenate(chunks).astype(np.float32, copy=False)
+    return (waveform[:declared] if declared and declared < len(waveform) else waveform), rate
+
+
+def _frame_to_mono(frame) -> np.ndarray:
+    """A PyAV audio frame -> mono float32: (channels, T) when planar, (1, T * channels) interleaved when packed."""
+    samples = _to_float(frame.to_ndarray())
+    if frame.format.is_planar:
+        return samples.mean(axis=0)
+    return samples.reshape(-1, len(frame.layout.channels)).mean(axis=1)
+
+
+def _to_float(samples: np.ndarray) -> np.ndarray:
+    if np.issubdtype(samples.dtype, np.integer):
+        return samples.astype(np.float32) / (float(np.iinfo(samples.dtype).max) + 1.0)
+    return samples.astype(np.float32, copy=False)
+
+
+def _array_and_rate(source) -> tuple[np.ndarray, int]:
+    if isinstance(source, Mapping) and "array" in source and "sampling_rate" in source:
+        array, rate = source["array"], source["sampling_rate"]
+    elif isinstance(source, (tuple, list)) and len(source) == 2:
+        array, rate = source
+    else:
+        raise MediaError(IN_MEMORY, "audio must be a path, (array, sampling_rate) or {'array', 'sampling_rate'}, "
+                                    f"got {type(source).__name__}")
+    array = _to_float(np.asarray(array.detach().cpu() if isinstance(array, torch.Tensor) else array))
+    if rate is None or int(rate) <= 0:
+        raise MediaError(IN_MEMORY, f"invalid sampling rate {rate!r}")
+    if array.ndim not in (1, 2):
+        raise MediaError(IN_MEMORY, f"audio array must be 1-D or 2-D, got shape {array.shape}")
+    if array.ndim == 2:  # the shorter axis holds the channels
+        array = array.mean(axis=0 if array.shape[0] < array.shape[1] else 1)
+    return array, int(rate)
+
+
+# ---------------------------------------------------------------------- video
+
+
+def read_video_frames(path: str, num_frames: int = 8, selection: str = "uniform", window: TimeWindow | None = None,
+                      num_threads: int = 2, empty_frame_size: tuple[int, int] = (224, 224), *, padding: float = 0.0,
+                      context: str | None = None) -> np.ndarray:
+    """The kept frames of a video, RGB uint8 (num_frames, H, W, 3).
+
+    `window` (widened by `padding` seconds on each side, start clamped at 0) limits the frames to a time span; it
+    must start before the end of the video, and one ending past it is cut there (a warning prefixed by `context`).
+    A clip (or window) without frames gives black frames of `empty_frame_size` (released MELD rule), or an error
+    with the released IEMOCAP rule. `num_threads`: PyAV frame threads (0 = automatic)."""
+    require_file(path)
+    with _Video(path, num_threads) as video:
+        indices = _plan_frames(video, video.num_frames, num_frames, selection, window, padding, context)
+        decoded = video.decode(sorted(set(indices))) if indices else {}
+        if any(index not in decoded for index in indices):
+            # Fewer decodable frames than the header says (a cut file): choose among those.
+            if not video.decoded_count or video.decoded_count >= video.num_frames:
+                missing = [index for index in indices if index not in decoded]
+                raise MediaError(path, f"video decoding failed: frames {missing[:5]} of {video.num_frames} could "
+                                       "not be decoded")
+            logger.warning("file %s: %d frames by its header, %d decodable; frames chosen among those",
+                           path, video.num_frames, video.decoded_count)
+            indices = _plan_frames(video, video.decoded_count, num_frames, selection, window, padding, context)
+            decoded = video.decode(sorted(set(indices)), from_start=True) if indices else {}
+            if any(index not in decoded for index in indices):
+                raise MediaError(path, "video decoding failed: fewer frames than the file's header declares")
+    if not indices:
         return np.zeros((num_frames, *empty_frame_size, 3), dtype=np.uint8)
-    return np.stack([decoded[i] for i in file_indices])
+    return np.stack([decoded[index] for index in indices])
 
 
-def _plan_frames(count, *, path, fps, num_frames, selection, window, padding, context) -> list[int]:
+def _plan_frames(video, count, num_frames, selection, window, padding, context) -> list[int]:
     """Check the window against a video of `count` frames, then the file indices to keep."""
     if window is not None:
-        duration = count / fps if fps > 0 else 0.0
-        check_window(window, duration, path, "video", context, f", {count} frames at {fps:g} fps")
-        if padding:
-            window = window.widened(padding)
+        duration = count / video.fps if video.fps > 0 else 0.0
+        check_window(window, duration, video.path, "video", context, f", {count} frames at {video.fps:g} fps")
+        window = window.widened(padding) if padding else window
     try:
-        file_indices = choose_frames(count, fps, num_frames, selection, window)
+        indices = choose_frames(count, video.fps, num_frames, selection, window)
     except ValueError as error:
-        raise MediaError(path, str(error)) from None
-    if not file_indices and selection == "released" and window is not None:
-        raise MediaError(
-            path,
-            f"the released IEMOCAP frame rule keeps no frame of the window {window} (the video ends at {count / fps:g} s)",
-        )
-    return file_indices
+        raise MediaError(video.path, str(error)) from None
+    if not indices and selection == "released" and window is not None:
+        raise MediaError(video.path, f"the released IEMOCAP frame rule keeps no frame of the window {window} (the "
+                                     f"video ends at {count / video.fps:g} s)")
+    return indices
 
 
-class _PyAVVideo:
-    """A video file opened with PyAV: frame count, fps, and `decode(sorted indices)`."""
+class _Video:
+    """A video file opened with PyAV: `fps`, `num_frames` (by the header, else by packets), `decode(sorted indices)`."""
 
     def __init__(self, path: str, num_threads: int):
-        self.path, self.num_threads, self.decoded_count = path, int(num_threads), None
-        self.container = self._open()
+        self.path, self.num_threads, self.decoded_count, self.container = path, int(num_threads), None, None
         try:
+            self._open()
             stream = self.container.streams.video[0]
-            self.fps = _stream_fps(stream, path)
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            if not rate:
+                raise MediaError(path, "the video track declares no frame rate")
+            self.fps = float(rate)
             self.num_frames = int(stream.frames or 0) or len(_packet_timestamps(path))
         except MediaError:
             self.close()
             raise
-        except Exception as error:  # av.error.*
+        except Exception as error:  # av.error.*, OSError
             self.close()
             raise MediaError(path, f"unreadable video ({error})") from error
 
     def _open(self):
         import av
 
-        try:
-            container = av.open(self.path)
-        except Exception as error:  # av.error.InvalidDataError, OSError, ...
-            raise MediaError(self.path, f"unreadable video ({error})") from error
-        if not container.streams.video:
-            container.close()
+        self.close()
+        self.container = av.open(self.path)
+        if not self.container.streams.video:
             raise MediaError(self.path, "the file has no video track")
-        return container
+        stream = self.container.streams.video[0]
+        stream.thread_type, stream.thread_count = "FRAME", max(self.num_threads, 0)
 
     def __enter__(self):
         return self
@@ -189,23 +272,16 @@ class _PyAVVideo:
             self.container.close()
             self.container = None
 
-    def _stream(self):
-        stream = self.container.streams.video[0]
-        stream.thread_type = "FRAME"
-        stream.thread_count = max(self.num_threads, 0)
-        return stream
-
     def decode(self, wanted: list[int], from_start: bool = False) -> dict[int, np.ndarray]:
-        """{index: RGB frame} for the sorted file indices `wanted` (missing ones absent)."""
+        """{index: RGB frame} for the sorted file indices `wanted` (those the file lacks are absent)."""
         try:
             if not from_start and wanted[0] / self.fps > SEEK_AFTER_SECONDS:
                 frames = self._decode_after_seek(wanted)
                 if frames is not None:
                     return frames
                 from_start = True
-            if from_start or self.container is None:  # a fresh container after a seek or a first pass
-                self.close()
-                self.container = self._open()
+            if from_start:  # a fresh container after a seek or a first pass
+                self._open()
             return self._decode_from_start(wanted)
         except MediaError:
             raise
@@ -213,15 +289,14 @@ class _PyAVVideo:
             raise MediaError(self.path, f"video decoding failed ({error})") from error
 
     def _decode_from_start(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        stream, kept, last, targets = self._stream(), {}, wanted[-1], set(wanted)
-        count = 0
-        for index, frame in enumerate(self.container.decode(stream)):
+        kept, targets, count = {}, set(wanted), 0
+        for index, frame in enumerate(self.container.decode(self.container.streams.video[0])):
             count = index + 1
             if index in targets:
                 kept[index] = frame.to_ndarray(format="rgb24")
-                if index >= last:
+                if index >= wanted[-1]:
                     return kept
-        self.decoded_count = count  # reached the end before the last wanted frame
+        self.decoded_count = count  # the end came before the last wanted frame
         return kept
 
     def _decode_after_seek(self, wanted: list[int]) -> dict[int, np.ndarray] | None:
@@ -229,68 +304,28 @@ class _PyAVVideo:
         timestamps = _packet_timestamps(self.path)
         if len(timestamps) != self.num_frames or wanted[-1] >= len(timestamps):
             return None
-        stream = self._stream()
+        stream = self.container.streams.video[0]
         target = timestamps[max(wanted[0] - round(SEEK_MARGIN_SECONDS * self.fps), 0)]
         self.container.seek(target, stream=stream, backward=True, any_frame=False)
-        kept, last, targets, previous = {}, wanted[-1], set(wanted), None
+        kept, targets, previous = {}, set(wanted), None
         for frame in self.container.decode(stream):
-            if frame.pts is None:
+            index = -1 if frame.pts is None else bisect.bisect_left(timestamps, frame.pts)
+            if not 0 <= index < len(timestamps) or timestamps[index] != frame.pts:
                 return None
-            index = bisect.bisect_left(timestamps, frame.pts)
-            if index >= len(timestamps) or timestamps[index] != frame.pts:
-                return None
-            if previous is None:
-                if not frame.key_frame or index > wanted[0]:
-                    return None
-            elif index != previous + 1:
+            first_ok = frame.key_frame and index <= wanted[0]
+            if (previous is None and not first_ok) or (previous is not None and index != previous + 1):
                 return None
             previous = index
             if index in targets:
                 kept[index] = frame.to_ndarray(format="rgb24")
-                if index >= last:
+                if index >= wanted[-1]:
                     return kept
         return None
 
 
-class _DecordVideo:
-    """The same interface over decord's `VideoReader` (comparison path)."""
-
-    def __init__(self, path: str, num_threads: int):
-        import decord
-
-        self.path, self.decoded_count = path, None
-        try:
-            self.reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
-        except Exception as error:  # decord.DECORDError, RuntimeError
-            raise MediaError(path, f"unreadable video ({error})") from error
-        self.num_frames, self.fps = len(self.reader), float(self.reader.get_avg_fps())
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.reader = None
-
-    def decode(self, wanted: list[int], from_start: bool = False) -> dict[int, np.ndarray]:
-        try:
-            batch = self.reader.get_batch(wanted).asnumpy()
-        except Exception as error:
-            raise MediaError(self.path, f"video decoding failed ({error})") from error
-        return dict(zip(wanted, batch))
-
-
-def _stream_fps(stream, path: str) -> float:
-    """The stream's average frame rate (what OpenCV's CAP_PROP_FPS and decord report), else the
-    guessed or base rate."""
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            return float(rate)
-    raise MediaError(path, "the video track declares no frame rate")
-
-
 def _packet_timestamps(path: str) -> tuple[int, ...]:
-    """Sorted presentation timestamps of the first video stream's packets (cached per file
-    version): frame k in presentation order has the k-th smallest."""
+    """Sorted presentation timestamps of the first video stream's packets (cached per file version): frame k in
+    presentation order has the k-th smallest."""
     status = os.stat(path)
     return _cached_packet_timestamps(path, status.st_mtime_ns, status.st_size)
 
@@ -301,5 +336,4 @@ def _cached_packet_timestamps(path: str, mtime_ns: int, size: int) -> tuple[int,
 
     with av.open(path) as container:
         stream = container.streams.video[0]
-        stamps = [packet.pts for packet in container.demux(stream) if packet.pts is not None and packet.size]
-    return tuple(sorted(stamps))
+        return tuple(sorted(packet.pts for packet in container.demux(stream) if packet.pts is not None and packet.size))

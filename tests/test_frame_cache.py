@@ -19,6 +19,7 @@ from magtkd_hf.apps.tiny import write_tiny_components
 from magtkd_hf.datasets_scripts.synthetic import write_scenes_mp4
 from magtkd_hf.processors import FrameCache, FrameCacheError, MagtkdProcessor, TimeWindow, build_frame_cache
 from magtkd_hf.processors import model_inputs
+from magtkd_hf.processors.media_pixels import resize_and_crop
 from magtkd_hf.training import StageInputs, TrainingConfig, run_stage
 from magtkd_hf.training.data import UtteranceCollator, UtteranceItems
 
@@ -73,7 +74,7 @@ def test_cached_pixel_values_equal_decoded_ones(rows, processor, cache, monkeypa
     assert (cached["pixel_values"] - decoded["pixel_values"]).abs().max().item() == 0.0
     frames = cache.lookup(rows[2]["video_paths"][0], None)
     assert frames is None  # the dialogue video is cached by window only
-    first = model_inputs.resized_frames(np.zeros((2, 48, 64, 3), np.uint8), processor.image_processor)
+    first = resize_and_crop(np.zeros((2, 48, 64, 3), np.uint8), processor.image_processor)
     assert first.dtype == torch.uint8 and first.shape == (2, 3, 32, 32)
 
 
@@ -123,10 +124,11 @@ def test_a_window_is_part_of_the_key(rows, processor, cache):
 def test_damaged_cache_files_name_the_folder(tmp_path, rows, processor):
     folder = tmp_path / "cache"
     build_frame_cache(rows[:1], processor, folder, progress=False)
-    shard = folder / json.loads((folder / "frame_cache.json").read_text())["shards"][0]
-    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    with pytest.raises(FrameCacheError, match=rf"frame cache {folder}: the shard shards/00000.arrow is damaged"):
-        FrameCache(folder)
+    cache = FrameCache(folder)
+    clip = next((folder / "frames").glob("*.npy"))
+    clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    with pytest.raises(FrameCacheError, match=rf"frame cache {folder}: the clip file frames/{clip.stem}.npy is damaged"):
+        [cache.lookup(video) for video in rows[0]["video_paths"]]
     (folder / "frame_cache.json").write_text("{not json")
     with pytest.raises(FrameCacheError, match=rf"frame cache {folder}: frame_cache.json is damaged"):
         FrameCache(folder)

@@ -55,7 +55,7 @@ def cache_run_frames(config, num_workers: int = 0, rebuild: bool = False, progre
     """Build the frame cache of a run (a `TrainingConfig`): its processor, its conversations, its cache folder
     (`StageInputs.frame_cache_folder`), the time-window choices of its video stages and of extract-features.
     Returns `build_frame_cache`'s summary."""
-    from ..processors.frame_cache_build import build_frame_cache
+    from ..processors.frame_cache import build_frame_cache
     from ..training import StageInputs
     from ..training.stages import utterance_items
 
