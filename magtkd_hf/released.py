@@ -13,12 +13,7 @@ import numpy as np
 import torch
 
 from .configuration_magtkd import (
-    FEATURE_SOURCES,
-    MagtkdAudioConfig,
-    MagtkdConfig,
-    MagtkdFusionConfig,
-    MagtkdTextConfig,
-    MagtkdVideoConfig,
+    FEATURE_SOURCES, MagtkdAudioConfig, MagtkdConfig, MagtkdFusionConfig, MagtkdTextConfig, MagtkdVideoConfig,
     dataset_facts,
 )
 from .features import feature_dataset_features
@@ -64,6 +59,22 @@ def released_fusion_key_map() -> dict[str, str]:
             mapping[f"features_reduce_{modality}.{parameter}"] = f"{name}_anchor.reduce.{parameter}"
             mapping[f"w_{modality}.{parameter}"] = f"{name}_head.{parameter}"
     return mapping
+
+
+def _renamed(state_dict: Mapping[str, torch.Tensor], expected: Mapping, target_of, is_unused):
+    """`(renamed state dict, unused keys, unexpected keys, wrong shapes)`: each key renamed by `target_of` (None: not
+    in the target's layout, then unused when `is_unused(key)`), its shape checked against `expected`."""
+    renamed, unused, unexpected, wrong_shapes = {}, [], [], []
+    for key, tensor in state_dict.items():
+        target = target_of(key)
+        if target is None:
+            (unused if is_unused(key) else unexpected).append(key)
+            continue
+        if tuple(tensor.shape) != tuple(expected[target].shape):
+            shapes = f"shape {tuple(tensor.shape)}, expected {tuple(expected[target].shape)}"
+            wrong_shapes.append(f"key {key!r} has {shapes} (for {target!r})")
+        renamed[target] = tensor
+    return renamed, sorted(unused), unexpected, wrong_shapes
 
 
 def load_torch_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -113,20 +124,9 @@ def convert_released_fusion_state_dict(
     """
     key_map = released_fusion_key_map()
     expected = model.state_dict()
-    converted, unused, unexpected = {}, [], []
-    for key, tensor in state_dict.items():
-        if key in key_map:
-            target = key_map[key]
-            if tuple(tensor.shape) != tuple(expected[target].shape):
-                raise ValueError(
-                    f"Key {key!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[target].shape)} "
-                    f"(for {target!r})."
-                )
-            converted[target] = tensor
-        elif _UNUSED_RELEASED_KEYS.search(key):
-            unused.append(key)
-        else:
-            unexpected.append(key)
+    converted, unused, unexpected, shapes = _renamed(state_dict, expected, key_map.get, _UNUSED_RELEASED_KEYS.search)
+    if shapes:
+        raise ValueError(f"Released fusion {'; '.join(shapes[:5])}.")
     if unexpected:
         raise ValueError(f"Keys not in the released fusion layout: {unexpected[:10]}")
     missing = sorted(set(key_map) - set(state_dict))
@@ -136,7 +136,7 @@ def convert_released_fusion_state_dict(
     # strict load still checks every released key. A converted released model was not trained for missing modalities.
     for key in RELEASED_ABSENT_FUSION_KEYS:
         converted[key] = expected[key]
-    return converted, sorted(unused)
+    return converted, unused
 
 
 def load_released_fusion(path: str | Path, dataset: str) -> tuple[MagtkdFusionModel, list[str]]:
@@ -207,29 +207,23 @@ def convert_released_unimodal_state_dict(
     feature_prefix = f"{modality}_encoder." if hasattr(model, "modality") else ""
     prefix, heads = _RELEASED_UNIMODAL_LAYOUT[modality]
     expected = model.state_dict()
-    converted, unused, unexpected, wrong_shape = {}, [], [], []
-    for key, tensor in state_dict.items():
-        target = _released_target(key, modality, expected, feature_prefix)
-        if target is None:
-            (unused if _is_unused_released_key(key, modality, expected) else unexpected).append(key)
-            continue
-        if tuple(tensor.shape) != tuple(expected[target].shape):
-            wrong_shape.append(
-                f"key {key!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[target].shape)} (for "
-                f"{target!r})"
-            )
-        converted[target] = tensor
+    converted, unused, unexpected, wrong_shapes = _renamed(
+        state_dict,
+        expected,
+        lambda key: _released_target(key, modality, expected, feature_prefix),
+        lambda key: _is_unused_released_key(key, modality, expected),
+    )
     if unexpected:
         raise ValueError(
             f"Keys not in the released {modality} layout (`{prefix}*` + head), or not in this encoder: "
             f"{unexpected[:10]}"
         )
-    if wrong_shape:
-        raise ValueError(f"{'; '.join(wrong_shape[:5])}: check the {modality} encoder's config.")
+    if wrong_shapes:
+        raise ValueError(f"{'; '.join(wrong_shapes[:5])}: check the {modality} encoder's config.")
     missing = sorted(set(expected) - set(converted))
     if missing:
         raise ValueError(f"Keys of the {modality} model missing from the released checkpoint: {missing[:10]}")
-    return converted, sorted(unused)
+    return converted, unused
 
 
 def _with_settings(config, **settings):
@@ -342,7 +336,8 @@ def released_features_to_dataset(
         raise ValueError(f"speaker_indexing must be 'conversation' or 'released', got {speaker_indexing!r}.")
     first = data["vids"][0]
     hidden_size = int(np.asarray(data["text"][first][0]).shape[-1])
-    rows = {column: [] for column in feature_dataset_features(hidden_size, label_names)}
+    features = feature_dataset_features(hidden_size, label_names)
+    rows = {column: [] for column in features}
     for dialogue in data["vids"]:
         num_utterances = len(data["labels"][dialogue])
         for key in (*FEATURE_SOURCES, "speakers", "dia2utt"):
@@ -364,8 +359,10 @@ def released_features_to_dataset(
         speakers = [int(speaker) for speaker in data["speakers"][dialogue]]
         rows["speaker_ids"].append(_first_appearance(speakers) if speaker_indexing == "conversation" else speakers)
         rows["labels"].append([int(label) for label in data["labels"][dialogue]])
-    dataset = datasets.Dataset.from_dict(rows, features=feature_dataset_features(hidden_size, label_names))
-    dataset.info.description = f"MAGTKD stage-3 features imported from {Path(source).name}; speakers: {speaker_indexing}."
+    dataset = datasets.Dataset.from_dict(rows, features=features)
+    dataset.info.description = (
+        f"MAGTKD stage-3 features imported from {Path(source).name}; speakers: {speaker_indexing}."
+    )
     return dataset
 
 
@@ -389,7 +386,8 @@ def import_released_features(
     label_names = dataset_facts(dataset)["labels"] if dataset else None
     splits = {}
     for split, path in split_files.items():
-        splits[split] = released_features_to_dataset(load_plain_pickle(path, limits), str(path), label_names, speaker_indexing)
+        data = load_plain_pickle(path, limits)
+        splits[split] = released_features_to_dataset(data, str(path), label_names, speaker_indexing)
         logger.info("%s: %d conversations from %s", split, len(splits[split]), path)
     dataset_dict = datasets.DatasetDict(splits)
     if output_dir is not None:
