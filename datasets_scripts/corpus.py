@@ -1,6 +1,6 @@
 """
-What the MELD and IEMOCAP builders share: conversations read from a release's label files, the label and media
-checks, the missing-file policy, and the conversion to a `datasets.DatasetDict` with one row per conversation.
+What the MELD and IEMOCAP builders share: a release's conversations as its label files give them, the label and media
+checks, the missing-file policy, and the `datasets.DatasetDict` with one row per conversation.
 """
 
 from __future__ import annotations
@@ -8,127 +8,47 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Optional, Sequence, Union
+from pathlib import Path
+from typing import NamedTuple, Optional, Sequence, Union
 
-from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, List, Value
 
-from .media import MediaFile, MediaProbe, probe_many
+from .media import probe_many
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 ON_MISSING_CHOICES = ("raise", "drop")
 DEFAULT_MAX_CLIP_DURATION = 30.0
+END_BEFORE_START, DUPLICATE, EMPTY_SPLIT, TOO_LONG = "end before start", "duplicate", "empty split", "too long"
 
 DialogueId = Union[int, str]
-UtteranceId = Union[int, str]
 
 
-@dataclass(frozen=True)
-class UtteranceRecord:
-    """
-    One utterance as the label files give it.
-
-    Args:
-        utterance_id (`int` or `str`): the release's id of the utterance.
-        values (`dict`): the utterance's value for every per-utterance column of a row (`"speakers"`, `"texts"`, ...).
-        media (`tuple[MediaFile, ...]`): the files the utterance needs.
-    """
-
-    utterance_id: UtteranceId
-    values: dict[str, Any]
-    media: tuple[MediaFile, ...] = ()
+def conversation_features(id_type: str, label_names: Sequence[str], **extra_columns) -> Features:
+    """The row schema: `dialogue_id` and the per-utterance lists, `extra_columns` (name -> feature) after `labels`."""
+    string = Value("string")
+    return Features({
+        "dialogue_id": Value(id_type), "utterance_ids": List(Value(id_type)), "speakers": List(string),
+        "texts": List(string), "labels": List(ClassLabel(names=list(label_names))),
+        **{name: List(feature) for name, feature in extra_columns.items()},
+        "video_paths": List(string), "start_times": List(Value("float32")), "end_times": List(Value("float32")),
+    })
 
 
-@dataclass(frozen=True)
-class DialogueRecord:
-    """A conversation: its id and its utterances in order."""
-
-    dialogue_id: DialogueId
-    utterances: tuple[UtteranceRecord, ...]
+def counts_text(counts: Counter) -> str:
+    return ", ".join(f"{label} {n}" for label, n in sorted(counts.items()))
 
 
-@dataclass
-class Corpus:
-    """
-    Every split of a release as read from its label files, before any media check.
-
-    Args:
-        name (`str`): the dataset's name, used in messages.
-        root (`str`): the release folder.
-        splits (`dict[str, list[DialogueRecord]]`): `train`, `validation`, `test`.
-        label_names (`tuple[str, ...]`): the classes, in the order of the dataset's table (`magtkd_hf.DATASETS`).
-        features (`datasets.Features`): the row schema.
-        excluded_labels (`dict[str, Counter]`): per split, utterances left out because their label is not a class.
-        label_problems (`list[LabelProblem]`): rows left out of `splits` that a build refuses unless
-            `on_missing="drop"` (EndTime < StartTime, an utterance listed twice).
-        label_faults (`list[str]`): faults that make the label files unreadable (an absent file, a bad row); only
-            a corpus read with `strict=False` has any (a strict read raises `LabelFilesError` instead).
-        split_sources (`dict[str, str]`): per split, the label file (or split-file entry) it comes from, for messages.
-    """
-
-    name: str
-    root: str
-    splits: dict[str, list[DialogueRecord]]
-    label_names: tuple[str, ...]
-    features: Features
-    excluded_labels: dict[str, Counter] = field(default_factory=dict)
-    label_problems: list["LabelProblem"] = field(default_factory=list)
-    label_faults: list[str] = field(default_factory=list)
-    split_sources: dict[str, str] = field(default_factory=dict)
-
-    def iter_utterances(self):
-        """Yields `(split, dialogue, utterance)` for every utterance."""
-        for split, dialogues in self.splits.items():
-            for dialogue in dialogues:
-                for utterance in dialogue.utterances:
-                    yield split, dialogue, utterance
-
-    def label_counts(self) -> dict[str, Counter]:
-        """Per split, utterances per class name."""
-        counts = {split: Counter() for split in self.splits}
-        for split, _, utterance in self.iter_utterances():
-            counts[split][self.label_names[utterance.values["labels"]]] += 1
-        return counts
-
-
-@dataclass(frozen=True)
-class MediaProblem:
-    """A missing or unreadable file, with every utterance that needs it."""
-
-    split: str
-    dialogue_id: DialogueId
-    utterance_ids: tuple[UtteranceId, ...]
-    path: str
-    status: str
-    reason: str
-
-    def describe(self) -> str:
-        utterances = ", ".join(str(utterance_id) for utterance_id in self.utterance_ids)
-        noun = "utterance" if len(self.utterance_ids) == 1 else "utterances"
-        where = f"{self.split} / dialogue {self.dialogue_id} / {noun} {utterances}"
-        return f"{where}: {self.path} ({self.status}: {self.reason})"
-
-
-END_BEFORE_START = "end before start"
-DUPLICATE = "duplicate"
-EMPTY_SPLIT = "empty split"
+def count_utterances(problems) -> int:
+    return sum(len(problem.utterance_ids) for problem in problems)
 
 
 @dataclass(frozen=True)
 class LabelProblem:
     """
-    Label-file rows (or a whole split) that a build refuses unless `on_missing="drop"`.
-
-    Args:
-        split (`str`): the split.
-        kind (`str`): `"end before start"` (EndTime < StartTime), `"duplicate"` (an utterance listed more than once),
-            or `"empty split"` (no utterance in the split).
-        source (`str`): the file (with line numbers) the problem is in.
-        reason (`str`): what is wrong and what a drop leaves out.
-        dialogue_id (`int` or `str`, *optional*): the dialogue, for row problems.
-        utterance_ids (`tuple`): the utterances left out (empty for a split problem, or for a repeated row whose
-            first copy is kept).
+    Label-file rows (or a whole split) that a build refuses unless `on_missing="drop"`: `kind` is end before start,
+    duplicate or empty split; `source` the file (and lines); `utterance_ids` the utterances a drop leaves out.
     """
 
     split: str
@@ -136,62 +56,29 @@ class LabelProblem:
     source: str
     reason: str
     dialogue_id: Optional[DialogueId] = None
-    utterance_ids: tuple[UtteranceId, ...] = ()
+    utterance_ids: tuple = ()
 
-    def describe(self) -> str:
+    def __str__(self) -> str:
         where = self.split if self.dialogue_id is None else f"{self.split} / dialogue {self.dialogue_id}"
         return f"{where}: {self.reason} ({self.source})"
 
 
-def find_empty_splits(corpus: Corpus) -> list[LabelProblem]:
-    """A `LabelProblem` for every split of `corpus` without any utterance, naming where the split comes from."""
-    problems = []
-    for split, dialogues in corpus.splits.items():
-        if any(dialogue.utterances for dialogue in dialogues):
-            continue
-        excluded = corpus.excluded_labels.get(split) or Counter()
-        dropped = [p for p in corpus.label_problems if p.split == split and p.kind != EMPTY_SPLIT]
-        notes = []
-        if excluded:
-            labels = ", ".join(f"{label} {n}" for label, n in sorted(excluded.items()))
-            notes.append(f"{sum(excluded.values())} utterance(s) with a label outside the classes ({labels})")
-        if dropped:
-            notes.append(f"{len(dropped)} problem row(s) left out")
-        reason = "no utterance in this split" + (f" after filtering: {'; '.join(notes)}" if notes else "")
-        problems.append(LabelProblem(split, EMPTY_SPLIT, corpus.split_sources.get(split, corpus.root), reason))
-    return problems
-
-
 @dataclass(frozen=True)
-class LongClip:
-    """An utterance clip longer than the limit."""
+class MediaProblem:
+    """A missing, unreadable or (status "too long") over-long file, with every utterance of a dialogue needing it."""
 
     split: str
     dialogue_id: DialogueId
-    utterance_id: UtteranceId
+    utterance_ids: tuple
     path: str
-    duration: float
+    status: str
+    reason: str
 
-    def describe(self) -> str:
-        where = f"{self.split} / dialogue {self.dialogue_id} / utterance {self.utterance_id}"
-        return f"{where}: {self.path} ({self.duration:.2f} s)"
-
-
-class MediaProblemsError(ValueError):
-    """Raised when media files are missing or unreadable; `problems` lists all of them."""
-
-    def __init__(self, dataset_name: str, problems: Sequence[MediaProblem]):
-        self.problems = list(problems)
-        num_files = len(self.problems)
-        num_utterances = sum(len(problem.utterance_ids) for problem in self.problems)
-        lines = [
-            f"{dataset_name}: {num_files} media file(s) missing or unreadable, "
-            f"needed by {num_utterances} utterance(s). "
-            "No file is replaced; pass `on_missing=\"drop\"` to build without these utterances, or "
-            "`check_media=False` to build from the labels alone."
-        ]
-        lines += [f"  {problem.describe()}" for problem in self.problems]
-        super().__init__("\n".join(lines))
+    def __str__(self) -> str:
+        noun = "utterance" if len(self.utterance_ids) == 1 else "utterances"
+        utterances = ", ".join(map(str, self.utterance_ids))
+        where = f"{self.split} / dialogue {self.dialogue_id} / {noun} {utterances}"
+        return f"{where}: {self.path} ({self.status}: {self.reason})"
 
 
 class LabelFilesError(ValueError):
@@ -199,16 +86,12 @@ class LabelFilesError(ValueError):
 
     def __init__(self, dataset_name: str, faults: Sequence[str], headline: Optional[str] = None):
         self.faults = list(faults)
-        lines = [headline or f"{dataset_name}: {len(self.faults)} fault(s) in the label files:"]
-        lines += [f"  {fault}" for fault in self.faults]
-        super().__init__("\n".join(lines))
+        headline = headline or f"{dataset_name}: {len(self.faults)} fault(s) in the label files:"
+        super().__init__("\n".join([headline, *(f"  {fault}" for fault in self.faults)]))
 
 
 class LabelProblemsError(LabelFilesError):
-    """
-    Raised with `on_missing="raise"` when label-file rows make a split unusable (EndTime < StartTime, an utterance
-    listed twice, an empty split); `problems` lists all of them (`LabelProblem`).
-    """
+    """Raised with `on_missing="raise"` for label-file rows or empty splits; `problems` lists them (`LabelProblem`)."""
 
     def __init__(self, dataset_name: str, problems: Sequence[LabelProblem]):
         self.problems = list(problems)
@@ -218,116 +101,178 @@ class LabelProblemsError(LabelFilesError):
             "`on_missing=\"drop\"` to build without the rows named (a split left empty is then built empty and "
             "recorded in its `info.description`):"
         )
-        super().__init__(dataset_name, [problem.describe() for problem in self.problems], headline)
+        super().__init__(dataset_name, [str(problem) for problem in self.problems], headline)
+
+
+class MediaProblemsError(ValueError):
+    """Raised when media files are missing or unreadable; `problems` lists all of them (`MediaProblem`)."""
+
+    def __init__(self, dataset_name: str, problems: Sequence[MediaProblem]):
+        self.problems = list(problems)
+        headline = (
+            f"{dataset_name}: {len(self.problems)} media file(s) missing or unreadable, needed by "
+            f"{count_utterances(self.problems)} utterance(s). No file is replaced; pass `on_missing=\"drop\"` to build "
+            "without these utterances, or `check_media=False` to build from the labels alone."
+        )
+        super().__init__("\n".join([headline, *(f"  {problem}" for problem in self.problems)]))
+
+
+class LabelRow(NamedTuple):
+    """One utterance as a label file gives it (a dict of per-utterance columns plus `media`), where, and its times."""
+
+    dialogue_id: DialogueId
+    utterance: dict
+    file: str
+    line: int
+    start_text: str
+    end_text: str
 
 
 @dataclass
-class MediaReport:
-    """The outcome of the media checks of a corpus."""
-
-    problems: list[MediaProblem]
-    long_clips: list[LongClip]
-    max_clip_duration: Optional[float]
-    num_files: int
-
-
-def find_media_problems(corpus: Corpus, probes: dict[str, MediaProbe]) -> list[MediaProblem]:
-    """Groups the unusable files by split and dialogue, each with the utterances that need it."""
-    needing: dict[tuple[str, DialogueId, str], list[UtteranceId]] = {}
-    for split, dialogue, utterance in corpus.iter_utterances():
-        for media in utterance.media:
-            if not probes[media.path].is_usable:
-                needing.setdefault((split, dialogue.dialogue_id, media.path), []).append(utterance.utterance_id)
-    return [
-        MediaProblem(split, dialogue_id, tuple(utterance_ids), path, probes[path].status, probes[path].reason)
-        for (split, dialogue_id, path), utterance_ids in needing.items()
-    ]
-
-
-def find_long_clips(corpus: Corpus, probes: dict[str, MediaProbe], max_clip_duration: float) -> list[LongClip]:
-    """The utterance clips whose header duration exceeds `max_clip_duration` seconds."""
-    long_clips = []
-    for split, dialogue, utterance in corpus.iter_utterances():
-        for media in utterance.media:
-            duration = probes[media.path].duration
-            if media.is_utterance_clip and duration is not None and duration > max_clip_duration:
-                long_clips.append(LongClip(split, dialogue.dialogue_id, utterance.utterance_id, media.path, duration))
-    return long_clips
-
-
-def check_corpus_media(
-    corpus: Corpus,
-    max_clip_duration: Optional[float] = DEFAULT_MAX_CLIP_DURATION,
-    num_workers: int = 8,
-    decode: bool = False,
-    progress: Optional[bool] = False,
-) -> MediaReport:
+class Corpus:
     """
-    Checks every file of the corpus once (the header; with `decode`, a full decode of the streams used) and lists
-    the unusable files and the long clips. `progress`: a tqdm bar (`None`: only on a terminal).
+    A release as its label files give it, before any media check. `splits`: split -> {dialogue id: utterances}, each
+    utterance a dict of the per-utterance columns plus `media` (its `MediaFile`s). `label_faults` make the label
+    files unreadable (a build raises on them); `label_problems` are rows left out that a build refuses unless
+    `on_missing="drop"`; `excluded_labels`: per split, the labels outside the classes; `split_sources`: per split,
+    where it comes from.
     """
-    media_files = (media for _, _, utterance in corpus.iter_utterances() for media in utterance.media)
-    probes = probe_many(media_files, num_workers, decode=decode, progress=progress)
-    long_clips = find_long_clips(corpus, probes, max_clip_duration) if max_clip_duration is not None else []
-    return MediaReport(find_media_problems(corpus, probes), long_clips, max_clip_duration, len(probes))
+
+    name: str
+    root: str
+    features: Features
+    splits: dict = field(default_factory=dict)
+    label_faults: list = field(default_factory=list)
+    label_problems: list = field(default_factory=list)
+    excluded_labels: dict = field(default_factory=dict)
+    split_sources: dict = field(default_factory=dict)
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.features["labels"].feature.names
+
+    def utterances(self):
+        """`(split, dialogue id, utterance)` for every utterance."""
+        for split, dialogues in self.splits.items():
+            for dialogue_id, utterances in dialogues.items():
+                for utterance in utterances:
+                    yield split, dialogue_id, utterance
+
+    def label_counts(self) -> dict[str, Counter]:
+        counts = {split: Counter() for split in self.splits}
+        for split, _, utterance in self.utterances():
+            counts[split][utterance["labels"]] += 1
+        return counts
+
+    def add_split(self, split: str, rows: Sequence[LabelRow], sort: bool = False) -> None:
+        """
+        The dialogues of `split` from its label rows (in file order; with `sort`, dialogues and utterances in id
+        order). Left out as `LabelProblem`s: a row whose end is before its start, and an utterance on several rows
+        (of identical rows the first is kept; of rows that differ none, as which one is right is unknown).
+        """
+        copies = {}
+        for row in rows:
+            utterance_id = row.utterance["utterance_ids"]
+            if row.utterance["end_times"] < row.utterance["start_times"]:
+                reason = (f"utterance {utterance_id}: EndTime {row.end_text} is before StartTime {row.start_text}; "
+                          "the row is left out")
+                source = f"{row.file}, line {row.line}"
+                self.label_problems.append(
+                    LabelProblem(split, END_BEFORE_START, source, reason, row.dialogue_id, (utterance_id,))
+                )
+            else:
+                copies.setdefault((row.dialogue_id, utterance_id), []).append(row)
+        dialogues = {}
+        for (dialogue_id, utterance_id), found in copies.items():
+            if len(found) == 1 or self._repeated(split, utterance_id, found):
+                dialogues.setdefault(dialogue_id, []).append(found[0].utterance)
+        if sort:
+            dialogues = {key: sorted(dialogues[key], key=lambda u: u["utterance_ids"]) for key in sorted(dialogues)}
+        self.splits[split] = dialogues
+
+    def _repeated(self, split: str, utterance_id, found: list[LabelRow]) -> bool:
+        """Records an utterance on several rows; whether the first row is kept (all rows identical)."""
+        first = found[0].utterance
+        differing = sorted(column for column in first if any(row.utterance[column] != first[column] for row in found))
+        source = f"{found[0].file}, lines {', '.join(str(row.line) for row in found)}"
+        if differing:
+            reason, left_out = f"rows that differ ({', '.join(differing)}); all are left out", (utterance_id,)
+        else:
+            reason, left_out = "identical rows; the first is kept, the repeats are left out", ()
+        reason = f"utterance {utterance_id} is on {len(found)} {reason}"
+        self.label_problems.append(LabelProblem(split, DUPLICATE, source, reason, found[0].dialogue_id, left_out))
+        return not differing
 
 
-def drop_utterances(corpus: Corpus, problems: Iterable[MediaProblem]) -> Corpus:
+def find_empty_splits(corpus: Corpus) -> list[LabelProblem]:
+    """A `LabelProblem` for every split of `corpus` without any utterance, naming where the split comes from."""
+    problems = []
+    for split in (split for split, dialogues in corpus.splits.items() if not dialogues):
+        notes = []
+        excluded = corpus.excluded_labels.get(split)
+        if excluded:
+            notes.append(f"{sum(excluded.values())} utterance(s) with a label outside the classes "
+                         f"({counts_text(excluded)})")
+        dropped = [problem for problem in corpus.label_problems if problem.split == split]
+        if dropped:
+            notes.append(f"{len(dropped)} problem row(s) left out")
+        reason = "no utterance in this split" + (f" after filtering: {'; '.join(notes)}" if notes else "")
+        problems.append(LabelProblem(split, EMPTY_SPLIT, corpus.split_sources.get(split, corpus.root), reason))
+    return problems
+
+
+def check_media_files(
+    corpus: Corpus, max_clip_duration: Optional[float], num_workers: int = 8, decode: bool = False, progress=False
+) -> tuple[int, list[MediaProblem], list[MediaProblem]]:
+    """
+    Checks every file of `corpus` once (`probe_many`). Returns the number of files, the missing and unreadable ones
+    and the utterance clips longer than `max_clip_duration` seconds, each with the utterances needing it.
+    """
+    probes = probe_many((m for _, _, u in corpus.utterances() for m in u["media"]), num_workers, decode, progress)
+    needing = {}
+    for split, dialogue_id, utterance in corpus.utterances():
+        for media in utterance["media"]:
+            probe = probes[media.path]
+            status, reason = probe.status, probe.reason
+            too_long = max_clip_duration is not None and (probe.duration or 0) > max_clip_duration
+            if status is None and media.is_utterance_clip and too_long:
+                status, reason = TOO_LONG, f"{probe.duration:.2f} s"
+            if status is not None:
+                key = (split, dialogue_id, media.path, status, reason)
+                needing.setdefault(key, []).append(utterance["utterance_ids"])
+    found = [MediaProblem(split, dialogue_id, tuple(ids), path, status, reason)
+             for (split, dialogue_id, path, status, reason), ids in needing.items()]
+    return len(probes), [p for p in found if p.status != TOO_LONG], [p for p in found if p.status == TOO_LONG]
+
+
+def drop_utterances(corpus: Corpus, problems: Sequence[MediaProblem]) -> Corpus:
     """A copy of `corpus` without the utterances named by `problems`; a dialogue left empty is removed."""
     dropped = {(p.split, p.dialogue_id, utterance_id) for p in problems for utterance_id in p.utterance_ids}
     splits = {}
     for split, dialogues in corpus.splits.items():
-        kept_dialogues = []
-        for dialogue in dialogues:
-            kept = tuple(u for u in dialogue.utterances if (split, dialogue.dialogue_id, u.utterance_id) not in dropped)
-            if kept:
-                kept_dialogues.append(replace(dialogue, utterances=kept))
-        splits[split] = kept_dialogues
+        kept = {key: [u for u in value if (split, key, u["utterance_ids"]) not in dropped]
+                for key, value in dialogues.items()}
+        splits[split] = {key: value for key, value in kept.items() if value}
     return replace(corpus, splits=splits)
 
 
-def summarize_drops(
-    problems: Sequence[MediaProblem], label_problems: Sequence[LabelProblem] = ()
-) -> dict[str, str]:
-    """
-    Per split, sentences naming every utterance dropped for a media problem, every label-file row left out
-    (EndTime < StartTime, repeated) and whether the split is empty (for `info.description`).
-    """
-    summaries = {}
+def _drop_sentence(template: str, problems: list) -> list[str]:
+    details = "; ".join(map(str, problems))
+    return [f"{template.format(count_utterances(problems))}: {details}."] if problems else []
+
+
+def describe_drops(label_problems, media_problems, empty_splits) -> dict[str, str]:
+    """Per split, sentences naming every label-file row and utterance left out and whether the split is empty."""
+    notes = {}
     for split in SPLITS:
-        sentences = []
-        split_label_problems = [p for p in label_problems if p.split == split and p.kind != EMPTY_SPLIT]
-        if split_label_problems:
-            count = sum(len(problem.utterance_ids) for problem in split_label_problems)
-            details = "; ".join(problem.describe() for problem in split_label_problems)
-            sentences.append(f"Left out label-file rows ({count} utterance(s) dropped): {details}.")
-        split_problems = [problem for problem in problems if problem.split == split]
-        if split_problems:
-            count = sum(len(problem.utterance_ids) for problem in split_problems)
-            details = "; ".join(problem.describe() for problem in split_problems)
-            sentences.append(f"Dropped {count} utterance(s) whose media is missing or unreadable: {details}.")
-        empty = [problem for problem in label_problems if problem.split == split and problem.kind == EMPTY_SPLIT]
-        sentences += [f"Empty split: {problem.describe()}." for problem in empty]
+        sentences = _drop_sentence("Left out label-file rows ({} utterance(s) dropped)",
+                                   [p for p in label_problems if p.split == split])
+        sentences += _drop_sentence("Dropped {} utterance(s) whose media is missing or unreadable",
+                                    [p for p in media_problems if p.split == split])
+        sentences += [f"Empty split: {problem}." for problem in empty_splits if problem.split == split]
         if sentences:
-            summaries[split] = " ".join(sentences)
-    return summaries
-
-
-def corpus_to_dataset_dict(
-    corpus: Corpus, description: str, split_notes: Optional[dict[str, str]] = None
-) -> DatasetDict:
-    """One row per dialogue: `dialogue_id` plus, for every other column of `corpus.features`, the per-utterance list."""
-    split_notes = split_notes or {}
-    list_columns = [column for column in corpus.features if column != "dialogue_id"]
-    dataset_dict = {}
-    for split, dialogues in corpus.splits.items():
-        columns = {"dialogue_id": [dialogue.dialogue_id for dialogue in dialogues]}
-        for column in list_columns:
-            columns[column] = [[u.values[column] for u in dialogue.utterances] for dialogue in dialogues]
-        split_description = " ".join(text for text in (description, split_notes.get(split)) if text)
-        info = DatasetInfo(description=split_description, features=corpus.features, dataset_name=corpus.name.lower())
-        dataset_dict[split] = Dataset.from_dict(columns, info=info, split=split)
-    return DatasetDict(dataset_dict)
+            notes[split] = " ".join(sentences)
+    return notes
 
 
 def validate_options(on_missing: str, max_clip_duration: Optional[float]) -> None:
@@ -348,54 +293,46 @@ def build_dataset_dict(
     progress: Optional[bool] = None,
 ) -> DatasetDict:
     """
-    Applies the label and media checks and the missing-file policy to `corpus`, then builds the `DatasetDict`.
-
-    With `on_missing="raise"`, label-file rows that make a split unusable (EndTime < StartTime, an utterance listed
-    twice) and empty splits raise one `LabelProblemsError` listing all of them, before any media is opened; then
-    missing or unreadable files (never replaced) raise one `MediaProblemsError`. With `on_missing="drop"` those rows
-    and the utterances needing those files are left out, and a split left empty is built empty; all of it is logged
-    and recorded in each split's `info.description`. Clips longer than `max_clip_duration` seconds are logged.
-    `decode` fully decodes every media file instead of reading its header (finds files cut after a good header).
-    `progress`: a tqdm bar over the media files (`None`: only when stderr is a terminal).
+    The `DatasetDict` of `corpus` under the checks and the missing-file policy that `load_meld`/`load_iemocap`
+    document. Label-file problems are refused before any media is opened; clips over the limit are logged.
     """
     validate_options(on_missing, max_clip_duration)
-    label_problems = list(corpus.label_problems)
-    if on_missing == "raise":
-        refused = label_problems + find_empty_splits(corpus)
-        if refused:
-            raise LabelProblemsError(corpus.name, refused)
-    media_problems: list[MediaProblem] = []
+    if corpus.label_faults:
+        raise LabelFilesError(corpus.name, corpus.label_faults)
+    refused = corpus.label_problems + find_empty_splits(corpus)
+    if refused and on_missing == "raise":
+        raise LabelProblemsError(corpus.name, refused)
+    media_problems = []
     if check_media:
-        report = check_corpus_media(corpus, max_clip_duration, num_workers, decode=decode, progress=progress)
-        for long_clip in report.long_clips:
-            logger.warning("%s: clip longer than %s s: %s", corpus.name, max_clip_duration, long_clip.describe())
-        media_problems = report.problems
+        _, media_problems, long_clips = check_media_files(corpus, max_clip_duration, num_workers, decode, progress)
+        for clip in long_clips:
+            logger.warning("%s: clip longer than %s s: %s", corpus.name, max_clip_duration, clip)
         if media_problems and on_missing == "raise":
             raise MediaProblemsError(corpus.name, media_problems)
-    built = drop_utterances(corpus, media_problems) if media_problems else corpus
-    split_notes = summarize_drops(media_problems, label_problems + find_empty_splits(built))
-    for split, note in split_notes.items():
+    built = drop_utterances(corpus, media_problems)
+    notes = describe_drops(corpus.label_problems, media_problems, find_empty_splits(built))
+    for split, note in notes.items():
         logger.warning("%s %s: %s", corpus.name, split, note)
-    return corpus_to_dataset_dict(built, description, split_notes)
+    columns = [column for column in corpus.features if column != "dialogue_id"]
+    dataset_dict = {}
+    for split, dialogues in built.splits.items():
+        data = {"dialogue_id": list(dialogues)}
+        data.update({column: [[u[column] for u in us] for us in dialogues.values()] for column in columns})
+        split_description = " ".join(text for text in (description, notes.get(split)) if text)
+        info = DatasetInfo(description=split_description, features=corpus.features, dataset_name=corpus.name.lower())
+        dataset_dict[split] = Dataset.from_dict(data, info=info, split=split)
+    return DatasetDict(dataset_dict)
 
 
-def class_label_index(label_names: Sequence[str]) -> dict[str, int]:
-    return {name: index for index, name in enumerate(label_names)}
-
-
-def class_label(label_names: Sequence[str]) -> ClassLabel:
-    return ClassLabel(names=list(label_names))
-
-
-def decode_text_file(path, encodings: Sequence[str] = ("utf-8-sig", "cp1252", "latin-1")) -> str:
+def decode_text_file(path: Union[str, Path]) -> str:
     """
-    The text of `path` in the first of `encodings` that decodes all of it. The characters are kept as they are
+    The text of `path` as UTF-8, else cp1252, else Latin-1 (which decodes anything), characters kept as they are
     (MELD's CSVs hold cp1252 punctuation stored as C1 control characters, e.g. `\\x92` for an apostrophe).
     """
-    raw = open(path, "rb").read()
-    for encoding in encodings:
+    raw = Path(path).read_bytes()
+    for encoding in ("utf-8-sig", "cp1252"):
         try:
             return raw.decode(encoding)
         except UnicodeDecodeError:
-            continue
-    raise UnicodeDecodeError(encodings[-1], raw, 0, len(raw), f"{path}: none of {list(encodings)} decodes this file")
+            pass
+    return raw.decode("latin-1")

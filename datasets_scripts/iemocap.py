@@ -6,25 +6,19 @@ import json
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
-from datasets import Features, List, Value
+from datasets import Value
 
 from ..configuration_magtkd import IEMOCAP_LABELS
 from .corpus import (
     DEFAULT_MAX_CLIP_DURATION,
-    DUPLICATE,
-    END_BEFORE_START,
     Corpus,
-    DialogueRecord,
-    LabelFilesError,
-    LabelProblem,
-    UtteranceRecord,
+    LabelRow,
     build_dataset_dict,
-    class_label,
-    class_label_index,
+    conversation_features,
+    counts_text,
     decode_text_file,
 )
 from .media import MediaFile
@@ -34,7 +28,8 @@ logger = logging.getLogger(__name__)
 # The standard MAGTKD/TelME dialogue split (sessions 1-4 train/dev, session 5 test), shipped with the package.
 DEFAULT_IEMOCAP_SPLIT_FILE = Path(__file__).with_name("iemocap_split.json")
 # split.json's keys -> the DatasetDict's split names.
-_SPLIT_NAMES = {"train": "train", "dev": "validation", "test": "test"}
+IEMOCAP_SPLIT_KEYS = {"train": "train", "dev": "validation", "test": "test"}
+IEMOCAP_FEATURES = conversation_features("string", IEMOCAP_LABELS, audio_paths=Value("string"))
 
 IEMOCAP_DESCRIPTION = (
     "IEMOCAP (Busso et al., 2008), 6-class setting (ang, exc, fru, hap, neu, sad; other labels dropped): dyadic "
@@ -49,55 +44,32 @@ _TRANSCRIPTION_LINE = re.compile(r"^(\S+)\s+\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s*:\s?
 _DIALOGUE_NAME = re.compile(r"^Ses(\d{2})[FM]_\S+$")
 
 
-@dataclass(frozen=True)
-class EvaluatedUtterance:
-    """One `[start - end]  utterance_id  label  [v, a, d]` line of an EmoEvaluation file."""
+class EvaluatedUtterance(NamedTuple):
+    """One `[start - end]  utterance_id  label  [v, a, d]` line of an EmoEvaluation file (`line`: its number)."""
 
     utterance_id: str
     label: str
     start_time: float
     end_time: float
+    line: int = 0
 
 
-def iemocap_features() -> Features:
-    """The row schema of `load_iemocap`."""
-    return Features(
-        {
-            "dialogue_id": Value("string"),
-            "utterance_ids": List(Value("string")),
-            "speakers": List(Value("string")),
-            "texts": List(Value("string")),
-            "labels": List(class_label(IEMOCAP_LABELS)),
-            "audio_paths": List(Value("string")),
-            "video_paths": List(Value("string")),
-            "start_times": List(Value("float32")),
-            "end_times": List(Value("float32")),
-        }
-    )
-
-
-def read_iemocap_split_file(split_file: Union[str, Path, None] = None) -> dict[str, list[str]]:
+def read_iemocap_split_file(split_file: Union[str, Path]) -> dict[str, list[str]]:
     """`{"train": [...], "validation": [...], "test": [...]}` dialogue names from a split.json (`{"splits": {...}}`)."""
-    split_file = Path(split_file) if split_file is not None else DEFAULT_IEMOCAP_SPLIT_FILE
     content = json.loads(Path(split_file).read_text(encoding="utf-8"))
     splits = content.get("splits", content)
-    absent = [key for key in _SPLIT_NAMES if key not in splits]
+    absent = [key for key in IEMOCAP_SPLIT_KEYS if key not in splits]
     if absent:
-        raise ValueError(f"{split_file}: no dialogue list for {absent} (expected keys {list(_SPLIT_NAMES)})")
-    return {name: list(splits[key]) for key, name in _SPLIT_NAMES.items()}
-
-
-def iemocap_session_dir(root: Union[str, Path], dialogue: str) -> Path:
-    """`Ses03M_impro02` -> `root/Session3`."""
-    match = _DIALOGUE_NAME.match(dialogue)
-    if match is None:
-        raise ValueError(f"not an IEMOCAP dialogue name: {dialogue!r}")
-    return Path(root) / f"Session{int(match.group(1))}"
+        raise ValueError(f"{split_file}: no dialogue list for {absent} (expected keys {list(IEMOCAP_SPLIT_KEYS)})")
+    return {name: list(splits[key]) for key, name in IEMOCAP_SPLIT_KEYS.items()}
 
 
 def iemocap_dialogue_files(root: Union[str, Path], dialogue: str) -> dict[str, Path]:
     """The release's files of one dialogue: `evaluation`, `transcription`, `video`, and the `wav_dir` folder."""
-    session = iemocap_session_dir(root, dialogue)
+    match = _DIALOGUE_NAME.match(dialogue)
+    if match is None:
+        raise ValueError(f"not an IEMOCAP dialogue name: {dialogue!r}")
+    session = Path(root) / f"Session{int(match.group(1))}"
     return {
         "evaluation": session / "dialog" / "EmoEvaluation" / f"{dialogue}.txt",
         "transcription": session / "dialog" / "transcriptions" / f"{dialogue}.txt",
@@ -106,132 +78,80 @@ def iemocap_dialogue_files(root: Union[str, Path], dialogue: str) -> dict[str, P
     }
 
 
-def iemocap_speaker(utterance_id: str) -> str:
-    """`Ses01F_impro01_F000` -> `F`: the character after the last `_`."""
-    return utterance_id.rsplit("_", 1)[-1][:1]
-
-
 def parse_emo_evaluation(text: str) -> list[EvaluatedUtterance]:
     """The utterance lines of an EmoEvaluation file, in file order (annotator and header lines are ignored)."""
     utterances = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), start=1):
         match = _EVALUATION_LINE.match(line.strip())
         if match:
             start, end, utterance_id, label = match.groups()
-            utterances.append(EvaluatedUtterance(utterance_id, label, float(start), float(end)))
+            utterances.append(EvaluatedUtterance(utterance_id, label, float(start), float(end), number))
     return utterances
 
 
 def parse_transcription(text: str) -> dict[str, str]:
     """`{utterance_id: text}` from a transcription file; lines without `id [start-end]:` are ignored."""
-    texts = {}
-    for line in text.splitlines():
-        match = _TRANSCRIPTION_LINE.match(line.strip())
-        if match:
-            texts[match.group(1)] = match.group(2).strip()
-    return texts
+    matches = (_TRANSCRIPTION_LINE.match(line.strip()) for line in text.splitlines())
+    return {match.group(1): match.group(2).strip() for match in matches if match}
 
 
-def read_iemocap_dialogue(
-    root: Union[str, Path], split: str, dialogue: str
-) -> tuple[Optional[DialogueRecord], Counter, list[str], list[LabelProblem]]:
-    """
-    One dialogue's kept utterances (6 classes, EmoEvaluation order), the count of other labels left out, the faults
-    found (absent files, utterances without transcript), each naming split, dialogue, utterance and file, and the
-    utterances left out as `LabelProblem`s: end before start, and an utterance on several lines (identical lines:
-    the first is kept; lines that differ: all are left out).
-    """
-    files = iemocap_dialogue_files(root, dialogue)
-    absent = [f"{split} / dialogue {dialogue}: {kind} file {files[kind]} not found"
-              for kind in ("evaluation", "transcription") if not files[kind].is_file()]
+def _iemocap_utterance(item: EvaluatedUtterance, text: str, files: dict[str, Path]) -> dict:
+    audio_path, video_path = str(files["wav_dir"] / f"{item.utterance_id}.wav"), str(files["video"])
+    return {
+        "utterance_ids": item.utterance_id, "speakers": item.utterance_id.rsplit("_", 1)[-1][:1], "texts": text,
+        "labels": item.label, "audio_paths": audio_path, "video_paths": video_path, "start_times": item.start_time,
+        "end_times": item.end_time,
+        "media": (MediaFile(audio_path, ("audio",)), MediaFile(video_path, ("video",), is_utterance_clip=False)),
+    }
+
+
+def _read_iemocap_dialogue(corpus: Corpus, split: str, dialogue: str) -> list[LabelRow]:
+    """The label rows of one dialogue's six-class utterances; faults name split, dialogue, utterance and file."""
+    files = iemocap_dialogue_files(corpus.root, dialogue)
+    where = f"{split} / dialogue {dialogue}"
+    absent = [f"{where}: {kind} file {files[kind]} not found" for kind in ("evaluation", "transcription")
+              if not files[kind].is_file()]
     if absent:
-        return None, Counter(), absent, []
+        corpus.label_faults += absent
+        return []
     evaluated = parse_emo_evaluation(decode_text_file(files["evaluation"]))
     texts = parse_transcription(decode_text_file(files["transcription"]))
-    label_index = class_label_index(IEMOCAP_LABELS)
-    faults, problems, excluded, by_id = [], [], Counter(), {}
     if not evaluated:
-        faults.append(f"{split} / dialogue {dialogue}: no utterance line in {files['evaluation']}")
-    source = str(files["evaluation"])
+        corpus.label_faults.append(f"{where}: no utterance line in {files['evaluation']}")
+    rows = []
     for item in evaluated:
-        where = f"{split} / dialogue {dialogue} / utterance {item.utterance_id}"
-        if item.label not in label_index:
-            excluded[item.label] += 1
-            continue
-        if not item.utterance_id.startswith(f"{dialogue}_"):
-            faults.append(f"{where}: the id does not belong to this dialogue ({files['evaluation']})")
-            continue
-        if item.utterance_id not in texts:
-            faults.append(f"{where}: no transcript line in {files['transcription']}")
-            continue
-        if item.end_time < item.start_time:
-            reason = (f"utterance {item.utterance_id}: end {item.end_time:g} s is before start {item.start_time:g} s; "
-                      "it is left out")
-            problems.append(LabelProblem(split, END_BEFORE_START, source, reason, dialogue, (item.utterance_id,)))
-            continue
-        by_id.setdefault(item.utterance_id, []).append(item)
-    utterances = []
-    for utterance_id, copies in by_id.items():
-        if len(copies) > 1:
-            if all(copy == copies[0] for copy in copies):
-                reason = f"utterance {utterance_id} is listed {len(copies)} times; the first is kept"
-                problems.append(LabelProblem(split, DUPLICATE, source, reason, dialogue))
-            else:
-                reason = (f"utterance {utterance_id} is listed {len(copies)} times with different labels or "
-                          "times; all are left out")
-                problems.append(LabelProblem(split, DUPLICATE, source, reason, dialogue, (utterance_id,)))
-                continue
-        utterances.append(_iemocap_utterance(copies[0], texts[utterance_id], files, label_index))
-    return DialogueRecord(dialogue, tuple(utterances)), excluded, faults, problems
+        fault = None
+        if item.label not in IEMOCAP_LABELS:
+            corpus.excluded_labels[split][item.label] += 1
+        elif not item.utterance_id.startswith(f"{dialogue}_"):
+            fault = f"the id does not belong to this dialogue ({files['evaluation']})"
+        elif item.utterance_id not in texts:
+            fault = f"no transcript line in {files['transcription']}"
+        else:
+            utterance = _iemocap_utterance(item, texts[item.utterance_id], files)
+            rows.append(LabelRow(dialogue, utterance, str(files["evaluation"]), item.line, str(item.start_time),
+                                 str(item.end_time)))
+        if fault:
+            corpus.label_faults.append(f"{where} / utterance {item.utterance_id}: {fault}")
+    return rows
 
 
-def _iemocap_utterance(item: EvaluatedUtterance, text: str, files: dict[str, Path], label_index) -> UtteranceRecord:
-    audio_path = str(files["wav_dir"] / f"{item.utterance_id}.wav")
-    video_path = str(files["video"])
-    values = {
-        "utterance_ids": item.utterance_id,
-        "speakers": iemocap_speaker(item.utterance_id),
-        "texts": text,
-        "labels": label_index[item.label],
-        "audio_paths": audio_path,
-        "video_paths": video_path,
-        "start_times": item.start_time,
-        "end_times": item.end_time,
-    }
-    media = (MediaFile(audio_path, ("audio",)), MediaFile(video_path, ("video",), is_utterance_clip=False))
-    return UtteranceRecord(item.utterance_id, values, media)
-
-
-def read_iemocap_corpus(
-    root: Union[str, Path], split_file: Union[str, Path, None] = None, strict: bool = True
-) -> Corpus:
+def read_iemocap_corpus(root: Union[str, Path], split_file: Union[str, Path, None] = None) -> Corpus:
     """
-    Reads the label and transcription files of every split.json dialogue; one `LabelFilesError` lists all faults
-    (with `strict=False` they are returned in the corpus's `label_faults` instead, the faulty utterances left out).
-    Utterances a build refuses unless `on_missing="drop"` are in `label_problems`. A split file that cannot be read
-    raises in both modes.
+    The label and transcription files of every split.json dialogue, every fault in `label_faults` (the faulty
+    utterances left out). A split file that cannot be read raises (`ValueError`, `OSError`).
     """
-    root = Path(root).expanduser().absolute()
-    split_path = Path(split_file) if split_file is not None else DEFAULT_IEMOCAP_SPLIT_FILE
-    splits, excluded_labels, faults, problems = {}, {}, [], []
-    split_keys = {name: key for key, name in _SPLIT_NAMES.items()}
-    sources = {split: f"{split_path}, list {split_keys[split]!r}" for split in _SPLIT_NAMES.values()}
-    for split, dialogue_names in read_iemocap_split_file(split_file).items():
-        splits[split], excluded_labels[split] = [], Counter()
-        for dialogue in dialogue_names:
-            record, excluded, dialogue_faults, dialogue_problems = read_iemocap_dialogue(root, split, dialogue)
-            faults += dialogue_faults
-            problems += dialogue_problems
-            excluded_labels[split] += excluded
-            if record is not None and record.utterances:
-                splits[split].append(record)
-    if faults and strict:
-        raise LabelFilesError("IEMOCAP", faults)
-    for split, counts in excluded_labels.items():
-        if counts:
-            logger.info("IEMOCAP %s: left out %d utterance(s) labelled %s", split, sum(counts.values()), dict(counts))
-    return Corpus("IEMOCAP", str(root), splits, IEMOCAP_LABELS, iemocap_features(), excluded_labels,
-                  label_problems=problems, label_faults=faults, split_sources=sources)
+    split_file = Path(split_file) if split_file is not None else DEFAULT_IEMOCAP_SPLIT_FILE
+    dialogues = read_iemocap_split_file(split_file)
+    corpus = Corpus("IEMOCAP", str(Path(root).expanduser().absolute()), IEMOCAP_FEATURES)
+    for key, split in IEMOCAP_SPLIT_KEYS.items():
+        corpus.split_sources[split] = f"{split_file}, list {key!r}"
+        corpus.excluded_labels[split] = Counter()
+        corpus.add_split(split, [row for name in dialogues[split]
+                                 for row in _read_iemocap_dialogue(corpus, split, name)])
+        if corpus.excluded_labels[split]:
+            logger.info("IEMOCAP %s: left out labels %s", split, counts_text(corpus.excluded_labels[split]))
+    return corpus
 
 
 def load_iemocap(
@@ -280,5 +200,5 @@ def load_iemocap(
     """
     corpus = read_iemocap_corpus(root, split_file)
     return build_dataset_dict(
-        corpus, IEMOCAP_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers, decode=decode
+        corpus, IEMOCAP_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers, decode
     )

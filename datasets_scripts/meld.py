@@ -8,26 +8,22 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
-from datasets import Features, List, Value
+from datasets import ClassLabel
 
 from ..configuration_magtkd import MELD_LABELS
 from .corpus import (
     DEFAULT_MAX_CLIP_DURATION,
-    DUPLICATE,
-    END_BEFORE_START,
     Corpus,
-    DialogueRecord,
     LabelFilesError,
-    LabelProblem,
-    UtteranceRecord,
+    LabelRow,
     build_dataset_dict,
-    class_label,
-    class_label_index,
+    conversation_features,
     decode_text_file,
 )
 from .media import MediaFile
 
 MELD_SENTIMENTS = ("negative", "neutral", "positive")
+MELD_FEATURES = conversation_features("int32", MELD_LABELS, sentiments=ClassLabel(names=list(MELD_SENTIMENTS)))
 
 # split -> (label CSV, clip folder), as in the official release.
 MELD_SPLIT_FILES = {
@@ -49,30 +45,13 @@ MELD_DESCRIPTION = (
 _TIMESTAMP = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2})(?:[,.](\d+))?$")
 
 
-def meld_features() -> Features:
-    """The row schema of `load_meld`."""
-    return Features(
-        {
-            "dialogue_id": Value("int32"),
-            "utterance_ids": List(Value("int32")),
-            "speakers": List(Value("string")),
-            "texts": List(Value("string")),
-            "labels": List(class_label(MELD_LABELS)),
-            "sentiments": List(class_label(MELD_SENTIMENTS)),
-            "video_paths": List(Value("string")),
-            "start_times": List(Value("float32")),
-            "end_times": List(Value("float32")),
-        }
-    )
-
-
 def parse_meld_timestamp(timestamp: str) -> float:
     """`"0:02:57,802"` or `"00:02:48,021"` (hours:minutes:seconds,fraction) -> seconds as a float."""
     match = _TIMESTAMP.match(timestamp.strip())
     if match is None:
         raise ValueError(f"not a MELD timestamp (H:MM:SS,mmm): {timestamp!r}")
     hours, minutes, seconds, fraction = match.groups()
-    return int(hours) * 3600 + int(minutes) * 60 + int(seconds) + (float(f"0.{fraction}") if fraction else 0.0)
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds) + float(f"0.{fraction or 0}")
 
 
 def read_meld_csv(csv_path: Union[str, Path]) -> list[dict[str, str]]:
@@ -89,113 +68,55 @@ def meld_clip_path(clip_dir: Union[str, Path], dialogue_id: int, utterance_id: i
     return str(Path(clip_dir) / f"dia{dialogue_id}_utt{utterance_id}.mp4")
 
 
-def _meld_utterance(row: dict[str, str], clip_dir: Path, line_number: int, csv_path: Path) -> UtteranceRecord:
-    """One CSV row -> an utterance record; raises `ValueError` naming the file, line, dialogue and utterance."""
-    where = (
-        f"{csv_path}, line {line_number}, dialogue {row.get('Dialogue_ID')!r}, utterance {row.get('Utterance_ID')!r}"
-    )
-    try:
-        dialogue_id, utterance_id = int(row["Dialogue_ID"]), int(row["Utterance_ID"])
-        emotion, sentiment = row["Emotion"].strip().lower(), row["Sentiment"].strip().lower()
-        if emotion not in MELD_LABELS:
-            raise ValueError(f"unknown emotion {row['Emotion']!r} (expected one of {MELD_LABELS})")
-        if sentiment not in MELD_SENTIMENTS:
-            raise ValueError(f"unknown sentiment {row['Sentiment']!r} (expected one of {MELD_SENTIMENTS})")
-        start_time, end_time = parse_meld_timestamp(row["StartTime"]), parse_meld_timestamp(row["EndTime"])
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
+def _meld_utterance(row: dict[str, str], clip_dir: Path) -> dict:
+    """One CSV row -> the utterance's columns and media; `ValueError` for a bad value."""
+    if any(row[column] is None for column in MELD_REQUIRED_COLUMNS):
+        raise ValueError("the row has fewer fields than the header")
+    dialogue_id, utterance_id = int(row["Dialogue_ID"]), int(row["Utterance_ID"])
+    emotion, sentiment = row["Emotion"].strip().lower(), row["Sentiment"].strip().lower()
+    if emotion not in MELD_LABELS:
+        raise ValueError(f"unknown emotion {row['Emotion']!r} (expected one of {MELD_LABELS})")
+    if sentiment not in MELD_SENTIMENTS:
+        raise ValueError(f"unknown sentiment {row['Sentiment']!r} (expected one of {MELD_SENTIMENTS})")
     video_path = meld_clip_path(clip_dir, dialogue_id, utterance_id)
-    values = {
-        "utterance_ids": utterance_id,
-        "speakers": row["Speaker"],
-        "texts": row["Utterance"],
-        "labels": class_label_index(MELD_LABELS)[emotion],
-        "sentiments": class_label_index(MELD_SENTIMENTS)[sentiment],
-        "video_paths": video_path,
-        "start_times": start_time,
-        "end_times": end_time,
+    return {
+        "utterance_ids": utterance_id, "speakers": row["Speaker"], "texts": row["Utterance"], "labels": emotion,
+        "sentiments": sentiment, "video_paths": video_path, "start_times": parse_meld_timestamp(row["StartTime"]),
+        "end_times": parse_meld_timestamp(row["EndTime"]), "media": (MediaFile(video_path, ("video", "audio")),),
     }
-    return UtteranceRecord(utterance_id, values, (MediaFile(video_path, ("video", "audio")),))
 
 
-def read_meld_split(
-    csv_path: Union[str, Path], clip_dir: Union[str, Path], split: str = "train"
-) -> tuple[list[DialogueRecord], list[str], list[LabelProblem]]:
-    """
-    The dialogues of one split (ordered by dialogue id, utterances by utterance id), the faults found (bad rows),
-    each naming the file, line, dialogue and utterance, and the rows left out as `LabelProblem`s of `split`:
-    EndTime < StartTime, and an utterance (Dialogue_ID + Utterance_ID) on several rows (identical rows: the first
-    is kept; rows that differ: all are left out, as which one is right is unknown).
-    """
-    csv_path, clip_dir = Path(csv_path), Path(clip_dir)
-    faults, problems, rows_by_key = [], [], {}
-    for line_number, row in enumerate(read_meld_csv(csv_path), start=2):
+def _read_meld_split(corpus: Corpus, split: str, csv_path: Path, clip_dir: Path) -> None:
+    """Adds one split; a bad row is a label fault naming the file, line, dialogue and utterance."""
+    if not csv_path.is_file():
+        corpus.label_faults.append(f"{split}: label file {csv_path} not found")
+        return
+    try:
+        csv_rows = read_meld_csv(csv_path)
+    except LabelFilesError as error:
+        corpus.label_faults += error.faults
+        return
+    rows = []
+    for line, row in enumerate(csv_rows, start=2):
         try:
-            utterance = _meld_utterance(row, clip_dir, line_number, csv_path)
+            utterance = _meld_utterance(row, clip_dir)
         except ValueError as error:
-            faults.append(str(error))
+            where = f"{csv_path}, line {line}, dialogue {row['Dialogue_ID']!r}, utterance {row['Utterance_ID']!r}"
+            corpus.label_faults.append(f"{where}: {error}")
             continue
-        dialogue_id = int(row["Dialogue_ID"])
-        start, end = utterance.values["start_times"], utterance.values["end_times"]
-        if end < start:
-            reason = (f"utterance {utterance.utterance_id}: EndTime {row['EndTime'].strip()} is before StartTime "
-                      f"{row['StartTime'].strip()}; the row is left out")
-            problems.append(LabelProblem(split, END_BEFORE_START, f"{csv_path}, line {line_number}", reason,
-                                         dialogue_id, (utterance.utterance_id,)))
-            continue
-        rows_by_key.setdefault((dialogue_id, utterance.utterance_id), []).append((line_number, utterance))
-    by_dialogue: dict[int, dict[int, UtteranceRecord]] = {}
-    for (dialogue_id, utterance_id), copies in rows_by_key.items():
-        if len(copies) > 1:
-            lines = ", ".join(str(line_number) for line_number, _ in copies)
-            source = f"{csv_path}, lines {lines}"
-            if all(utterance.values == copies[0][1].values for _, utterance in copies):
-                reason = (f"utterance {utterance_id} is on {len(copies)} identical rows; the first is kept, "
-                          "the repeats are left out")
-                problems.append(LabelProblem(split, DUPLICATE, source, reason, dialogue_id))
-            else:
-                differing = sorted(
-                    column for column in copies[0][1].values
-                    if any(utterance.values[column] != copies[0][1].values[column] for _, utterance in copies)
-                )
-                reason = (f"utterance {utterance_id} is on {len(copies)} rows that differ ({', '.join(differing)}); "
-                          "all are left out")
-                problems.append(LabelProblem(split, DUPLICATE, source, reason, dialogue_id, (utterance_id,)))
-                continue
-        by_dialogue.setdefault(dialogue_id, {})[utterance_id] = copies[0][1]
-    dialogues = [
-        DialogueRecord(dialogue_id, tuple(utterances[u] for u in sorted(utterances)))
-        for dialogue_id, utterances in sorted(by_dialogue.items())
-    ]
-    return dialogues, faults, problems
+        rows.append(LabelRow(int(row["Dialogue_ID"]), utterance, str(csv_path), line, row["StartTime"].strip(),
+                             row["EndTime"].strip()))
+    corpus.add_split(split, rows, sort=True)
 
 
-def read_meld_corpus(root: Union[str, Path], strict: bool = True) -> Corpus:
-    """
-    Reads the three official CSVs under `root`. Faults that make a CSV unreadable (an absent file or column, a bad
-    row) raise one `LabelFilesError` listing all of them; with `strict=False` they are returned in the corpus's
-    `label_faults` instead (the splits that could be read are kept, without the bad rows). Rows a build refuses
-    unless `on_missing="drop"` are in `label_problems`.
-    """
+def read_meld_corpus(root: Union[str, Path]) -> Corpus:
+    """The three official CSVs under `root`, every fault (an absent file or column, a bad row) in `label_faults`."""
     root = Path(root).expanduser().absolute()
-    splits, faults, problems, sources = {}, [], [], {}
+    corpus = Corpus("MELD", str(root), MELD_FEATURES)
     for split, (csv_name, clip_folder) in MELD_SPLIT_FILES.items():
-        csv_path = root / csv_name
-        sources[split] = str(csv_path)
-        if not csv_path.is_file():
-            faults.append(f"{split}: label file {csv_path} not found")
-            continue
-        try:
-            splits[split], split_faults, split_problems = read_meld_split(csv_path, root / clip_folder, split)
-        except LabelFilesError as error:
-            faults += error.faults
-            continue
-        faults += split_faults
-        problems += split_problems
-    if faults and strict:
-        raise LabelFilesError("MELD", faults)
-    return Corpus("MELD", str(root), splits, MELD_LABELS, meld_features(), label_problems=problems,
-                  label_faults=faults, split_sources=sources)
+        corpus.split_sources[split] = str(root / csv_name)
+        _read_meld_split(corpus, split, root / csv_name, root / clip_folder)
+    return corpus
 
 
 def load_meld(
@@ -227,9 +148,8 @@ def load_meld(
         max_clip_duration (`float`, *optional*, defaults to 30): clips longer than this many seconds are logged as
             outliers (the official test split has a few clips minutes long). `None` turns this off.
         num_workers (`int`, defaults to 8): threads opening (or decoding) clips.
-        decode (`bool`, defaults to `False`): decode every clip fully (every video frame and the whole sound track)
-            instead of reading its header, so that a clip cut after a good header counts as unreadable. About 50-500x
-            dearer than the header (tens to hundreds of milliseconds a 720p clip).
+        decode (`bool`, defaults to `False`): decode every clip fully instead of reading its header, so that a clip
+            cut after a good header counts as unreadable (tens to hundreds of milliseconds a 720p clip).
 
     Raises:
         `LabelFilesError`: a CSV is absent or has bad rows (all of them listed).
@@ -238,6 +158,4 @@ def load_meld(
         `MediaProblemsError`: with `on_missing="raise"`, clips are missing or unreadable (all of them listed).
     """
     corpus = read_meld_corpus(root)
-    return build_dataset_dict(
-        corpus, MELD_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers, decode=decode
-    )
+    return build_dataset_dict(corpus, MELD_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers, decode)

@@ -224,8 +224,9 @@ def test_end_before_start_raises_naming_split_and_file_unless_dropped(mini_iemoc
     with pytest.raises(LabelProblemsError) as caught:
         load_iemocap(root, split_file=split_file)
     message = str(caught.value)
-    assert "train / dialogue Ses01F_impro01: utterance Ses01F_impro01_M001: end 14.8872 s is before start" in message
-    assert "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt" in message
+    assert ("train / dialogue Ses01F_impro01: utterance Ses01F_impro01_M001: EndTime 14.8872 is before StartTime "
+            "18.0175") in message
+    assert "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt, line 13" in message
     dataset = load_iemocap(root, split_file=split_file, on_missing="drop")
     assert dataset["train"][0]["utterance_ids"] == ["Ses01F_impro01_F000", "Ses01F_impro01_F001"]
     assert "Left out label-file rows (1 utterance(s) dropped)" in dataset["train"].info.description
@@ -237,10 +238,12 @@ def test_utterance_listed_twice_raises_and_drop_keeps_the_first_identical_line(m
     rewrite_dialogue(root, media_files, "Ses05F_impro02", utterances + [utterances[0]])
     with pytest.raises(LabelProblemsError) as caught:
         load_iemocap(root, split_file=split_file, check_media=False)
-    assert "test / dialogue Ses05F_impro02: utterance Ses05F_impro02_M000 is listed 2 times" in str(caught.value)
+    message = str(caught.value)
+    assert "test / dialogue Ses05F_impro02: utterance Ses05F_impro02_M000 is on 2 identical rows" in message
+    assert "Ses05F_impro02.txt, lines 3, 18" in message
     dataset = load_iemocap(root, split_file=split_file, on_missing="drop")
     assert dataset["test"][0]["utterance_ids"] == ["Ses05F_impro02_M000", "Ses05F_impro02_F001"]
-    assert "is listed 2 times; the first is kept" in dataset["test"].info.description
+    assert "is on 2 identical rows; the first is kept" in dataset["test"].info.description
 
 
 def test_utterance_listed_twice_with_different_labels_is_left_out(mini_iemocap, media_files):
@@ -250,7 +253,7 @@ def test_utterance_listed_twice_with_different_labels_is_left_out(mini_iemocap, 
     rewrite_dialogue(root, media_files, "Ses05F_impro02", utterances + [conflicting])
     dataset = load_iemocap(root, split_file=split_file, check_media=False, on_missing="drop")
     assert dataset["test"][0]["utterance_ids"] == ["Ses05F_impro02_M000"]
-    assert "with different labels or times; all are left out" in dataset["test"].info.description
+    assert "is on 2 rows that differ (labels); all are left out" in dataset["test"].info.description
 
 
 def test_validation_empty_after_filtering_raises_unless_dropped(mini_iemocap, media_files):

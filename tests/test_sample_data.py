@@ -1,19 +1,20 @@
 """The sample data shipped for the demo: the MELD layout, every emotion in every split, real clips with sound."""
 
-import csv
+import json
 
 import av
 
 from magtkd_hf import MELD_LABELS, load_meld
-from magtkd_hf.datasets_scripts.meld import MELD_SPLIT_FILES
-from magtkd_hf.datasets_scripts.sample import EMOTION_MEDIA, SAMPLE_MELD_ROOT, sample_meld_rows
+from magtkd_hf.datasets_scripts.sample import EMOTION_MEDIA, SAMPLE_MELD_ROOT, sample_meld_rows, write_sample_meld
 
 
-def test_shipped_csvs_are_what_the_generator_writes():
-    rows = sample_meld_rows()
-    for split, (csv_name, _) in MELD_SPLIT_FILES.items():
-        with open(SAMPLE_MELD_ROOT / csv_name, newline="", encoding="utf-8") as handle:
-            assert list(csv.DictReader(handle)) == rows[split]
+def test_the_shipped_tree_is_what_the_generator_writes(tmp_path):
+    """CSVs, clips and the README's conversation files, regenerated from the shipped CSVs byte for byte."""
+    write_sample_meld(tmp_path)
+    shipped = sorted(path.relative_to(SAMPLE_MELD_ROOT) for path in SAMPLE_MELD_ROOT.rglob("*") if path.is_file())
+    assert shipped == sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*") if path.is_file())
+    for relative in shipped:
+        assert (tmp_path / relative).read_bytes() == (SAMPLE_MELD_ROOT / relative).read_bytes(), relative
 
 
 def test_sample_builds_with_media_checks_and_covers_every_emotion_in_every_split():
@@ -35,15 +36,7 @@ def test_sample_clips_are_small_real_videos_with_a_sound_track():
     assert set(EMOTION_MEDIA) == set(MELD_LABELS)
 
 
-def test_shipped_conversation_files_are_what_the_generator_writes(tmp_path):
-    """The README's `predict` files: the test conversation as clips and as cuts of one video, regenerated identically."""
-    import json
-
-    from magtkd_hf.datasets_scripts.sample import SAMPLE_CONVERSATIONS_DIR, write_conversation_files
-
-    write_conversation_files(tmp_path, sample_meld_rows()["test"])
-    for shipped in SAMPLE_CONVERSATIONS_DIR.iterdir():
-        assert (tmp_path / shipped.name).read_bytes() == shipped.read_bytes(), shipped.name
-    cuts = json.loads((SAMPLE_CONVERSATIONS_DIR / "test_conversation_cuts.json").read_text())["utterances"]
-    with av.open(str(SAMPLE_CONVERSATIONS_DIR / "test_conversation.mp4")) as container:
+def test_the_cut_video_covers_the_last_cut_and_its_context():
+    cuts = json.loads((SAMPLE_MELD_ROOT / "conversations" / "test_conversation_cuts.json").read_text())["utterances"]
+    with av.open(str(SAMPLE_MELD_ROOT / "conversations" / "test_conversation.mp4")) as container:
         assert float(container.duration / 1e6) >= cuts[-1]["end"] + 1.0
