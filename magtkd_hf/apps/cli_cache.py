@@ -11,13 +11,11 @@ def add_cache_frames_command(subparsers) -> None:
         "cache-frames",
         help="decode every video clip once into the run's frame cache (read by the video stages and extract-features)",
         description="Decodes the video clip of every utterance of --data (every split) once, with the processor the "
-        "run uses (--processor, else OUTPUT_DIR/processor, else built from the encoders, as `train` does), and stores "
-        "the kept frames after the resize and center crop (uint8, memory-mapped Arrow files) in OUTPUT_DIR/frame-cache "
-        "(or --frame-cache DIR). `train video`, `train distill-video` and `train extract-features` then read them "
-        "instead of decoding, with the same pixel values. A clip is keyed by its file (path, size, mtime) and time "
-        "window, the cache by the frame settings: a changed clip is decoded again, a cache of other settings is "
-        "rebuilt here (and ignored by training, with a warning). Incremental: a second call adds only the clips "
-        "missing (an interrupted call continues).",
+        "run uses (as `train` does), and stores the kept frames after the resize and center crop (uint8, a .npy file "
+        "per clip) in OUTPUT_DIR/frame-cache (or --frame-cache DIR), which `train video`, `train distill-video` and "
+        "`train extract-features` then read instead of decoding, with the same pixel values. A changed clip is decoded "
+        "again; a cache of other frame settings is rebuilt here (and ignored by training, with a warning). "
+        "Incremental: a second call adds only the clips missing.",
     )
     parser.add_argument("--output-dir", required=True, help="the run's folder (its processor, its frame-cache/)")
     parser.add_argument("--data", required=True, help="a MELD/IEMOCAP release folder or a saved DatasetDict")
@@ -72,9 +70,8 @@ def cache_run_frames(config, num_workers: int = 0, rebuild: bool = False, progre
 def print_cache_summary(summary: dict, num_workers: int) -> None:
     """Where the cache is, its clips, bytes per clip and the seconds taken; failures on stderr."""
     state = {"new": "new", "kept": "added to", "rebuilt": "rebuilt"}[summary["folder_state"]]
-    changed = summary.get("changed_settings") or []
-    rebuilt = changed and summary["folder_state"] == "rebuilt"
-    reason = f" (other frame settings: {', '.join(changed)})" if rebuilt else ""
+    changed = summary["changed_settings"] if summary["folder_state"] == "rebuilt" else []
+    reason = f" (other frame settings: {', '.join(changed)})" if changed else ""
     print(f"Frame cache: {summary['folder']} ({state}{reason})")
     failed = summary["failed"]
     print(f"  clips cached: {summary['clips']} ({summary['added']} decoded now, {summary['reused']} already there, "
@@ -84,7 +81,7 @@ def print_cache_summary(summary: dict, num_workers: int) -> None:
     print(f"  seconds: {summary['seconds']:.1f} ({num_workers} worker{'s' if num_workers != 1 else ''})")
     for message in failed[:20]:
         print(f"  not cached: {message}", file=sys.stderr)
-    if len(failed) > 20:
-        print(f"  ... and {len(failed) - 20} more not cached", file=sys.stderr)
     if failed:
-        print("  (training decodes these clips and reports their errors as it would without a cache)", file=sys.stderr)
+        more = f"... and {len(failed) - 20} more not cached; " if len(failed) > 20 else ""
+        print(f"  ({more}training decodes these clips and reports their errors as it would without a cache)",
+              file=sys.stderr)
