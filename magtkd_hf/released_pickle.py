@@ -50,7 +50,8 @@ class UnsafePickleError(pickle.UnpicklingError):
 class PickleLimits:
     """
     Budgets of [`load_plain_pickle`]. The defaults admit the authors' released MELD and IEMOCAP stage-3 feature files
-    (MELD, the larger: 210 MB of float32 vectors, loaded in a few seconds) with wide margins.
+    with wide margins: a MELD-sized file (13,708 utterances x 5 sources x 768 float32, 323 MB with protocol 2) loads
+    within 1 GiB (not within 0.5) in about 15 s on 2 busy CPU cores.
 
     Args:
         memory_gib (`float`, defaults to 4): the memory the load may take beyond the child's interpreter and numpy.
