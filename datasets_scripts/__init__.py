@@ -6,14 +6,6 @@ from .iemocap import DEFAULT_IEMOCAP_SPLIT_FILE, load_iemocap
 from .meld import load_meld
 
 __all__ = [
-    "DEFAULT_IEMOCAP_SPLIT_FILE",
-    "LabelFilesError",
-    "LabelProblem",
-    "LabelProblemsError",
-    "MediaProblem",
-    "MediaProblemsError",
-    "check_data",
-    "format_report",
-    "load_iemocap",
-    "load_meld",
+    "DEFAULT_IEMOCAP_SPLIT_FILE", "LabelFilesError", "LabelProblem", "LabelProblemsError", "MediaProblem",
+    "MediaProblemsError", "check_data", "format_report", "load_iemocap", "load_meld",
 ]

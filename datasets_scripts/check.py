@@ -6,6 +6,7 @@ duration outliers; the exit status says whether a build would succeed.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Optional
 
@@ -107,7 +108,8 @@ def _listed(title: str, items) -> list[str]:
 
 
 def _count_table(corpus: Corpus) -> list[str]:
-    counts = corpus.label_counts()
+    counts = {split: Counter(u["labels"] for us in dialogues.values() for u in us)
+              for split, dialogues in corpus.splits.items()}
     header = ["split", "dialogues", "utterances", *corpus.label_names]
     rows = [[split, str(len(dialogues)), str(sum(counts[split].values())), *(str(counts[split][name]) for name in
              corpus.label_names)] for split, dialogues in corpus.splits.items()]
@@ -151,17 +153,9 @@ def format_report(report: DataCheckReport) -> str:
 def run_check_data(args) -> int:
     """The `check-data` sub-command: prints the report, returns the exit status (0 usable, 1 media, 2 labels)."""
     try:
-        report = check_data(
-            args.dataset,
-            args.root,
-            check_media=not args.no_media,
-            on_missing=args.on_missing,
-            max_clip_duration=args.max_duration if args.max_duration > 0 else None,
-            split_file=args.split_file,
-            num_workers=args.num_workers,
-            decode=args.decode,
-            progress=None,
-        )
+        max_duration = args.max_duration if args.max_duration > 0 else None
+        report = check_data(args.dataset, args.root, not args.no_media, args.on_missing, max_duration, args.split_file,
+                            args.num_workers, args.decode, progress=None)
     except (OSError, ValueError) as error:  # a split file that cannot be read
         print(f"check-data: {error}")
         print("Result: NOT usable: the label files cannot be read.")

@@ -20,9 +20,7 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 ON_MISSING_CHOICES = ("raise", "drop")
 DEFAULT_MAX_CLIP_DURATION = 30.0
-END_BEFORE_START, DUPLICATE, EMPTY_SPLIT, TOO_LONG = "end before start", "duplicate", "empty split", "too long"
-
-DialogueId = Union[int, str]
+TOO_LONG = "too long"  # the status of a clip over the limit
 
 
 def conversation_features(id_type: str, label_names: Sequence[str], **extra_columns) -> Features:
@@ -47,15 +45,14 @@ def count_utterances(problems) -> int:
 @dataclass(frozen=True)
 class LabelProblem:
     """
-    Label-file rows (or a whole split) that a build refuses unless `on_missing="drop"`: `kind` is end before start,
-    duplicate or empty split; `source` the file (and lines); `utterance_ids` the utterances a drop leaves out.
+    Label-file rows (end before start, repeated) or a split without utterances, which a build refuses unless
+    `on_missing="drop"`: `source` is the file (and lines); `utterance_ids` the utterances a drop leaves out.
     """
 
     split: str
-    kind: str
     source: str
     reason: str
-    dialogue_id: Optional[DialogueId] = None
+    dialogue_id: Union[int, str, None] = None
     utterance_ids: tuple = ()
 
     def __str__(self) -> str:
@@ -68,7 +65,7 @@ class MediaProblem:
     """A missing, unreadable or (status "too long") over-long file, with every utterance of a dialogue needing it."""
 
     split: str
-    dialogue_id: DialogueId
+    dialogue_id: Union[int, str]
     utterance_ids: tuple
     path: str
     status: str
@@ -120,7 +117,7 @@ class MediaProblemsError(ValueError):
 class LabelRow(NamedTuple):
     """One utterance as a label file gives it (a dict of per-utterance columns plus `media`), where, and its times."""
 
-    dialogue_id: DialogueId
+    dialogue_id: Union[int, str]
     utterance: dict
     file: str
     line: int
@@ -158,12 +155,6 @@ class Corpus:
                 for utterance in utterances:
                     yield split, dialogue_id, utterance
 
-    def label_counts(self) -> dict[str, Counter]:
-        counts = {split: Counter() for split in self.splits}
-        for split, _, utterance in self.utterances():
-            counts[split][utterance["labels"]] += 1
-        return counts
-
     def add_split(self, split: str, rows: Sequence[LabelRow], sort: bool = False) -> None:
         """
         The dialogues of `split` from its label rows (in file order; with `sort`, dialogues and utterances in id
@@ -177,9 +168,7 @@ class Corpus:
                 reason = (f"utterance {utterance_id}: EndTime {row.end_text} is before StartTime {row.start_text}; "
                           "the row is left out")
                 source = f"{row.file}, line {row.line}"
-                self.label_problems.append(
-                    LabelProblem(split, END_BEFORE_START, source, reason, row.dialogue_id, (utterance_id,))
-                )
+                self.label_problems.append(LabelProblem(split, source, reason, row.dialogue_id, (utterance_id,)))
             else:
                 copies.setdefault((row.dialogue_id, utterance_id), []).append(row)
         dialogues = {}
@@ -200,7 +189,7 @@ class Corpus:
         else:
             reason, left_out = "identical rows; the first is kept, the repeats are left out", ()
         reason = f"utterance {utterance_id} is on {len(found)} {reason}"
-        self.label_problems.append(LabelProblem(split, DUPLICATE, source, reason, found[0].dialogue_id, left_out))
+        self.label_problems.append(LabelProblem(split, source, reason, found[0].dialogue_id, left_out))
         return not differing
 
 
@@ -217,7 +206,7 @@ def find_empty_splits(corpus: Corpus) -> list[LabelProblem]:
         if dropped:
             notes.append(f"{len(dropped)} problem row(s) left out")
         reason = "no utterance in this split" + (f" after filtering: {'; '.join(notes)}" if notes else "")
-        problems.append(LabelProblem(split, EMPTY_SPLIT, corpus.split_sources.get(split, corpus.root), reason))
+        problems.append(LabelProblem(split, corpus.split_sources.get(split, corpus.root), reason))
     return problems
 
 

@@ -178,27 +178,14 @@ def load_iemocap(
         root (`str` or `Path`): the `IEMOCAP_full_release` folder (holding `Session1` ... `Session5`).
         split_file (`str` or `Path`, *optional*): a split.json (`{"splits": {"train": [...], "dev": [...], "test":
             [...]}}`); defaults to the standard split shipped with the package.
-        check_media (`bool`, defaults to `True`): open every WAV's and dialogue AVI's header (PyAV, no decoding).
-            `False` builds from the label files alone.
-        on_missing (`str`, defaults to `"raise"`): `"raise"`: utterances whose end is before their start, an
-            utterance listed twice and an empty split (e.g. every validation utterance labelled outside the six
-            classes) raise one `LabelProblemsError`; then one `MediaProblemsError` lists every missing or unreadable
-            file. `"drop"`: those utterances and the ones needing missing files are left out (a missing AVI drops
-            its whole dialogue; of identical repeated lines the first is kept) and a split left empty is built
-            empty, all logged and recorded in `info.description`. A file is never replaced.
-        max_clip_duration (`float`, *optional*, defaults to 30): utterance WAVs longer than this many seconds are
-            logged. `None` turns this off.
-        num_workers (`int`, defaults to 8): threads opening (or decoding) media files.
-        decode (`bool`, defaults to `False`): decode every WAV and dialogue AVI fully instead of reading its header,
-            so that a file cut after a good header counts as unreadable (much dearer: whole dialogue videos).
+        check_media, on_missing, max_clip_duration, num_workers, decode: as in `load_meld`, for every utterance WAV
+            and dialogue AVI (a missing AVI drops its whole dialogue under `on_missing="drop"`; only the WAVs are
+            held to `max_clip_duration`; `decode` is much dearer here: whole dialogue videos). An empty split (e.g.
+            every validation utterance labelled outside the six classes) is refused like in `load_meld`.
 
     Raises:
-        `LabelFilesError`: label or transcription files are absent or inconsistent (all faults listed).
-        `LabelProblemsError` (a `LabelFilesError`): with `on_missing="raise"`, end-before-start or repeated
-            utterances, or an empty split (all of them listed, with split and file).
-        `MediaProblemsError`: with `on_missing="raise"`, media files are missing or unreadable (all of them listed).
+        As `load_meld`; `LabelFilesError` also for absent or inconsistent transcription files.
     """
     corpus = read_iemocap_corpus(root, split_file)
-    return build_dataset_dict(
-        corpus, IEMOCAP_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers, decode
-    )
+    return build_dataset_dict(corpus, IEMOCAP_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers,
+                              decode)

@@ -31,9 +31,8 @@ MELD_SPLIT_FILES = {
     "validation": ("dev_sent_emo.csv", "dev_splits_complete"),
     "test": ("test_sent_emo.csv", "output_repeated_splits_test"),
 }
-MELD_REQUIRED_COLUMNS = (
-    "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "StartTime", "EndTime"
-)
+MELD_REQUIRED_COLUMNS = ("Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID", "StartTime",
+                         "EndTime")
 
 MELD_DESCRIPTION = (
     "MELD (Poria et al., 2019, GPL-3.0): multi-party conversations from the TV series Friends, one row per dialogue. "
