@@ -167,15 +167,15 @@ def build_frame_cache(rows: Iterable[Mapping], processor, folder: str | Path, *,
     folder = Path(folder)
     state, changed = _prepare_folder(folder, frame_settings(processor), rebuild)
     before = FrameCache(folder)
-    existing, (entries, problems) = before.keys, _clips_to_cache(rows, window_choices, before.fingerprint)
-    todo = [(key, clip) for key, clip in entries.items() if key not in existing]
+    entries, problems = _clips_to_cache(rows, window_choices, before.fingerprint)
+    todo = [(key, clip) for key, clip in entries.items() if key not in before.keys]
     added = _decode_clips(folder, processor, todo, problems, num_workers, progress)
     cache = FrameCache(folder)
     files = [folder / FRAMES_FOLDER / f"{key}.npy" for key in cache.keys]
     frame_bytes = sum(np.load(path, mmap_mode="r").nbytes for path in files)
     disk_bytes = sum(path.stat().st_size for path in [folder / METADATA_FILE, *files])
     return {
-        "folder": str(folder), "clips": len(cache), "added": added, "reused": len(existing & set(entries)),
+        "folder": str(folder), "clips": len(cache), "added": added, "reused": len(before.keys & set(entries)),
         "failed": problems, "frame_bytes_per_clip": frame_bytes / len(cache) if len(cache) else 0.0,
         "disk_bytes_per_clip": disk_bytes / len(cache) if len(cache) else 0.0,
         "seconds": time.perf_counter() - started, "folder_state": state, "changed_settings": changed,

@@ -104,9 +104,12 @@ class MagtkdProcessor(ProcessorMixin):
         **kwargs,
     ):
         for name, value, choices in [
-            ("tokenization_mode", tokenization_mode, TOKENIZATION_MODES), ("speaker_mode", speaker_mode, SPEAKER_MODES),
-            ("text_context", text_context, TEXT_CONTEXTS), ("frame_selection", frame_selection, tuple(FRAME_SELECTIONS)),
-            ("use_time_window", use_time_window, TIME_WINDOW_CHOICES), ("image_backend", image_backend, IMAGE_BACKENDS),
+            ("tokenization_mode", tokenization_mode, TOKENIZATION_MODES),
+            ("speaker_mode", speaker_mode, SPEAKER_MODES),
+            ("text_context", text_context, TEXT_CONTEXTS),
+            ("frame_selection", frame_selection, tuple(FRAME_SELECTIONS)),
+            ("use_time_window", use_time_window, TIME_WINDOW_CHOICES),
+            ("image_backend", image_backend, IMAGE_BACKENDS),
             ("audio_mode", audio_mode, AUDIO_MODES),
         ]:
             _check_choice(name, value, choices)

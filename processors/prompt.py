@@ -141,7 +141,8 @@ def encode_prompts(prompts: Sequence[str], tokenizer, max_tokens: int = 511, rel
 
         state = json.loads(tokenizer.backend_tokenizer.to_str())
         state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] not in SPEAKER_TOKENS]
-        encoded = [e.ids for e in Tokenizer.from_str(json.dumps(state)).encode_batch(list(prompts), add_special_tokens=False)]
+        backend = Tokenizer.from_str(json.dumps(state))
+        encoded = [encoding.ids for encoding in backend.encode_batch(list(prompts), add_special_tokens=False)]
     else:  # not cut by the tokenizer (the last tokens are kept below), hence no "too long" warning
         encoded = tokenizer(list(prompts), add_special_tokens=False, verbose=False)["input_ids"]
     kept = [list(ids[-max_tokens:]) if max_tokens > 0 else [] for ids in encoded]

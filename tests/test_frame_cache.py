@@ -127,7 +127,8 @@ def test_damaged_cache_files_name_the_folder(tmp_path, rows, processor):
     cache = FrameCache(folder)
     clip = next((folder / "frames").glob("*.npy"))
     clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
-    with pytest.raises(FrameCacheError, match=rf"frame cache {folder}: the clip file frames/{clip.stem}.npy is damaged"):
+    damaged = rf"frame cache {folder}: the clip file frames/{clip.stem}.npy is damaged"
+    with pytest.raises(FrameCacheError, match=damaged):
         [cache.lookup(video) for video in rows[0]["video_paths"]]
     (folder / "frame_cache.json").write_text("{not json")
     with pytest.raises(FrameCacheError, match=rf"frame cache {folder}: frame_cache.json is damaged"):
