@@ -9,7 +9,7 @@ bounded nesting and expanded size) before handing it back. Every refusal is an [
 and the reason.
 
 The child runs this very file as a script, so it imports only the standard library and numpy (importing `magtkd_hf`
-would cost the child torch and transformers).
+would cost the child torch and transformers). It needs Linux (`/proc` and an enforced `RLIMIT_AS`).
 """
 
 import dataclasses
@@ -157,6 +157,8 @@ def _check_plain(data) -> None:
 
 
 def _child_main(path: str, memory_gib: str) -> int:
+    """The child: write the checked data of `path` to stdout (exit 0), or the reason of a refusal to stderr (exit
+    `_REFUSED`)."""
     import resource
 
     # The budget counts from the interpreter's current size: numpy and its thread pools already reserve address space.
@@ -166,7 +168,7 @@ def _child_main(path: str, memory_gib: str) -> int:
     limit = in_use + int(float(memory_gib) * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
     try:
-        data = _read_plain(path)
+        pickle.dump(_read_plain(path), sys.stdout.buffer, protocol=5)
     except MemoryError:
         print(f"memory limit of {memory_gib} GiB exceeded; raise PickleLimits(memory_gib=...) if the file is trusted.",
               file=sys.stderr)
@@ -174,7 +176,6 @@ def _child_main(path: str, memory_gib: str) -> int:
     except UnsafePickleError as error:
         print(error, file=sys.stderr)
         return _REFUSED
-    pickle.dump(data, sys.stdout.buffer, protocol=5)
     return 0
 
 

@@ -200,8 +200,8 @@ HUGE_ARRAY = (  # `_reconstruct(ndarray, (2**40,), b"b")`: 70 bytes asking numpy
         (b"\x80\x04\x8d" + struct.pack("<Q", 16 << 30) + b".", MEMORY),  # BINUNICODE8
         (b"\x80\x05\x96" + struct.pack("<Q", 16 << 30) + b".", MEMORY),  # BYTEARRAY8
         (b"\x80\x04\x95" + struct.pack("<Q", 16 << 30) + b"N.", MEMORY),  # FRAME
-        (b"\x80\x03B" + struct.pack("<I", 2**32 - 1) + b".", "truncated"),  # BINBYTES: 4 GiB fits the budget
-        (b"\x80\x03X" + struct.pack("<I", 2**32 - 1) + b".", "truncated"),  # BINUNICODE
+        (b"\x80\x03B" + struct.pack("<I", 2**31) + b".", "truncated"),  # BINBYTES: 2 GiB fit the budget
+        (b"\x80\x03X" + struct.pack("<I", 2**31) + b".", "truncated"),  # BINUNICODE
         (b"\x80\x02\x8b" + struct.pack("<i", 2**31 - 1) + b".", "truncated"),  # LONG4
         (b"\x80\x02Nr" + struct.pack("<I", 2**31) + b".", MEMORY),  # a memo index of 2**31: a 32 GiB memo table
         (HUGE_ARRAY, MEMORY),
