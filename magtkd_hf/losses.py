@@ -146,21 +146,12 @@ def fusion_loss(
         class_weights (C floats, optional): weights of every cross-entropy term.
     """
     anchor_term = dict(
-        logit_weight=1.0,
-        feature_weight=1.0 if feature_loss else 0.0,
-        logit_temperature=logit_temperature,
-        inter_weight=inter_weight,
-        intra_weight=intra_weight,
-        feature_temperature=feature_temperature,
+        logit_weight=1.0, feature_weight=1.0 if feature_loss else 0.0, logit_temperature=logit_temperature,
+        inter_weight=inter_weight, intra_weight=intra_weight, feature_temperature=feature_temperature,
         class_weights=class_weights,
     )
     loss = F.cross_entropy(logits, labels, weight=class_weight_tensor(class_weights, logits))
-    if audio_weight:
-        loss = loss + audio_weight * distillation_loss(
-            audio_logits, logits, labels, audio_anchor, text_anchor, **anchor_term
-        )
-    if video_weight:
-        loss = loss + video_weight * distillation_loss(
-            video_logits, logits, labels, video_anchor, text_anchor, **anchor_term
-        )
+    for weight, anchor_logits, anchor in ((audio_weight, audio_logits, audio_anchor), (video_weight, video_logits, video_anchor)):
+        if weight:
+            loss = loss + weight * distillation_loss(anchor_logits, logits, labels, anchor, text_anchor, **anchor_term)
     return loss

@@ -159,11 +159,8 @@ class MagtkdEncoderPreTrainedModel(MagtkdPreTrainedModel):
     # The loss is a mean over the batch's utterances: `Trainer` scales it for gradient accumulation itself.
     accepts_loss_kwargs = False
     _no_split_modules = []
-
-    def _check_and_adjust_attn_implementation(self, attn_implementation, is_init_check=False, **kwargs):
-        # Each encoder resolves attention on its own config (sdpa where it has it; `attn_implementation=` of
-        # `from_pretrained` reaches them); the heads and the fusion have nothing to dispatch.
-        return "eager"
+    # The encoders resolve attention on their own configs (sdpa where they have it); `attn_implementation=` reaches them.
+    _supports_sdpa = True
 
     def enable_input_require_grads(self):
         """As `PreTrainedModel.enable_input_require_grads`, for every encoder's input embeddings, whose outputs may be
@@ -239,9 +236,7 @@ class MagtkdUnimodalModel(MagtkdEncoderPreTrainedModel):
 
 
 class MagtkdTextModel(MagtkdUnimodalModel):
-    r"""
-    MAGTKD's text model: [`MagtkdTextEncoder`] (encoder + projection to the fusion width) and a classifier.
-    """
+    r"""MAGTKD's text model: [`MagtkdTextEncoder`] (encoder + projection to the fusion width) and a classifier."""
 
     config_class = MagtkdTextConfig
     modality = "text"
@@ -255,19 +250,9 @@ class MagtkdTextModel(MagtkdUnimodalModel):
             encoder.resize_token_embeddings(target)
         return encoder
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-    ) -> MagtkdUnimodalOutput | tuple:
-        r"""
-        Args:
-            input_ids, attention_mask (`torch.LongTensor` of shape `(num_utterances, sequence_length)`): the
-                processor's prompt tokens, left padded, the mask token last.
-            labels (`torch.LongTensor` of shape `(num_utterances,)`, *optional*): class indices, -100 to ignore.
-        """
+    def forward(self, input_ids, attention_mask=None, labels=None, return_dict=None) -> MagtkdUnimodalOutput | tuple:
+        """`input_ids`, `attention_mask` (`(num_utterances, sequence_length)`): the processor's prompt tokens, left
+        padded, the mask token last. `labels` (`(num_utterances,)`, *optional*): class indices, -100 to ignore."""
         return self._output(self.text_encoder(input_ids, attention_mask), labels, return_dict)
 
 
@@ -279,20 +264,9 @@ class MagtkdAudioModel(MagtkdUnimodalModel):
     feature_module_class = MagtkdAudioEncoder
     main_input_name = "input_values"
 
-    def forward(
-        self,
-        input_values: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-    ) -> MagtkdUnimodalOutput | tuple:
-        r"""
-        Args:
-            input_values (`torch.FloatTensor` of shape `(num_utterances, num_samples)`): the processor's waveforms.
-            attention_mask (`torch.LongTensor` of shape `(num_utterances, num_samples)`, *optional*): 1 = a real
-                sample: the processor's `audio_attention_mask`.
-            labels (`torch.LongTensor` of shape `(num_utterances,)`, *optional*): class indices, -100 to ignore.
-        """
+    def forward(self, input_values, attention_mask=None, labels=None, return_dict=None) -> MagtkdUnimodalOutput | tuple:
+        """`input_values` (`(num_utterances, num_samples)`): the processor's waveforms; `attention_mask` (same shape,
+        1 = a real sample): the processor's `audio_attention_mask`. `labels`: as the text model's."""
         return self._output(self.audio_encoder(input_values, attention_mask), labels, return_dict)
 
 
@@ -304,40 +278,23 @@ class MagtkdVideoModel(MagtkdUnimodalModel):
     feature_module_class = MagtkdVideoEncoder
     main_input_name = "pixel_values"
 
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-    ) -> MagtkdUnimodalOutput | tuple:
-        r"""
-        Args:
-            pixel_values (`torch.FloatTensor` of shape `(num_utterances, num_frames, 3, height, width)`): the
-                processor's frames.
-            labels (`torch.LongTensor` of shape `(num_utterances,)`, *optional*): class indices, -100 to ignore.
-        """
+    def forward(self, pixel_values, labels=None, return_dict=None) -> MagtkdUnimodalOutput | tuple:
+        """`pixel_values` (`(num_utterances, num_frames, 3, height, width)`): the processor's frames. `labels`: as the
+        text model's."""
         return self._output(self.video_encoder(pixel_values), labels, return_dict)
 
 
 class MagtkdDistillationModel(nn.Module):
     r"""
-    Stage 2: an audio or video student learns from the frozen text model. The student's objective is its
-    cross-entropy plus `logit_weight` times the DIST logit-relation loss to the teacher's logits plus `feature_weight`
-    times the feature-relation loss to the teacher's features. The teacher stays in eval mode without gradients;
-    `save_pretrained` saves the student alone (the stage's output is a [`MagtkdAudioModel`] or [`MagtkdVideoModel`]).
+    Stage 2: an audio or video student learns from the frozen text model. The student's objective is
+    [`~magtkd_hf.losses.distillation_loss`] with `loss_settings` (`logit_weight`, `feature_weight`, temperatures, ...):
+    its cross-entropy plus `logit_weight` times the DIST logit-relation loss to the teacher's logits plus
+    `feature_weight` times the feature-relation loss to the teacher's features. The teacher stays in eval mode without
+    gradients. The stage's output is the student (`model.student.save_pretrained`), a [`MagtkdAudioModel`] or
+    [`MagtkdVideoModel`].
     """
 
-    def __init__(
-        self,
-        student: MagtkdAudioModel | MagtkdVideoModel,
-        teacher: MagtkdTextModel,
-        logit_weight: float,
-        feature_weight: float,
-        logit_temperature: float = 2.0,
-        inter_weight: float = 1.0,
-        intra_weight: float = 1.0,
-        feature_temperature: float = 1.0,
-    ):
+    def __init__(self, student: MagtkdAudioModel | MagtkdVideoModel, teacher: MagtkdTextModel, **loss_settings):
         super().__init__()
         if student.config.label_names != teacher.config.label_names:
             raise ValueError(
@@ -346,26 +303,14 @@ class MagtkdDistillationModel(nn.Module):
             )
         self.student = student
         self.teacher = teacher.requires_grad_(False).eval()
-        self.loss_weights = dict(
-            logit_weight=logit_weight, feature_weight=feature_weight, logit_temperature=logit_temperature,
-            inter_weight=inter_weight, intra_weight=intra_weight, feature_temperature=feature_temperature,
-        )
-
-    @property
-    def config(self):
-        return self.student.config
+        self.loss_settings = loss_settings
 
     def train(self, mode: bool = True):
         super().train(mode)
         self.teacher.eval()
         return self
 
-    def save_pretrained(self, save_directory, **kwargs):
-        return self.student.save_pretrained(save_directory, **kwargs)
-
-    def forward(
-        self, student_inputs: dict, teacher_inputs: dict, labels: torch.Tensor | None = None
-    ) -> MagtkdDistillationOutput:
+    def forward(self, student_inputs: dict, teacher_inputs: dict, labels=None) -> MagtkdDistillationOutput:
         r"""
         Args:
             student_inputs (`dict`): the student's forward arguments (its modality's processor inputs).
@@ -381,7 +326,7 @@ class MagtkdDistillationModel(nn.Module):
             labelled = labelled_positions(labels)
             loss = student.logits.sum() * 0.0 if labelled is None else distillation_loss(
                 student.logits[labelled].float(), teacher.logits[labelled].float(), labels[labelled],
-                student.features[labelled].float(), teacher.features[labelled].float(), **self.loss_weights,
+                student.features[labelled].float(), teacher.features[labelled].float(), **self.loss_settings,
                 class_weights=self.student.config.class_weights,
             )
         return MagtkdDistillationOutput(loss=loss, logits=student.logits, teacher_logits=teacher.logits)

@@ -1,5 +1,5 @@
-"""Checkpoints (`magtkd_hf.training.checkpointing`): atomic saving with a manifest, falling back past a damaged newest
-checkpoint, refusing to resume when random states cannot be restored, and bit-identical resuming."""
+"""Checkpoints (`magtkd_hf.training.checkpointing`): a manifest written last, falling back past an incomplete or damaged
+newest checkpoint, refusing to resume when random states cannot be restored, and bit-identical resuming."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from magtkd_hf.training import checkpointing
+from magtkd_hf.training import checkpointing, reporting
 from magtkd_hf.training.checkpointing import (
     INCOMPLETE_REASON,
     MANIFEST,
@@ -28,19 +28,12 @@ from magtkd_hf.training.checkpointing import (
     load_checkpoint,
     save_checkpoint,
     verify_checkpoint,
-    write_json_atomic,
 )
+from magtkd_hf.training.loop import reset_accelerator_state
+from magtkd_hf.training.reporting import write_json
 
 SAVED_FILES = ["model.safetensors", "optimizer.bin", "random_states_0.pkl", TRAINER_STATE]
 RNG_FILE = "random_states_0.pkl"
-
-
-def _reset_accelerate_singletons() -> None:
-    """As the loop does: a new Accelerator in the same process must not inherit the previous one's settings."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
 
 
 @dataclass
@@ -58,7 +51,7 @@ def make_run(seed: int) -> Run:
     shuffling loader; the scheduler is not registered (the loop keeps its state in trainer_state.json)."""
     from accelerate import Accelerator
 
-    _reset_accelerate_singletons()
+    reset_accelerator_state()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -125,7 +118,7 @@ def checkpoints(template, tmp_path) -> Path:
 # ------------------------------------------------------------------------------------------------------- saving
 
 
-def test_save_writes_complete_checkpoints_with_a_verifying_manifest(checkpoints):
+def test_save_writes_checkpoints_with_a_verifying_manifest(checkpoints):
     assert sorted(path.name for path in checkpoints.iterdir()) == ["epoch_1", "epoch_2"]
     for epoch in (1, 2):
         folder = checkpoints / f"epoch_{epoch}"
@@ -151,35 +144,35 @@ def test_keep_prunes_the_oldest_and_zero_keeps_all(tmp_path):
     assert sorted(path.name for path in (tmp_path / "all").iterdir()) == ["epoch_1", "epoch_2", "epoch_3"]
 
 
-def test_interrupted_save_leaves_only_a_partial_folder_which_is_ignored_then_replaced(checkpoints, monkeypatch):
+def test_interrupted_save_leaves_a_folder_without_manifest_which_is_skipped_then_replaced(checkpoints, monkeypatch):
     run, _ = resume(checkpoints / "epoch_2")
     train_epoch(run)
 
-    def interrupted(folder):
-        raise KeyboardInterrupt("killed while saving")
+    def interrupted(path, data):
+        if Path(path).name == MANIFEST:
+            raise KeyboardInterrupt("killed while saving")
+        return write_json(path, data)
 
-    monkeypatch.setattr(checkpointing, "_files_under", interrupted)
+    monkeypatch.setattr(checkpointing, "write_json", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save(run, checkpoints)
     monkeypatch.undo()
-    partial = checkpoints / "epoch_3.partial"
-    assert partial.is_dir() and not (checkpoints / "epoch_3").exists()
-    assert (partial / TRAINER_STATE).is_file()  # looks complete, but was never renamed
+    partial = checkpoints / "epoch_3"
+    assert (partial / TRAINER_STATE).is_file() and not (partial / MANIFEST).exists()  # looks complete, but is not
 
     assert find_resumable_checkpoint(checkpoints) == (checkpoints / "epoch_2", [(partial, INCOMPLETE_REASON)])
-
     (partial / "stale_from_the_interrupted_run.bin").write_bytes(b"junk")
     folder = save(run, checkpoints)
-    assert folder == checkpoints / "epoch_3" and not partial.exists()
+    assert folder == partial and not (folder / "stale_from_the_interrupted_run.bin").exists()
     assert sorted(json.loads((folder / MANIFEST).read_text())["files"]) == sorted(SAVED_FILES)
     assert find_resumable_checkpoint(checkpoints) == (folder, [])
 
 
 def test_a_partial_folder_of_a_newer_epoch_is_reported_and_skipped(checkpoints):
-    shutil.copytree(checkpoints / "epoch_2", checkpoints / "epoch_3.partial")
+    shutil.copytree(checkpoints / "epoch_2", checkpoints / "epoch_3", ignore=shutil.ignore_patterns(MANIFEST, "*.pkl"))
     found, skipped = find_resumable_checkpoint(checkpoints)
     assert found == checkpoints / "epoch_2"
-    assert skipped == [(checkpoints / "epoch_3.partial", INCOMPLETE_REASON)]
+    assert skipped == [(checkpoints / "epoch_3", INCOMPLETE_REASON)]
 
 
 def test_saving_over_an_existing_epoch_folder_replaces_it(checkpoints):
@@ -252,7 +245,7 @@ def test_no_intact_checkpoint(checkpoints, tmp_path):
 def test_a_folder_without_manifest_is_not_resumed(checkpoints):
     (checkpoints / "epoch_2" / MANIFEST).unlink()
     found, skipped = find_resumable_checkpoint(checkpoints)
-    assert found == checkpoints / "epoch_1" and skipped[0][1].startswith(f"{MANIFEST}: missing")
+    assert found == checkpoints / "epoch_1" and skipped == [(checkpoints / "epoch_2", INCOMPLETE_REASON)]
 
 
 # --------------------------------------------------------------------------------------------------- random states
@@ -265,7 +258,7 @@ def _rewrite_manifest(folder: Path) -> None:
         if name != MANIFEST:
             files[name] = {"size": (folder / name).stat().st_size, "sha256": checkpointing._sha256(folder / name)}
     manifest = json.loads((folder / MANIFEST).read_text())
-    write_json_atomic(folder / MANIFEST, {**manifest, "files": files})
+    write_json(folder / MANIFEST, {**manifest, "files": files})
 
 
 def test_load_refuses_a_deleted_random_states_file_listed_in_the_manifest(checkpoints):
@@ -346,19 +339,19 @@ def test_resuming_gives_bit_identical_parameters(tmp_path):
 # ------------------------------------------------------------------------------------------------------------- JSON
 
 
-def test_write_json_atomic(tmp_path, monkeypatch):
+def test_write_json_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "sub" / "metrics.json"
-    write_json_atomic(path, {"f1": np.float32(0.5), "nan": math.nan, "path": Path("a/b"), "n": np.int64(3)})
+    write_json(path, {"f1": np.float32(0.5), "nan": math.nan, "path": Path("a/b"), "n": np.int64(3)})
     assert json.loads(path.read_text()) == {"f1": 0.5, "nan": None, "path": "a/b", "n": 3}
-    write_json_atomic(path, {"f1": 0.75})
+    write_json(path, {"f1": 0.75})
     assert json.loads(path.read_text()) == {"f1": 0.75}
 
     def crash(source, destination):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpointing.os, "replace", crash)
+    monkeypatch.setattr(reporting.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
-        write_json_atomic(path, {"f1": 1.0})
+        write_json(path, {"f1": 1.0})
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"f1": 0.75}  # the old content, whole
     assert sorted(os.listdir(path.parent)) == ["metrics.json"]  # no temporary file left behind

@@ -138,7 +138,7 @@ def test_distillation_loss_is_the_stage_2_objective_on_the_two_models_outputs(pr
     torch.manual_seed(3)
     student = STAGE_CLASSES[modality](tiny_stage_config(processor, modality))
     model = MagtkdDistillationModel(student, teacher, **LOSS_SETTINGS).eval()
-    assert model.student is student and model.teacher is teacher and model.config is student.config
+    assert model.student is student and model.teacher is teacher
     student_inputs, teacher_inputs = stage_inputs(batch, modality), stage_inputs(batch, "text")
     labels = torch.tensor([1, 4, -100, 0, 2])
     output = model(student_inputs, teacher_inputs, labels)
@@ -180,11 +180,14 @@ def test_teacher_is_frozen_and_stays_in_eval_mode(processor, teacher, batch):
     assert not student.training and not teacher.training
 
 
-def test_distillation_model_saves_the_student(processor, teacher, batch, tmp_path):
+def test_the_loop_saves_the_distillation_models_student(processor, teacher, batch, tmp_path):
+    from magtkd_hf.training.loop import saved_model
+
     torch.manual_seed(5)
     student = MagtkdAudioModel(tiny_stage_config(processor, "audio")).eval()
     model = MagtkdDistillationModel(student, teacher, logit_weight=1.0, feature_weight=0.0)
-    model.save_pretrained(tmp_path)
+    assert saved_model(model) is student
+    saved_model(model).save_pretrained(tmp_path)
     loaded, info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
     assert type(loaded) is MagtkdAudioModel
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]

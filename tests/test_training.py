@@ -163,12 +163,6 @@ def test_a_stage_without_its_inputs_names_the_missing_folder(tmp_path, tiny_rele
         cli(["--debug", "train", "distill-audio", "--output-dir", str(tmp_path), *_inputs(tiny_release), *FAST])
 
 
-def test_the_stage_table_follows_the_settings_stage_names():
-    from magtkd_hf.training import STAGE_NAMES, STAGE_ORDER
-
-    assert STAGE_ORDER == STAGE_NAMES
-
-
 def test_training_rows_carry_the_released_iemocap_running_speakers():
     from magtkd_hf.training.data import slice_row
     from magtkd_hf.training.inputs import with_running_speakers

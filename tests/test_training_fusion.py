@@ -284,3 +284,21 @@ def test_set_routes_fusion_model_settings_to_the_model():
     config = training_config_from_args(args)
     assert config.model.causal is True and config.model.anchor_residual is True
     assert config.overrides["fusion"] == {"epochs": 3}
+
+
+def test_the_accelerator_state_reset_the_loop_relies_on():
+    """The loop's `reset_accelerator_state` calls Accelerate's private `AcceleratorState._reset_state` (checked on
+    accelerate 1.16.0), so that stages of other mixed precisions run in one process (`train all`). This fails when
+    Accelerate no longer needs it (a second Accelerator may change the precision) or no longer has it."""
+    from accelerate import Accelerator, PartialState
+
+    from magtkd_hf.training.loop import reset_accelerator_state
+
+    reset_accelerator_state()
+    assert Accelerator(cpu=True, mixed_precision="no").mixed_precision == "no"
+    with pytest.raises(ValueError, match="already been initialized"):
+        Accelerator(cpu=True, mixed_precision="bf16")
+    reset_accelerator_state()
+    assert Accelerator(cpu=True, mixed_precision="bf16").mixed_precision == "bf16"
+    assert PartialState().initialized  # the distributed set-up is kept
+    reset_accelerator_state()

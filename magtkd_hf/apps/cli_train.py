@@ -9,28 +9,27 @@ from pathlib import Path
 def add_train_command(subparsers) -> None:
     """`train STAGE`: the MAGTKD recipe, one stage per call (or `all`); its options are the fields of
     `RunSettings`, `ProcessorSettings`, `ModelSettings` and `StageSettings` (magtkd_hf/training/settings.py)."""
-    from ..training.settings import STAGE_NAMES, ModelSettings, ProcessorSettings, RunSettings, StageSettings
+    from ..training.settings import STAGES, ModelSettings, ProcessorSettings, RunSettings, StageSettings
 
-    stages = (*STAGE_NAMES, "all")
+    stages = (*STAGES, "all")
     parser = subparsers.add_parser(
         "train",
         dataclass_types=(RunSettings, ProcessorSettings, ModelSettings, StageSettings),
         formatter_class=argparse.HelpFormatter,
         help=f"train a stage of the MAGTKD recipe ({'|'.join(stages)})",
-        description="Runs one stage of the MAGTKD recipe with the settings of --recipe (overridable by the options "
-        "below), writing OUTPUT_DIR/<stage>/ (a save_pretrained folder, metrics.json, confusion_matrix.png, "
-        "checkpoints/epoch_K/). Each stage reads the earlier stages' folders under OUTPUT_DIR. Stages: text, audio, "
-        "video (stage 1); distill-audio, distill-video (stage 2, frozen text teacher); extract-features (stage 3, "
-        "OUTPUT_DIR/features, a datasets DatasetDict); fusion (stage 4, from OUTPUT_DIR/features or --features, e.g. "
-        "imported with import-released-features); all (every stage, then OUTPUT_DIR/model, the end-to-end model). "
-        "Model selection uses dev weighted F1 only; test is evaluated once, on the selected model. Runs under "
-        "`accelerate launch -m magtkd_hf train ...` (or `python -m torch.distributed.run --nproc_per_node N -m "
-        "magtkd_hf train ...` on CPU).",
+        description="Runs one stage of the MAGTKD recipe with the settings of --recipe, then the options below (every "
+        "stage), then --set STAGE.KEY=VALUE (one stage), writing OUTPUT_DIR/<stage>/ (a save_pretrained folder, "
+        "metrics.json, confusion_matrix.png, checkpoints/epoch_K/). Each stage reads the earlier stages' folders under "
+        "OUTPUT_DIR. Stages: "
+        + "; ".join(f"{spec.name} ({spec.description})" for spec in STAGES.values())
+        + "; all (every stage, then OUTPUT_DIR/model, the end-to-end model). Model selection uses dev weighted F1 "
+        "only; test is evaluated once, on the selected model. Runs under `accelerate launch -m magtkd_hf train ...` "
+        "(or `python -m torch.distributed.run --nproc_per_node N -m magtkd_hf train ...` on CPU).",
     )
     parser.add_argument("stage", choices=stages, metavar="STAGE", help=", ".join(stages))
     parser.add_argument("--set", action="append", default=[], metavar="[STAGE.]KEY=VALUE", dest="set_options",
-                        help="any stage setting, for one stage (fusion.epochs=5) or all (epochs=5), or a fusion "
-                        "model setting (fusion.causal=true); repeatable")
+                        help="any stage setting, for one stage (fusion.epochs=5) or all (epochs=5, as the option), or "
+                        "a fusion model setting (fusion.causal=true); repeatable")
     # Not given: the recipe decides (the dataclass defaults are the last fallback, applied by the recipe).
     parser.set_defaults(
         **{item.name: None for cls in (ProcessorSettings, ModelSettings, StageSettings) for item in fields(cls)}
@@ -39,25 +38,18 @@ def add_train_command(subparsers) -> None:
 
 
 def training_config_from_args(args):
-    """The parsed `train` options -> a `TrainingConfig`: stage settings given as options apply to every stage,
-    `--set STAGE.KEY=VALUE` to one (a stage's own entries win over the options)."""
-    from ..training import (
-        ModelSettings,
-        ProcessorSettings,
-        RunSettings,
-        StageSettings,
-        TrainingConfig,
-        parse_set_options,
-    )
+    """The parsed `train` options -> a `TrainingConfig`: stage settings given as options (or `--set KEY=VALUE`) apply
+    to every stage, `--set STAGE.KEY=VALUE` to one; model settings may be set either way too."""
+    from ..training import ModelSettings, ProcessorSettings, RunSettings, StageSettings, TrainingConfig
+    from ..training.settings import parse_set_options
 
     def given(cls) -> dict:
         return {item.name: getattr(args, item.name) for item in fields(cls) if getattr(args, item.name) is not None}
 
     overrides = parse_set_options(args.set_options)
     model = given(ModelSettings)
-    # `--set fusion.causal=true` (or without the stage): the fusion model's settings are set like a stage's.
     model_names = {item.name for item in fields(ModelSettings)}
-    for stage in ("*", "fusion"):
+    for stage in ("*", "fusion"):  # `--set [fusion.]causal=true`: a fusion model setting, set like a stage's
         model.update({key: overrides[stage].pop(key) for key in list(overrides.get(stage, {})) if key in model_names})
     overrides["*"] = {**overrides.get("*", {}), **given(StageSettings)}
     run = {item.name: getattr(args, item.name) for item in fields(RunSettings)}

@@ -1,40 +1,30 @@
-"""The MAGTKD training recipe on Accelerate: the settings (`settings.py`, one dataclass per concern), the released
-MELD and IEMOCAP hyper-parameters as files (`recipes/*.json`, read by `recipe.py`), the stages as a table
+"""The MAGTKD training recipe on Accelerate: the stages and their settings (`settings.py`, declared once), the
+released MELD and IEMOCAP hyper-parameters as files (`recipes/*.json`, read by `recipe.py`), the stages' jobs
 (`stages.py`), one training loop (`loop.py`) with verified checkpoints (`checkpointing.py`).
 
     from magtkd_hf.training import TrainingConfig, run_all, run_stage
     run_all(TrainingConfig(output_dir="runs/meld", recipe="meld", data="/data/MELD.Raw"))
 """
 
-import importlib
-
-# Public name -> its module, imported on first access: `magtkd-hf --help` reads only the settings, without the
-# loop's accelerate, datasets and model code.
-_LAZY_NAMES = {
-    "assemble_end_to_end": ".assemble", "evaluate_saved_fusion": ".assemble",
-    "EpochSampler": ".data",
-    "extract_features": ".extract",
-    "StageInputs": ".inputs",
-    "StageJob": ".loop", "evaluate": ".loop", "train_stage": ".loop",
-    "Recipe": ".recipe", "load_recipe": ".recipe", "shipped_recipes": ".recipe",
-    "ModelSettings": ".settings", "ProcessorSettings": ".settings", "RunSettings": ".settings", "StageSettings": ".settings",
-    "TrainingConfig": ".settings", "parse_set_options": ".settings", "STAGE_NAMES": ".settings",
-    "FEATURE_STAGE": ".stages", "STAGE_ORDER": ".stages", "STAGES": ".stages", "StageSpec": ".stages",
-    "fusion_config_for_features": ".stages", "run_all": ".stages", "run_stage": ".stages",
-}
-
-
-def __getattr__(name: str):
-    if name not in _LAZY_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY_NAMES[name], __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted({*globals(), *_LAZY_NAMES})
-
+from .assemble import assemble_end_to_end, evaluate_saved_fusion
+from .data import EpochSampler
+from .extract import extract_features
+from .inputs import StageInputs
+from .loop import StageJob, evaluate, train_stage
+from .recipe import Recipe, load_recipe, shipped_recipes
+from .settings import (
+    FEATURE_STAGE,
+    STAGE_NAMES,
+    STAGES,
+    ModelSettings,
+    ProcessorSettings,
+    RunSettings,
+    StageSettings,
+    StageSpec,
+    TrainingConfig,
+    parse_set_options,
+)
+from .stages import fusion_config_for_features, run_all, run_stage
 
 __all__ = [
     "EpochSampler",
@@ -45,7 +35,6 @@ __all__ = [
     "RunSettings",
     "STAGES",
     "STAGE_NAMES",
-    "STAGE_ORDER",
     "StageInputs",
     "StageJob",
     "StageSettings",

@@ -19,7 +19,8 @@ def assemble_end_to_end(inputs: StageInputs) -> Path:
     from accelerate import PartialState
 
     from .. import MagtkdForEmotionRecognition
-    from .stages import FEATURE_STAGE, trained_stage_model
+    from .settings import FEATURE_STAGE
+    from .stages import trained_stage_model
 
     folder = inputs.output_dir / "model"
     fusion, _ = trained_stage_model(inputs, "fusion", "all")

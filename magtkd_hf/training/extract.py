@@ -20,7 +20,8 @@ from .settings import StageSettings
 def feature_models(inputs: StageInputs, device) -> tuple[dict, dict]:
     """{column: (modality, model in eval mode on `device`)} for every feature column of the run's modalities, and the
     folders read."""
-    from .stages import FEATURE_STAGE, STAGES, trained_stage_model
+    from .settings import FEATURE_STAGE, STAGES
+    from .stages import trained_stage_model
 
     models, sources = {}, {}
     for column in FEATURE_SOURCES:

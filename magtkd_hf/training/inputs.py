@@ -7,14 +7,8 @@ import logging
 from pathlib import Path
 
 from .data import load_conversations
-from .recipe import load_recipe
-from .settings import ModelSettings, StageSettings, TrainingConfig
-
-# Each stage's folder under the run's output folder (the features folder keeps its short name).
-STAGE_FOLDERS = {
-    "text": "text", "audio": "audio", "video": "video", "distill-audio": "distill-audio",
-    "distill-video": "distill-video", "extract-features": "features", "fusion": "fusion",
-}
+from .recipe import load_recipe, with_given
+from .settings import STAGES, ModelSettings, StageSettings, TrainingConfig
 
 FRAME_CACHE_FOLDER = "frame-cache"  # the run's frame cache, OUTPUT_DIR/frame-cache, unless --frame-cache says otherwise
 NO_FRAME_CACHE = ("none", "off")  # --frame-cache none: decode every clip
@@ -40,14 +34,17 @@ class StageInputs:
         return self.recipe.stage_settings(stage, self.config.stage_overrides(stage))
 
     def model_settings(self) -> ModelSettings:
-        return self.recipe.model_settings(self.config.model)
+        return with_given(self.recipe.model, self.config.model)
+
+    def processor_settings(self):
+        return with_given(self.recipe.processor, self.config.processor_settings)
 
     # -- folders
     def output_folder(self, stage: str) -> Path:
         """Where `stage` writes: its folder under the output folder (features: `--features` when given)."""
         if stage == "extract-features" and self.config.features:
             return Path(self.config.features)
-        return self.output_dir / STAGE_FOLDERS[stage]
+        return self.output_dir / STAGES[stage].folder
 
     def input_folder(self, stage: str, needed_by: str) -> Path:
         """Where `stage`'s output is read from (a folder given for it, else its output folder), checked."""
@@ -119,7 +116,7 @@ class StageInputs:
         later stages)."""
         if self._processor is None:
             self._processor = self._load_or_build_processor()
-            check_processor_settings(self._processor, self.recipe.processor_settings(self.config.processor_settings))
+            check_processor_settings(self._processor, self.processor_settings())
         return self._processor
 
     def _load_or_build_processor(self):
@@ -136,7 +133,7 @@ class StageInputs:
         video_size = int(getattr(self.encoder_config("video"), "image_size", 224)) if "video" in modalities else 224
         processor = MagtkdProcessor.from_encoders(
             self.encoder("text"), self.encoder("audio") if "audio" in modalities else None, video_size=video_size,
-            **self.recipe.processor_settings(self.config.processor_settings).given(),
+            **self.processor_settings().given(),
         )
         if PartialState().is_main_process:
             processor.save_pretrained(str(saved))
@@ -205,7 +202,6 @@ def with_running_speakers(splits):
             dataset = dataset.add_column("previous_speakers", states)
         updated[split] = dataset
     return datasets.DatasetDict(updated)
-
 
 
 def part_of_split(dataset, dialogues: float, seed: int):

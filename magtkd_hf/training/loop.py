@@ -7,7 +7,8 @@ on the selected model as saved -> metrics JSON and confusion matrix.
 
 A stage hands the loop a [`StageJob`]: a model whose forward takes a batch and returns `.loss` and `.logits`, its
 datasets and its collator. Nothing else is stage-specific: the loss is the model's, predictions are
-`logits.argmax(-1)` against the batch's `labels`, the selected model is written with `save_pretrained`.
+`logits.argmax(-1)` against the batch's `labels`, the selected model ([`saved_model`]) is written with
+`save_pretrained`.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ class StageJob:
 
     Attributes:
         name: the stage's name (messages, trackers, metrics).
-        model: `model(**batch)` returns `.loss` (with `labels`) and `.logits`; `save_pretrained(folder)` writes the
-            stage's output (a distillation model writes its student).
+        model: `model(**batch)` returns `.loss` (with `labels`) and `.logits`.
         train_dataset, eval_datasets: map-style datasets; `eval_datasets` holds `"validation"` (model selection) and
             may hold `"test"` (evaluated once, on the selected model).
         collator: items -> a training batch (the model's keyword arguments and `labels`).
@@ -65,6 +65,20 @@ class StageJob:
     processor: Any = None
     train_lengths: Sequence[int] | None = None
     description: dict = field(default_factory=dict)
+
+
+@dataclass
+class PreparedStage:
+    """A stage's job and its objects after `accelerator.prepare`, and its schedule (warm-up, total steps)."""
+
+    accelerator: Any
+    job: StageJob
+    model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    train_loader: DataLoader
+    eval_loaders: dict
+    schedule: tuple[int, int]
 
 
 def saved_model(model: nn.Module) -> nn.Module:
@@ -90,9 +104,26 @@ def train_stage(
     Returns:
         the metrics (also in `metrics.json`), or `{"stopped_after_epoch": k}` when stopped early.
     """
+    output_dir = Path(output_dir)
+    stage = prepare_stage(build_job, settings, output_dir, cpu)
+    state = restore(stage.accelerator, stage.scheduler, output_dir / CHECKPOINTS, resume, stage.job.name)
+    if settings.report_to != "none":
+        stage.accelerator.init_trackers(f"magtkd-{stage.job.name}", config=_tracker_config(settings))
+    stopped = train_epochs(stage, settings, state, output_dir, stop_after_epochs)
+    if stopped:
+        result = {"stopped_after_epoch": stopped}
+    else:
+        stage.accelerator.wait_for_everyone()
+        result = test_selected(stage, settings, state, output_dir)
+    _finish_trackers(stage.accelerator)
+    stage.accelerator.wait_for_everyone()
+    return result
+
+
+def prepare_stage(build_job, settings: StageSettings, output_dir: Path, cpu: bool) -> PreparedStage:
+    """The Accelerator, the seeded job, its loaders, AdamW and the linear schedule, prepared."""
     from accelerate.utils import set_seed
 
-    output_dir = Path(output_dir)
     accelerator = make_accelerator(settings, output_dir, cpu)
     set_seed(settings.seed)
     job = build_job(accelerator)
@@ -106,40 +137,33 @@ def train_stage(
     )
     model, optimizer, train_loader, scheduler = accelerator.prepare(job.model, optimizer, train_loader, scheduler)
     eval_loaders = {split: accelerator.prepare_data_loader(loader) for split, loader in eval_loaders.items()}
-    state = restore(accelerator, scheduler, output_dir / CHECKPOINTS, resume, job.name)
-    tracking = settings.report_to not in ("none", "", None)
-    if tracking:
-        accelerator.init_trackers(f"magtkd-{job.name}", config=_tracker_config(settings))
+    return PreparedStage(accelerator, job, model, optimizer, scheduler, train_loader, eval_loaders, schedule)
 
-    epochs_run = 0
-    epochs = planned_epochs(settings, len(train_loader))
-    remaining_batches = (schedule[1] - state["global_step"]) * settings.gradient_accumulation_steps
-    progress = stage_progress(accelerator, job.name, min(remaining_batches, (epochs - state["completed_epochs"])
-                                                         * len(train_loader)))
-    for epoch in range(state["completed_epochs"], epochs):
-        entry = train_epoch(accelerator, model, train_loader, optimizer, scheduler, settings, state, epoch, progress)
-        dev_metrics = run_evaluations(accelerator, model, eval_loaders, job, settings, entry)
+
+def train_epochs(stage: PreparedStage, settings, state: dict, output_dir: Path, stop_after_epochs) -> int | None:
+    """The epochs left from `state`: train, evaluate on dev, keep the best, checkpoint. Returns the last epoch done
+    when `stop_after_epochs` stopped the run early, else None."""
+    accelerator, loader = stage.accelerator, stage.train_loader
+    epochs = planned_epochs(settings, len(loader))
+    remaining_batches = (stage.schedule[1] - state["global_step"]) * settings.gradient_accumulation_steps
+    progress = stage_progress(accelerator, stage.job.name,
+                              min(remaining_batches, (epochs - state["completed_epochs"]) * len(loader)))
+    stopped = None
+    for epochs_run, epoch in enumerate(range(state["completed_epochs"], epochs), start=1):
+        entry = train_epoch(accelerator, stage.model, loader, stage.optimizer, stage.scheduler, settings, state,
+                            epoch, progress)
+        dev_metrics = run_evaluations(stage, settings, entry)
         progress.set_postfix(epoch=f"{epoch + 1}/{epochs}", dev_f1=f"{dev_metrics['weighted_f1']:.1f}")
-        record_epoch(accelerator, model, job, output_dir, state, entry, dev_metrics)
-        if tracking:
+        record_epoch(stage, output_dir, state, entry, dev_metrics)
+        if settings.report_to != "none":
             accelerator.log(_tracker_log(entry), step=epoch + 1)
         save_checkpoint(accelerator, output_dir / CHECKPOINTS, epoch + 1,
-                        {**state, "scheduler": scheduler.state_dict()}, settings.keep_checkpoints)
-        epochs_run += 1
+                        {**state, "scheduler": stage.scheduler.state_dict()}, settings.keep_checkpoints)
         if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < epochs:
-            progress.close()
-            _finish_trackers(accelerator)
-            return {"stopped_after_epoch": epoch + 1}
+            stopped = epoch + 1
+            break
     progress.close()
-
-    accelerator.wait_for_everyone()
-    metrics = test_selected(accelerator, model, eval_loaders, job, settings, state, output_dir, schedule)
-    if tracking:
-        split = "test" if "test" in metrics else "validation"
-        accelerator.log({f"{split}/weighted_f1": metrics[split]["weighted_f1"]}, step=settings.epochs)
-    _finish_trackers(accelerator)
-    accelerator.wait_for_everyone()
-    return metrics
+    return stopped
 
 
 def stage_progress(accelerator, name: str, total_steps: int):
@@ -176,14 +200,16 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, stat
             "train_seconds": time.perf_counter() - started, "started": started}
 
 
-def run_evaluations(accelerator, model, eval_loaders, job: StageJob, settings, entry: dict) -> dict:
+def run_evaluations(stage: PreparedStage, settings, entry: dict) -> dict:
     """Dev (and, with `track_test`, test) metrics of this epoch's model, summarised into `entry`; returns dev's."""
+    job, loaders = stage.job, stage.eval_loaders
     evaluated_at = time.perf_counter()
-    dev_metrics, _ = evaluate(accelerator, model, eval_loaders["validation"], job.label_names, f"{job.name} dev")
+    dev_metrics, _ = evaluate(stage.accelerator, stage.model, loaders["validation"], job.label_names, f"{job.name} dev")
     entry["validation"] = _summary(dev_metrics)
     entry["dev_seconds"] = time.perf_counter() - evaluated_at
-    if settings.track_test and "test" in eval_loaders:
-        entry["test"] = _summary(evaluate(accelerator, model, eval_loaders["test"], job.label_names, f"{job.name} test")[0])
+    if settings.track_test and "test" in loaders:
+        test_metrics, _ = evaluate(stage.accelerator, stage.model, loaders["test"], job.label_names, f"{job.name} test")
+        entry["test"] = _summary(test_metrics)
     logger.info("%s epoch %d: loss %.4f, dev weighted F1 %.2f", job.name, entry["epoch"], entry["train_loss"],
                 dev_metrics["weighted_f1"])
     return dev_metrics
@@ -216,40 +242,41 @@ def evaluate(accelerator, model, loader, label_names: Sequence[str], description
     return erc_scores(predictions, labels, list(label_names)), (labels, predictions)
 
 
-def record_epoch(accelerator, model, job: StageJob, output_dir: Path, state: dict, entry: dict, dev_metrics) -> None:
+def record_epoch(stage: PreparedStage, output_dir: Path, state: dict, entry: dict, dev_metrics) -> None:
     """Keep the epoch's model when its dev weighted F1 is the best so far (the first epoch's always), and add the
     epoch to the history."""
     if state["best_dev_weighted_f1"] is None or dev_metrics["weighted_f1"] > state["best_dev_weighted_f1"]:
         state.update(best_dev_weighted_f1=dev_metrics["weighted_f1"], best_epoch=entry["epoch"],
                      best_validation=dev_metrics)
-        save_selected(accelerator, model, job, output_dir)
+        save_selected(stage, output_dir)
     entry["seconds"] = time.perf_counter() - entry.pop("started")
     state["history"].append(entry)
     state["completed_epochs"] = entry["epoch"]
 
 
-def save_selected(accelerator, model, job: StageJob, output_dir: Path) -> None:
+def save_selected(stage: PreparedStage, output_dir: Path) -> None:
     """The new best model on dev, written by the main process with `save_pretrained` (and the processor)."""
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(str(output_dir))
-        if job.processor is not None:
-            job.processor.save_pretrained(str(output_dir))
+    if stage.accelerator.is_main_process:
+        saved_model(stage.accelerator.unwrap_model(stage.model)).save_pretrained(str(output_dir))
+        if stage.job.processor is not None:
+            stage.job.processor.save_pretrained(str(output_dir))
 
 
-def test_selected(accelerator, model, eval_loaders, job: StageJob, settings, state, output_dir, schedule) -> dict:
+def test_selected(stage: PreparedStage, settings, state, output_dir) -> dict:
     """Reload the selected model as saved, evaluate it once on test (dev when there is none) and write the report."""
+    accelerator, job = stage.accelerator, stage.job
     if state["best_epoch"] is None:
         raise RuntimeError(f"stage {job.name!r}: no epoch was run (epochs={settings.epochs}), nothing to select")
-    target = saved_model(accelerator.unwrap_model(model))
-    selected = type(target).from_pretrained(str(output_dir))
-    target.load_state_dict(selected.state_dict())
-    del selected
-    final_split = "test" if "test" in eval_loaders else "validation"
-    final_metrics, _ = evaluate(accelerator, model, eval_loaders[final_split], job.label_names,
-                                f"{job.name} {final_split}")
-    metrics = stage_metrics(job, settings, state, final_split, final_metrics, accelerator.num_processes, schedule)
+    target = saved_model(accelerator.unwrap_model(stage.model))
+    target.load_state_dict(type(target).from_pretrained(str(output_dir)).state_dict())
+    split = "test" if "test" in stage.eval_loaders else "validation"
+    final_metrics, _ = evaluate(accelerator, stage.model, stage.eval_loaders[split], job.label_names,
+                                f"{job.name} {split}")
+    metrics = stage_metrics(job, settings, state, split, final_metrics, accelerator.num_processes, stage.schedule)
     if accelerator.is_main_process:
-        write_stage_report(output_dir, metrics, final_split, job.label_names)
+        write_stage_report(output_dir, metrics, split, job.label_names)
+    if settings.report_to != "none":
+        accelerator.log({f"{split}/weighted_f1": metrics[split]["weighted_f1"]}, step=settings.epochs)
     return metrics
 
 
@@ -258,17 +285,15 @@ def restore(accelerator, scheduler, checkpoints_dir: Path, resume, name: str) ->
     checkpoint `resume` names (True/"latest": the newest complete one, when there is one)."""
     state = {"completed_epochs": 0, "best_dev_weighted_f1": None, "best_epoch": None, "global_step": 0,
              "history": []}
-    if not resume:
-        return state
-    if resume is True or resume == "latest":
+    checkpoint = Path(resume) if resume and resume not in (True, "latest") else None
+    if resume in (True, "latest"):
         checkpoint, skipped = find_resumable_checkpoint(checkpoints_dir)
         for folder, reason in skipped:
             accelerator.print(f"{name}: not resuming from {folder}: {reason}")
         if checkpoint is None:
             logger.info("%s: no checkpoint in %s, starting from scratch", name, checkpoints_dir)
-            return state
-    else:
-        checkpoint = Path(resume)
+    if checkpoint is None:
+        return state
     state = load_checkpoint(accelerator, checkpoint)
     # The JSON copy is the one restored (Accelerate's scheduler.bin holds the same state).
     scheduler.load_state_dict(state.pop("scheduler"))
@@ -279,13 +304,14 @@ def restore(accelerator, scheduler, checkpoints_dir: Path, resume, name: str) ->
 # ----------------------------------------------------------------------------------------------- the parts
 
 
-def _reset_accelerate_singletons() -> None:
-    """Stages run one after another in one process (`train all`, tests) may differ in mixed precision and gradient
-    accumulation: forget the previous stage's settings, keep the distributed set-up."""
-    from accelerate.state import AcceleratorState, GradientState
+def reset_accelerator_state() -> None:
+    """Forget the previous Accelerator's settings (keeping the distributed set-up): stages run one after another in
+    one process (`train all`, tests) may differ in mixed precision, which Accelerate's `AcceleratorState` singleton
+    refuses to change. Accelerate has no public call for this (transformers' Trainer uses the same private one);
+    checked on accelerate 1.16.0, and tests/test_training_fusion.py fails if it changes."""
+    from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
 
 
 def _has_accelerator_device() -> bool:
@@ -308,7 +334,7 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
     unused heads; a distillation's teacher is frozen), so DDP needs no search for unused parameters."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
-    _reset_accelerate_singletons()
+    reset_accelerator_state()
     launched = _launched_world_size()
     if launched > 1 and not cpu and not _has_accelerator_device():
         # Accelerate would give each process its own single-process run (all writing the same folder); on a machine

@@ -5,8 +5,7 @@ feature sources, speaker numbering, comes from `magtkd_hf.configuration_magtkd.D
 row, `defaults` apply to every stage, `stages[NAME]` to one stage (both checked against [`StageSettings`]),
 `encoders` name the pretrained encoders (Hub names or folders), `encoder_config_overrides` change their configs
 (the released audio masking length), `model` the fusion's [`ModelSettings`], `processor` the text prompt's
-[`ProcessorSettings`]. Shipped: `meld.json`, `iemocap.json`.
-Later sources win: `StageSettings` defaults < recipe `defaults` < recipe `stages[NAME]` < the run's overrides.
+[`ProcessorSettings`]. Shipped: `meld.json`, `iemocap.json`. A run's own settings go on top (`TrainingConfig`).
 """
 
 from __future__ import annotations
@@ -18,12 +17,11 @@ from typing import Any, Mapping
 
 from ..configuration_magtkd import DATASETS, MODALITIES, dataset_facts
 from .settings import (
-    STAGE_NAMES,
     ModelSettings,
     ProcessorSettings,
     StageSettings,
     check_setting_names,
-    coerce_settings,
+    check_stage_names,
 )
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -44,18 +42,14 @@ class Recipe:
 
     def stage_settings(self, stage: str, overrides: Mapping[str, Any] | None = None) -> StageSettings:
         """The settings of `stage`: recipe defaults, the stage's entries, then `overrides` (None values ignored)."""
-        values: dict[str, Any] = {"seed": self.seed, **self.defaults, **self.stages.get(stage, {})}
         overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
         check_setting_names(overrides, f"stage {stage!r}")
-        return StageSettings(**coerce_settings({**values, **overrides}))
+        return StageSettings(**{"seed": self.seed, **self.defaults, **self.stages.get(stage, {}), **overrides})
 
-    def model_settings(self, overrides: ModelSettings | None = None) -> ModelSettings:
-        """The recipe's fusion settings with the run's (not None) settings on top."""
-        return ModelSettings(**{**self.model.given(), **(overrides.given() if overrides else {})})
 
-    def processor_settings(self, overrides: ProcessorSettings | None = None) -> ProcessorSettings:
-        """The recipe's prompt settings with the run's (not None) settings on top."""
-        return ProcessorSettings(**{**self.processor.given(), **(overrides.given() if overrides else {})})
+def with_given(settings, overrides=None):
+    """`settings` (a `ModelSettings` or `ProcessorSettings`) with the set (not None) fields of `overrides` on top."""
+    return type(settings)(**{**settings.given(), **(overrides.given() if overrides else {})})
 
 
 def shipped_recipes() -> tuple[str, ...]:
@@ -84,27 +78,20 @@ def _recipe_from_dict(data: dict, path: Path) -> Recipe:
     if missing:
         raise ValueError(f"recipe file {path}: keys {missing} are missing")
     dataset_facts(data["dataset"])  # a known dataset
-    unknown_stages = sorted(set(data["stages"]) - set(STAGE_NAMES))
-    if unknown_stages:
-        raise ValueError(f"recipe file {path}: unknown stages {unknown_stages}; stages: {', '.join(STAGE_NAMES)}")
-    check_setting_names(data.get("defaults", {}), f"{path} 'defaults'")
-    for stage, values in data["stages"].items():
-        check_setting_names(values, f"{path} 'stages.{stage}'")
+    check_stage_names(data["stages"], f"recipe file {path}")
+    sections = {"defaults": data.get("defaults", {}), **{f"stages.{name}": values for name, values in data["stages"].items()}}
+    for section, values in sections.items():
+        check_setting_names(values, f"{path} {section!r}")
     check_setting_names(data.get("model", {}), f"{path} 'model'", ModelSettings)
     check_setting_names(data.get("processor", {}), f"{path} 'processor'", ProcessorSettings)
-    encoders = dict(data.get("encoders", {}))
-    unknown_modalities = sorted((set(encoders) | set(data.get("encoder_config_overrides", {}))) - set(MODALITIES))
+    encoders, encoder_overrides = dict(data.get("encoders", {})), dict(data.get("encoder_config_overrides", {}))
+    unknown_modalities = sorted((set(encoders) | set(encoder_overrides)) - set(MODALITIES))
     if unknown_modalities:
         raise ValueError(f"recipe file {path}: unknown modalities {unknown_modalities}; modalities: {MODALITIES}")
     return Recipe(
-        name=data.get("name", path.stem),
-        dataset=str(data["dataset"]).lower(),
-        seed=int(data.get("seed", 2024)),
-        encoders=encoders,
-        encoder_config_overrides=dict(data.get("encoder_config_overrides", {})),
-        model=ModelSettings(**coerce_settings(data.get("model", {}), ModelSettings)),
-        processor=ProcessorSettings(**coerce_settings(data.get("processor", {}), ProcessorSettings)),
-        defaults=dict(data.get("defaults", {})),
-        stages={stage: dict(values) for stage, values in data["stages"].items()},
+        name=data.get("name", path.stem), dataset=str(data["dataset"]).lower(), seed=int(data.get("seed", 2024)),
+        encoders=encoders, encoder_config_overrides=encoder_overrides,
+        model=ModelSettings(**data.get("model", {})), processor=ProcessorSettings(**data.get("processor", {})),
+        defaults=dict(data.get("defaults", {})), stages={stage: dict(values) for stage, values in data["stages"].items()},
         source=str(path),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -62,9 +63,16 @@ def _plain(value):
 
 
 def write_json(path, data) -> Path:
+    """Write `data` as JSON (NaN and infinities as null, numpy scalars as numbers, paths as strings) so that `path`
+    holds either its old content or the whole new one (a temporary file, then `os.replace`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_plain(data), indent=2) + "\n", encoding="utf-8")
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        temporary.write_text(json.dumps(_plain(data), indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 

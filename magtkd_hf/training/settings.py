@@ -1,32 +1,99 @@
-"""Every training setting, declared once: one dataclass per concern. The command line is built from these classes
-(`transformers.HfArgumentParser` reads their fields, types, choices and help), recipe files are checked against
-them, and the library takes them as they are.
+"""Every training setting and every stage, declared once. The command line is built from these classes
+(`transformers.HfArgumentParser` reads their fields, types, choices and help), recipe files are checked against them,
+and the library takes them as they are.
 
-* [`StageSettings`]: the hyper-parameters of one stage (optimiser, batches, epochs, precision, distillation weights,
-  ...); a recipe gives each stage's values, `--flag` and `--set STAGE.KEY=VALUE` override them.
-* [`ModelSettings`]: the fusion model's architecture choices (heads, dropout, which stage-3 features it reads).
+* [`STAGES`]: the stages of the recipe, in order (names, what each trains, where it writes).
+* [`StageSettings`]: the hyper-parameters of one stage (optimiser, batches, epochs, precision, distillation loss).
+* [`ModelSettings`]: the fusion choices a run may make, the fields of `MagtkdFusionConfig` named in `FUSION_OPTIONS`.
 * [`ProcessorSettings`]: the text prompt of the processor a run builds (length, history or utterance alone).
-* [`RunSettings`]: where a run reads and writes (data, encoders, stage folders, frame cache) and how it runs (resume,
-  CPU).
-* [`TrainingConfig`]: a run: its `RunSettings` fields, the `ModelSettings` and the per-stage overrides.
+* [`RunSettings`]: where a run reads and writes (data, encoders, stage folders, frame cache) and how it runs.
+* [`TrainingConfig`]: a run: its `RunSettings` fields, the `ModelSettings`, `ProcessorSettings` and stage overrides.
+
+A stage's settings: the recipe file (its `defaults`, then its `stages[NAME]`; what it omits keeps the defaults
+below), then the command line's options (every stage), then `--set STAGE.KEY=VALUE` (one stage).
 """
 
 from __future__ import annotations
 
 import json
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, Literal, Mapping, Optional
 
-STAGE_NAMES = ("text", "audio", "video", "distill-audio", "distill-video", "extract-features", "fusion")
+from ..configuration_magtkd import FEATURE_SOURCES, MagtkdFusionConfig
+from ..processors.prompt import TEXT_CONTEXTS
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: `kind` "unimodal" (stage 1), "distill" (stage 2), "extract" (stage 3) or "fusion" (stage 4);
+    `modality` of the model it trains; `teacher` (stage 2) the frozen teacher's stage; `feature` the stage-3 column its
+    model fills; `folder` its folder under the run's output folder."""
+
+    name: str
+    kind: str
+    modality: str | None = None
+    teacher: str | None = None
+    feature: str | None = None
+    folder: str = ""
+    description: str = ""
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec("text", "unimodal", "text", feature="text", folder="text", description="stage 1: text model (prompt)"),
+        StageSpec("audio", "unimodal", "audio", feature="audio", folder="audio", description="stage 1: audio model"),
+        StageSpec("video", "unimodal", "video", feature="video", folder="video", description="stage 1: video model"),
+        StageSpec("distill-audio", "distill", "audio", teacher="text", feature="audio_kd", folder="distill-audio",
+                  description="stage 2: audio student distilled from the frozen text model"),
+        StageSpec("distill-video", "distill", "video", teacher="text", feature="video_kd", folder="distill-video",
+                  description="stage 2: video student distilled from the frozen text model"),
+        StageSpec("extract-features", "extract", folder="features",
+                  description="stage 3: utterance features of every split, grouped by conversation"),
+        StageSpec("fusion", "fusion", folder="fusion", description="stage 4: the anchor gated fusion on stage-3 features"),
+    )
+}
+STAGE_NAMES = tuple(STAGES)
+# The stage whose model fills each stage-3 feature column.
+FEATURE_STAGE = {spec.feature: name for name, spec in STAGES.items() if spec.feature}
 
 
 def _help(text: str, **extra) -> dict:
     return {"help": text, **extra}
 
 
+class _Settings:
+    """Base of the settings dataclasses: a value from a JSON file or `--set` takes its field's type (`"2"` -> 2,
+    `"true"` -> True) and a value outside a field's choices is refused."""
+
+    def __post_init__(self):
+        for name, kind in typing.get_type_hints(type(self)).items():
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, _as_type(name, value, kind))
+
+    def given(self) -> dict:
+        """The settings that are set (not None)."""
+        return {item.name: getattr(self, item.name) for item in fields(self) if getattr(self, item.name) is not None}
+
+
+def _as_type(name: str, value, kind):
+    base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)  # Optional[X] -> X
+    if typing.get_origin(base) is Literal:
+        if value not in typing.get_args(base):
+            raise ValueError(f"{name} must be one of {typing.get_args(base)}, got {value!r}")
+    elif base is bool and not isinstance(value, bool):
+        if str(value).lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(f"setting {name!r} must be true or false, got {value!r}")
+        return str(value).lower() in ("1", "true", "yes", "on")
+    elif base in (int, float):
+        return base(value)
+    return value
+
+
 @dataclass
-class StageSettings:
+class StageSettings(_Settings):
     """The hyper-parameters of one stage, after the recipe and the overrides are applied."""
 
     _argument_group_name = "stage settings (default: the recipe's value for the stage; with 'all', every stage)"
@@ -64,6 +131,10 @@ class StageSettings:
     )
     logit_weight: float = field(default=0.0, metadata=_help("distillation: weight of the DIST logit-relation loss"))
     feature_weight: float = field(default=0.0, metadata=_help("distillation: weight of the feature-relation loss"))
+    logit_temperature: float = field(default=2.0, metadata=_help("distillation: temperature of the DIST loss"))
+    inter_weight: float = field(default=1.0, metadata=_help("distillation: DIST weight of the inter-class relation"))
+    intra_weight: float = field(default=1.0, metadata=_help("distillation: DIST weight of the intra-class relation"))
+    feature_temperature: float = field(default=1.0, metadata=_help("distillation: feature-relation temperature"))
     student_init: Literal["stage", "encoder"] = field(
         default="stage", metadata=_help("distillation: start the student from its stage-1 model or the encoder")
     )
@@ -77,13 +148,12 @@ class StageSettings:
     )
 
     def __post_init__(self):
-        problems = [problem for item in fields(self) if (problem := _check_choice(self, item.name))]
-        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("epochs", "max_steps", "learning_rate", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must not be negative, got {getattr(self, name)}")
+        super().__post_init__()
+        problems = [f"{name} must be at least 1, got {getattr(self, name)}"
+                    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps")
+                    if getattr(self, name) < 1]
+        problems += [f"{name} must not be negative, got {getattr(self, name)}"
+                     for name in ("epochs", "max_steps", "learning_rate", "max_grad_norm") if getattr(self, name) < 0]
         if not 0 <= self.warmup_ratio <= 1:
             problems.append(f"warmup_ratio must be between 0 and 1, got {self.warmup_ratio}")
         if problems:
@@ -92,52 +162,51 @@ class StageSettings:
     def to_dict(self) -> dict:
         return {item.name: getattr(self, item.name) for item in fields(self)}
 
+    def distillation_loss_settings(self) -> dict:
+        """The keyword arguments of `magtkd_hf.losses.distillation_loss` (and `MagtkdDistillationModel`)."""
+        names = ("logit_weight", "feature_weight", "logit_temperature", "inter_weight", "intra_weight",
+                 "feature_temperature")
+        return {name: getattr(self, name) for name in names}
+
+
+# The `MagtkdFusionConfig` fields a run may set (the rest follow from the dataset and the features), with their help;
+# their types come from the config. None: the recipe's value, else the dataset preset's.
+FUSION_OPTIONS = {
+    "num_attention_heads": _help("fusion attention heads"),
+    "dropout": _help("fusion dropout"),
+    "hidden_size": _help("fusion width (default: the audio encoder's width, or the features')"),
+    "intermediate_size": _help("fusion feed-forward width (the width)"),
+    "share_text_anchor_block": _help("the text anchor's three paths share one block, as released"),
+    "causal": _help("every utterance attends only to itself and earlier ones (streaming)"),
+    "anchor_residual": _help("add the audio and video anchors to the text anchor before the prediction head (off: "
+                             "the paper's model)"),
+    "modality_dropout": _help("in training, the probability of treating an utterance's audio, and its video, as "
+                              "absent (0: the paper's training)"),
+    "audio_feature_source": _help("the stage-3 features of the fusion's audio input", aliases=["--audio-features"]),
+    "video_feature_source": _help("the stage-3 features of the fusion's video input", aliases=["--video-features"]),
+}
+
+
+def _fusion_option_type(name: str):
+    if name.endswith("_feature_source"):  # "audio" or "audio_kd", "video" or "video_kd"
+        modality = name.removesuffix("_feature_source")
+        return Literal[tuple(source for source in FEATURE_SOURCES if source.startswith(modality))]
+    return MagtkdFusionConfig.__dataclass_fields__[name].type
+
+
+ModelSettings = make_dataclass(
+    "ModelSettings",
+    [(name, Optional[_fusion_option_type(name)], field(default=None, metadata=metadata))
+     for name, metadata in FUSION_OPTIONS.items()],
+    bases=(_Settings,),
+    namespace={"_argument_group_name": "model (default: the recipe's, else the dataset preset's)", "__module__": __name__,
+               "__doc__": "The fusion model's choices of a run (`FUSION_OPTIONS`); None: the recipe's value, else the "
+                          "dataset preset's."},
+)
+
 
 @dataclass
-class ModelSettings:
-    """The fusion model's architecture choices; None: the recipe's value, else the dataset preset's."""
-
-    _argument_group_name = "model (default: the recipe's, else the dataset preset's)"
-
-    num_attention_heads: Optional[int] = field(default=None, metadata=_help("fusion attention heads"))
-    dropout: Optional[float] = field(default=None, metadata=_help("fusion dropout"))
-    hidden_size: Optional[int] = field(
-        default=None, metadata=_help("fusion width (default: the audio encoder's width, or the features')")
-    )
-    intermediate_size: Optional[int] = field(default=None, metadata=_help("fusion feed-forward width (the width)"))
-    share_text_anchor_block: Optional[bool] = field(
-        default=None, metadata=_help("the text anchor's three paths share one block, as released")
-    )
-    causal: Optional[bool] = field(
-        default=None, metadata=_help("every utterance attends only to itself and earlier ones (streaming)")
-    )
-    anchor_residual: Optional[bool] = field(
-        default=None, metadata=_help("add the audio and video anchors to the text anchor before the prediction head "
-                                     "(off: the paper's model)")
-    )
-    modality_dropout: Optional[float] = field(
-        default=None, metadata=_help("in training, the probability of treating an utterance's audio, and its video, "
-                                     "as absent (0: the paper's training)")
-    )
-    audio_feature_source: Optional[Literal["audio", "audio_kd"]] = field(
-        default=None, metadata=_help("the stage-3 features of the fusion's audio input", aliases=["--audio-features"])
-    )
-    video_feature_source: Optional[Literal["video", "video_kd"]] = field(
-        default=None, metadata=_help("the stage-3 features of the fusion's video input", aliases=["--video-features"])
-    )
-
-    def __post_init__(self):
-        problems = [problem for item in fields(self) if (problem := _check_choice(self, item.name))]
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def given(self) -> dict:
-        """The settings that are set (not None)."""
-        return given_settings(self)
-
-
-@dataclass
-class ProcessorSettings:
+class ProcessorSettings(_Settings):
     """The text prompt's settings of the processor a run builds; None: the recipe's value, else the processor's
     default. A run whose saved processor (OUTPUT_DIR/processor or --processor) holds other values is refused."""
 
@@ -146,25 +215,19 @@ class ProcessorSettings:
     max_text_tokens: Optional[int] = field(
         default=None, metadata=_help("prompt tokens kept (the most recent) before the mask token (processor: 511)")
     )
-    text_context: Optional[Literal["history", "utterance"]] = field(
+    text_context: Optional[Literal[TEXT_CONTEXTS]] = field(
         default=None, metadata=_help("the prompt holds the conversation up to the utterance (history, the paper's) "
                                      "or the utterance alone (the paper's text ablation)")
     )
 
     def __post_init__(self):
-        problems = [problem for item in fields(self) if (problem := _check_choice(self, item.name))]
-        if self.max_text_tokens is not None and int(self.max_text_tokens) < 1:
-            problems.append(f"max_text_tokens must be at least 1, got {self.max_text_tokens}")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def given(self) -> dict:
-        """The settings that are set (not None)."""
-        return given_settings(self)
+        super().__post_init__()
+        if self.max_text_tokens is not None and self.max_text_tokens < 1:
+            raise ValueError(f"max_text_tokens must be at least 1, got {self.max_text_tokens}")
 
 
 @dataclass
-class RunSettings:
+class RunSettings(_Settings):
     """Where a run reads and writes, and how it runs."""
 
     _argument_group_name = "run"
@@ -221,16 +284,15 @@ class RunSettings:
 
     def stage_folder_override(self, stage: str) -> str | None:
         """The folder given for a trained stage (`--audio-model DIR`) or for the features, or None."""
-        if stage == "extract-features":
-            return self.features
-        return getattr(self, f"{stage.replace('-', '_')}_model", None)
+        return self.features if stage == "extract-features" else getattr(self, f"{stage.replace('-', '_')}_model", None)
 
 
 @dataclass
 class TrainingConfig(RunSettings):
     """
-    A training run: the [`RunSettings`] fields, the fusion's [`ModelSettings`] and per-stage overrides of the recipe's
-    [`StageSettings`]: `{"*": {...}, "fusion": {"epochs": 40}}` (`"*"`: every stage; a stage's own entries win).
+    A training run: the [`RunSettings`] fields, the fusion's [`ModelSettings`], the prompt's [`ProcessorSettings`]
+    and per-stage overrides of the recipe's [`StageSettings`]: `{"*": {...}, "fusion": {"epochs": 40}}` (`"*"`: every
+    stage, as the command line's options; a stage's own entries win, as `--set STAGE.KEY=VALUE`).
     """
 
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -238,14 +300,12 @@ class TrainingConfig(RunSettings):
     overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        unknown_modalities = sorted(set(self.modalities) - {"text", "audio", "video"})
-        if unknown_modalities or "text" not in self.modalities:
+        super().__post_init__()
+        if set(self.modalities) - {"text", "audio", "video"} or "text" not in self.modalities:
             raise ValueError(f"modalities must include text and be among text, audio, video; got {self.modalities}")
         if self.train_dialogues is not None and self.train_dialogues <= 0:
             raise ValueError(f"train_dialogues must be positive, got {self.train_dialogues}")
-        unknown = sorted(set(self.overrides) - {"*", *STAGE_NAMES})
-        if unknown:
-            raise ValueError(f"overrides for unknown stages {unknown}; stages: {', '.join(STAGE_NAMES)} (or '*')")
+        check_stage_names(self.overrides, "overrides", "*")
         for stage, values in self.overrides.items():
             check_setting_names(values, f"overrides[{stage!r}]")
 
@@ -253,35 +313,10 @@ class TrainingConfig(RunSettings):
         return {**self.overrides.get("*", {}), **self.overrides.get(stage, {})}
 
 
-# ----------------------------------------------------------------------------------------------- values from text
-
-
-def given_settings(settings) -> dict:
-    """A settings dataclass's fields that are set (not None)."""
-    return {item.name: getattr(settings, item.name) for item in fields(settings) if getattr(settings, item.name) is not None}
-
-
-def _field_types(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _check_choice(settings, name: str) -> str | None:
-    """A message when a Literal-typed setting holds a value outside its choices."""
-    choices = _choices(_field_types(type(settings))[name])
-    value = getattr(settings, name)
-    if choices and value is not None and value not in choices:
-        return f"{name} must be one of {choices}, got {value!r}"
-    return None
-
-
-def _choices(kind) -> tuple:
-    args = [arg for arg in typing.get_args(kind) if arg is not type(None)]
-    if typing.get_origin(kind) is Literal:
-        return tuple(args)
-    for arg in args:  # Optional[Literal[...]]
-        if typing.get_origin(arg) is Literal:
-            return typing.get_args(arg)
-    return ()
+def check_stage_names(names, where: str, *extra: str) -> None:
+    unknown = sorted(set(names) - {*extra, *STAGES})
+    if unknown:
+        raise ValueError(f"{where}: unknown stages {unknown}; stages: {', '.join(STAGES)}")
 
 
 def check_setting_names(values: Mapping[str, Any], where: str, cls=StageSettings) -> None:
@@ -290,34 +325,6 @@ def check_setting_names(values: Mapping[str, Any], where: str, cls=StageSettings
     if unknown:
         raise ValueError(f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} "
                          f"{', '.join(map(repr, unknown))}; known: {sorted(known)}")
-
-
-def coerce_settings(values: Mapping[str, Any], cls=StageSettings) -> dict:
-    """Values from a recipe file or `--set` (strings, JSON numbers) -> the types of `cls`'s fields; None dropped."""
-    types = _field_types(cls)
-    result = {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        kind = types[key]
-        base = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)
-        if base is bool or kind is bool:
-            result[key] = _to_bool(value, key)
-        elif base in (int, float):
-            result[key] = base(value)
-        else:
-            result[key] = value
-    return result
-
-
-def _to_bool(value, key):
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("1", "true", "yes", "on"):
-        return True
-    if str(value).lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"setting {key!r} must be true or false, got {value!r}")
 
 
 def parse_set_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -329,12 +336,9 @@ def parse_set_options(items: list[str] | None) -> dict[str, dict[str, Any]]:
         if not separator:
             raise ValueError(f"--set {item!r}: expected STAGE.KEY=VALUE or KEY=VALUE")
         stage, dot, name = key.rpartition(".")
-        result.setdefault(stage if dot else "*", {})[name] = _parse_value(value)
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass
+        result.setdefault(stage if dot else "*", {})[name] = value
     return result
-
-
-def _parse_value(value: str):
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value

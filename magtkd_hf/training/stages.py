@@ -18,7 +18,6 @@ run's output folder and writes its own:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,48 +32,11 @@ from .data import (
     shares_video_files,
 )
 from .inputs import StageInputs
-from .loop import StageJob, train_stage
+from .loop import StageJob, saved_model, train_stage
 from .reporting import METRICS_FILE
-from .settings import StageSettings, TrainingConfig
+from .settings import STAGES, StageSettings, StageSpec, TrainingConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One row of the stage table.
-
-    kind: "unimodal" (stage 1), "distill" (stage 2), "extract" (stage 3), "fusion" (stage 4).
-    modality: the trained model's modality. teacher: stage 2's frozen teacher stage.
-    feature: the stage-3 column the stage's model fills.
-    """
-
-    name: str
-    kind: str
-    modality: str | None = None
-    teacher: str | None = None
-    feature: str | None = None
-    description: str = ""
-
-
-STAGES: dict[str, StageSpec] = {
-    spec.name: spec
-    for spec in (
-        StageSpec("text", "unimodal", "text", feature="text", description="stage 1: text model (prompt)"),
-        StageSpec("audio", "unimodal", "audio", feature="audio", description="stage 1: audio model"),
-        StageSpec("video", "unimodal", "video", feature="video", description="stage 1: video model"),
-        StageSpec("distill-audio", "distill", "audio", teacher="text", feature="audio_kd",
-                  description="stage 2: audio student distilled from the frozen text model"),
-        StageSpec("distill-video", "distill", "video", teacher="text", feature="video_kd",
-                  description="stage 2: video student distilled from the frozen text model"),
-        StageSpec("extract-features", "extract",
-                  description="stage 3: utterance features of every split, grouped by conversation"),
-        StageSpec("fusion", "fusion", description="stage 4: the anchor gated fusion on stage-3 features"),
-    )
-}
-STAGE_ORDER = tuple(STAGES)  # == settings.STAGE_NAMES (tests/test_training.py checks it)
-# The stage whose model fills each stage-3 feature column.
-FEATURE_STAGE = {spec.feature: name for name, spec in STAGES.items() if spec.feature}
 
 
 def _stage_classes(modality: str):
@@ -128,7 +90,7 @@ def _utterance_job(spec, inputs: StageInputs, items, model, collator, eval_colla
     return StageJob(
         name=spec.name, model=model, train_dataset=items["train"],
         eval_datasets={split: item for split, item in items.items() if split != "train"},
-        collator=collator, eval_collator=eval_collator, label_names=model.config.label_names,
+        collator=collator, eval_collator=eval_collator, label_names=saved_model(model).config.label_names,
         processor=inputs.processor(), description=description,
     )
 
@@ -159,8 +121,8 @@ def frame_cache_description(inputs: StageInputs, modality: str) -> dict:
 
 def distillation_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) -> StageJob:
     """Stage 2: the student (from its stage-1 model or the encoder, `student_init`) learns from the frozen text
-    model; the DIST temperature and inter/intra weights are the fusion preset's (the released values)."""
-    from .. import MagtkdDistillationModel, MagtkdFusionConfig
+    model, with the stage's distillation loss settings."""
+    from .. import MagtkdDistillationModel
 
     check_run_modality(inputs, spec)
     items, use_time_window = utterance_items(inputs)
@@ -171,12 +133,7 @@ def distillation_job(spec: StageSpec, inputs: StageInputs, settings: StageSettin
     student.config.class_weights = class_weights(items["train"].labels(), student.config.num_labels,
                                                  settings.class_weighting)
     teacher, teacher_folder = trained_stage_model(inputs, spec.teacher, spec.name)
-    losses = MagtkdFusionConfig.from_preset(inputs.recipe.dataset)
-    model = MagtkdDistillationModel(
-        student, teacher, logit_weight=settings.logit_weight, feature_weight=settings.feature_weight,
-        logit_temperature=losses.logit_loss_temperature, inter_weight=losses.logit_loss_inter_weight,
-        intra_weight=losses.logit_loss_intra_weight, feature_temperature=losses.feature_loss_temperature,
-    )
+    model = MagtkdDistillationModel(student, teacher, **settings.distillation_loss_settings())
     student_collator = UtteranceCollator(inputs.media_processor(spec.modality), spec.modality, use_time_window)
     collator = DistillationCollator(student_collator, UtteranceCollator(inputs.processor(), spec.teacher))
     description = {
@@ -248,7 +205,7 @@ def run_stage(name: str, config: TrainingConfig | StageInputs) -> dict:
     from .extract import extract_features
 
     if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGE_ORDER)}, all")
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}, all")
     inputs = config if isinstance(config, StageInputs) else StageInputs(config)
     spec, settings = STAGES[name], inputs.settings(name)
     if spec.kind == "extract":
@@ -274,7 +231,7 @@ def run_all(config: TrainingConfig) -> dict:
 
     inputs = StageInputs(config)
     results = {}
-    for name in STAGE_ORDER:
+    for name in STAGES:
         modality = STAGES[name].modality
         if modality is not None and modality not in config.modalities:
             results[name] = {"skipped": f"no {modality} in the run's modalities"}
