@@ -10,7 +10,7 @@ from pathlib import Path
 from .data import FeatureRows, load_feature_splits
 from .inputs import StageInputs
 from .reporting import METRICS_FILE, confusion_matrix
-from .settings import StageSettings
+from .settings import FEATURE_STAGE, StageSettings
 
 
 def assemble_end_to_end(inputs: StageInputs) -> Path:
@@ -19,14 +19,12 @@ def assemble_end_to_end(inputs: StageInputs) -> Path:
     from accelerate import PartialState
 
     from .. import MagtkdForEmotionRecognition
-    from .settings import FEATURE_STAGE
-    from .stages import trained_stage_model
 
     folder = inputs.output_dir / "model"
-    fusion, _ = trained_stage_model(inputs, "fusion", "all")
+    fusion, _ = inputs.trained_model("fusion", "all")
     sources = {"text": "text", "audio": fusion.config.audio_feature_source,
                "video": fusion.config.video_feature_source}
-    chosen = {modality: trained_stage_model(inputs, FEATURE_STAGE[source], "all")[0]
+    chosen = {modality: inputs.trained_model(FEATURE_STAGE[source], "all")[0]
               for modality, source in sources.items()}
     model = MagtkdForEmotionRecognition.from_unimodal_models(
         chosen["text"], chosen["audio"], chosen["video"], fusion_model=fusion

@@ -119,12 +119,10 @@ class UtteranceCollator:
             histories = [item["history"] for item in items]
             output = self.processor(histories, modalities=("text",), use_time_window=False)
             # The processor prompts every utterance of a history; the item's utterance is the history's last.
-            last = torch.tensor(np.cumsum([len(history["texts"]) for history in histories]) - 1)
-            return trim_left_padding(output["input_ids"][last], output["attention_mask"][last])
-        output = self.processor(
-            [item["utterance"] for item in items], modalities=(self.modality,), use_time_window=self.use_time_window
-        )
-        return {argument: output[name] for argument, name in MODEL_INPUTS[self.modality].items()}
+            return model_inputs("text", output, torch.tensor(np.cumsum([len(row["texts"]) for row in histories]) - 1))
+        rows = [item["utterance"] for item in items]
+        return model_inputs(self.modality, self.processor(rows, modalities=(self.modality,),
+                                                          use_time_window=self.use_time_window))
 
 
 class DistillationCollator:
@@ -135,11 +133,8 @@ class DistillationCollator:
         self.student, self.teacher = student, teacher
 
     def __call__(self, items: Sequence[Mapping]) -> dict:
-        return {
-            "student_inputs": self.student.model_inputs(items),
-            "teacher_inputs": self.teacher.model_inputs(items),
-            "labels": torch.tensor([int(item["label"]) for item in items], dtype=torch.long),
-        }
+        return {"student_inputs": self.student.model_inputs(items), "teacher_inputs": self.teacher.model_inputs(items),
+                "labels": torch.tensor([int(item["label"]) for item in items], dtype=torch.long)}
 
 
 def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
@@ -149,7 +144,7 @@ def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
     return {"input_ids": input_ids[:, first:], "attention_mask": attention_mask[:, first:]}
 
 
-def model_inputs(modality: str, processor_output: Mapping[str, torch.Tensor], rows: slice = slice(None)) -> dict:
+def model_inputs(modality: str, processor_output: Mapping[str, torch.Tensor], rows=slice(None)) -> dict:
     """The keyword arguments of `modality`'s stage model from a processor output, for utterances `rows`."""
     inputs = {argument: processor_output[name][rows] for argument, name in MODEL_INPUTS[modality].items()}
     return trim_left_padding(**inputs) if modality == "text" else inputs
@@ -205,10 +200,7 @@ def load_feature_splits(path: str | Path) -> datasets.DatasetDict:
 
 
 def feature_hidden_size(splits: datasets.DatasetDict, path="") -> int:
-    sizes = {}
-    for split, dataset in splits.items():
-        feature = dataset.features["text"]
-        sizes[split] = int(feature.shape[-1])
+    sizes = {split: int(dataset.features["text"].shape[-1]) for split, dataset in splits.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"{path}: the splits' feature widths differ: {sizes}")
     return next(iter(sizes.values()))
@@ -227,36 +219,8 @@ class FeatureRows(Dataset):
         # A column the features do not hold (a run without that modality) is left out: the collator marks it absent.
         columns = [column for column in dict.fromkeys(columns) if column in dataset.column_names]
         table = dataset.with_format("numpy", columns=[*columns, "speaker_ids", "labels", "dialogue_id"])
-        self.rows = []
-        for position, row in enumerate(table):
-            dialogue = str(row["dialogue_id"])
-            length = len(row["speaker_ids"])
-            labels = np.asarray(row["labels"], dtype=np.int64)
-            if length == 0:
-                raise ValueError(f"{source}: conversation {dialogue!r} has no utterance")
-            if len(labels) != length:
-                raise ValueError(
-                    f"{source}: conversation {dialogue!r} has {len(labels)} labels for {length} utterances"
-                )
-            bad = np.nonzero(~((labels == -100) | ((labels >= 0) & (labels < num_labels))))[0].tolist()
-            if bad:
-                raise ValueError(
-                    f"{source}: conversation {dialogue!r}, utterance(s) {bad}: labels {labels[bad].tolist()} are outside "
-                    f"0..{num_labels - 1}"
-                )
-            speakers = np.asarray(row["speaker_ids"], dtype=np.int64)
-            if speakers.min() < 0:
-                raise ValueError(f"{source}: conversation {dialogue!r} has negative speaker ids {speakers.tolist()}")
-            item = {"speaker_ids": speakers, "labels": labels}
-            for column in columns:
-                array = np.asarray(row[column], dtype=np.float32)
-                if array.ndim != 2 or array.shape[0] != length:
-                    raise ValueError(
-                        f"{source}: conversation {dialogue!r}: column {column!r} has shape {array.shape}, expected "
-                        f"({length}, hidden size)"
-                    )
-                item[column] = array
-            self.rows.append(item)
+        self.rows = [_checked_feature_row(row, columns, num_labels, f"{source}: conversation {str(row['dialogue_id'])!r}")
+                     for row in table]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -266,6 +230,26 @@ class FeatureRows(Dataset):
 
     def lengths(self) -> list[int]:
         return [len(row["speaker_ids"]) for row in self.rows]
+
+
+def _checked_feature_row(row: Mapping, columns: Sequence[str], num_labels: int, where: str) -> dict:
+    speakers, labels = np.asarray(row["speaker_ids"], dtype=np.int64), np.asarray(row["labels"], dtype=np.int64)
+    length = len(speakers)
+    if length == 0:
+        raise ValueError(f"{where} has no utterance")
+    if len(labels) != length:
+        raise ValueError(f"{where} has {len(labels)} labels for {length} utterances")
+    bad = np.nonzero(~((labels == -100) | ((labels >= 0) & (labels < num_labels))))[0].tolist()
+    if bad:
+        raise ValueError(f"{where}, utterance(s) {bad}: labels {labels[bad].tolist()} are outside 0..{num_labels - 1}")
+    if speakers.min() < 0:
+        raise ValueError(f"{where} has negative speaker ids {speakers.tolist()}")
+    item = {"speaker_ids": speakers, "labels": labels}
+    for column in columns:
+        item[column] = np.asarray(row[column], dtype=np.float32)
+        if item[column].ndim != 2 or len(item[column]) != length:
+            raise ValueError(f"{where}: column {column!r} has shape {item[column].shape}, expected ({length}, width)")
+    return item
 
 
 class EpochSampler(Sampler):

@@ -14,21 +14,18 @@ from .data import SPLITS, ConversationCollator, ConversationItems, model_inputs
 from .inputs import StageInputs
 from .loop import make_accelerator
 from .reporting import METRICS_FILE, write_json
-from .settings import StageSettings
+from .settings import FEATURE_STAGE, STAGES, StageSettings
 
 
 def feature_models(inputs: StageInputs, device) -> tuple[dict, dict]:
     """{column: (modality, model in eval mode on `device`)} for every feature column of the run's modalities, and the
     folders read."""
-    from .settings import FEATURE_STAGE, STAGES
-    from .stages import trained_stage_model
-
     models, sources = {}, {}
     for column in FEATURE_SOURCES:
         stage = FEATURE_STAGE[column]
         if STAGES[stage].modality not in inputs.config.modalities:
             continue
-        model, folder = trained_stage_model(inputs, stage, "extract-features")
+        model, folder = inputs.trained_model(stage, "extract-features")
         models[column] = (STAGES[stage].modality, model.to(device).eval())
         sources[column] = str(folder)
     widths = {column: model.config.feature_size for column, (_, model) in models.items()}

@@ -58,6 +58,13 @@ class StageInputs:
             )
         return folder
 
+    def trained_model(self, stage: str, needed_by: str):
+        """The model a finished stage saved (its own class, through `AutoModel`) and the folder it came from."""
+        from transformers import AutoModel
+
+        folder = self.input_folder(stage, needed_by)
+        return AutoModel.from_pretrained(str(folder)), folder
+
     # -- data, encoders, processor
     def conversations(self, check_media: bool = True):
         """The run's conversations (`--data`), with `--train-dialogues` applied. `check_media=False` (a stage that

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,20 +41,11 @@ CHECKPOINTS = "checkpoints"
 
 @dataclass
 class StageJob:
-    """What one stage trains, on what.
-
-    Attributes:
-        name: the stage's name (messages, trackers, metrics).
-        model: `model(**batch)` returns `.loss` (with `labels`) and `.logits`.
-        train_dataset, eval_datasets: map-style datasets; `eval_datasets` holds `"validation"` (model selection) and
-            may hold `"test"` (evaluated once, on the selected model).
-        collator: items -> a training batch (the model's keyword arguments and `labels`).
-        eval_collator: items -> an evaluation batch of the saved model ([`saved_model`]); default `collator`.
-        label_names: class names in index order.
-        processor: saved beside the model when given.
-        train_lengths: per-item lengths: batches are then grouped by length.
-        description: facts recorded in the metrics JSON (input folders, sizes, loss weights).
-    """
+    """What one stage trains, on what: `model(**batch)` returns `.loss` (with `labels`) and `.logits`;
+    `eval_datasets` holds `"validation"` (model selection) and may hold `"test"` (evaluated once, on the selected
+    model); `collator` makes training batches, `eval_collator` those of the saved model ([`saved_model`], default
+    `collator`); `processor` is saved beside the model when given; `train_lengths` (per item) group batches by length;
+    `description` holds facts for the metrics JSON (input folders, sizes, loss weights)."""
 
     name: str
     model: nn.Module
@@ -69,7 +61,7 @@ class StageJob:
 
 @dataclass
 class PreparedStage:
-    """A stage's job and its objects after `accelerator.prepare`, and its schedule (warm-up, total steps)."""
+    """A stage's job, its objects after `accelerator.prepare` and its schedule (warm-up, total steps)."""
 
     accelerator: Any
     job: StageJob
@@ -86,14 +78,8 @@ def saved_model(model: nn.Module) -> nn.Module:
     return getattr(model, "student", model)
 
 
-def train_stage(
-    build_job: Callable[[Any], StageJob],
-    settings: StageSettings,
-    output_dir: str | Path,
-    resume: bool | str | Path | None = False,
-    stop_after_epochs: int | None = None,
-    cpu: bool = False,
-) -> dict:
+def train_stage(build_job: Callable[[Any], StageJob], settings: StageSettings, output_dir: str | Path,
+                resume: bool | str | Path | None = False, stop_after_epochs: int | None = None, cpu: bool = False) -> dict:
     """
     Train one stage into `output_dir`: the selected model, `metrics.json`, `confusion_matrix.png`, `checkpoints/`.
 
@@ -108,14 +94,15 @@ def train_stage(
     stage = prepare_stage(build_job, settings, output_dir, cpu)
     state = restore(stage.accelerator, stage.scheduler, output_dir / CHECKPOINTS, resume, stage.job.name)
     if settings.report_to != "none":
-        stage.accelerator.init_trackers(f"magtkd-{stage.job.name}", config=_tracker_config(settings))
+        stage.accelerator.init_trackers(f"magtkd-{stage.job.name}", config=settings.to_dict())
     stopped = train_epochs(stage, settings, state, output_dir, stop_after_epochs)
     if stopped:
         result = {"stopped_after_epoch": stopped}
     else:
         stage.accelerator.wait_for_everyone()
         result = test_selected(stage, settings, state, output_dir)
-    _finish_trackers(stage.accelerator)
+    for tracker in stage.accelerator.trackers:  # not `end_training`: it ends the process group `train all` still needs
+        tracker.finish()
     stage.accelerator.wait_for_everyone()
     return result
 
@@ -141,22 +128,23 @@ def prepare_stage(build_job, settings: StageSettings, output_dir: Path, cpu: boo
 
 
 def train_epochs(stage: PreparedStage, settings, state: dict, output_dir: Path, stop_after_epochs) -> int | None:
-    """The epochs left from `state`: train, evaluate on dev, keep the best, checkpoint. Returns the last epoch done
-    when `stop_after_epochs` stopped the run early, else None."""
+    """The epochs left from `state`: train, evaluate on dev, keep the best, checkpoint; one progress bar for them all.
+    Returns the last epoch done when `stop_after_epochs` stopped the run early, else None."""
     accelerator, loader = stage.accelerator, stage.train_loader
     epochs = planned_epochs(settings, len(loader))
     remaining_batches = (stage.schedule[1] - state["global_step"]) * settings.gradient_accumulation_steps
-    progress = stage_progress(accelerator, stage.job.name,
-                              min(remaining_batches, (epochs - state["completed_epochs"]) * len(loader)))
+    progress = tqdm(total=min(remaining_batches, (epochs - state["completed_epochs"]) * len(loader)),
+                    desc=stage.job.name, dynamic_ncols=True, disable=not accelerator.is_local_main_process)
     stopped = None
     for epochs_run, epoch in enumerate(range(state["completed_epochs"], epochs), start=1):
         entry = train_epoch(accelerator, stage.model, loader, stage.optimizer, stage.scheduler, settings, state,
                             epoch, progress)
-        dev_metrics = run_evaluations(stage, settings, entry)
-        progress.set_postfix(epoch=f"{epoch + 1}/{epochs}", dev_f1=f"{dev_metrics['weighted_f1']:.1f}")
-        record_epoch(stage, output_dir, state, entry, dev_metrics)
+        dev = run_evaluations(stage, settings, entry)
+        progress.set_postfix(epoch=f"{epoch + 1}/{epochs}", dev_f1=f"{dev['weighted_f1']:.1f}")
+        record_epoch(stage, output_dir, state, entry, dev)
         if settings.report_to != "none":
-            accelerator.log(_tracker_log(entry), step=epoch + 1)
+            accelerator.log({"train/loss": entry["train_loss"], "dev/weighted_f1": dev["weighted_f1"],
+                             "dev/accuracy": dev["accuracy"], "learning_rate": entry["learning_rate"]}, step=epoch + 1)
         save_checkpoint(accelerator, output_dir / CHECKPOINTS, epoch + 1,
                         {**state, "scheduler": stage.scheduler.state_dict()}, settings.keep_checkpoints)
         if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < epochs:
@@ -164,11 +152,6 @@ def train_epochs(stage: PreparedStage, settings, state: dict, output_dir: Path, 
             break
     progress.close()
     return stopped
-
-
-def stage_progress(accelerator, name: str, total_steps: int):
-    """One bar for the whole stage (not one per epoch), on the main process; the loop adds the epoch and dev F1."""
-    return tqdm(total=total_steps, desc=name, dynamic_ncols=True, disable=not accelerator.is_local_main_process)
 
 
 def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, state, epoch, progress) -> dict:
@@ -202,14 +185,14 @@ def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, stat
 
 def run_evaluations(stage: PreparedStage, settings, entry: dict) -> dict:
     """Dev (and, with `track_test`, test) metrics of this epoch's model, summarised into `entry`; returns dev's."""
-    job, loaders = stage.job, stage.eval_loaders
-    evaluated_at = time.perf_counter()
-    dev_metrics, _ = evaluate(stage.accelerator, stage.model, loaders["validation"], job.label_names, f"{job.name} dev")
-    entry["validation"] = _summary(dev_metrics)
-    entry["dev_seconds"] = time.perf_counter() - evaluated_at
-    if settings.track_test and "test" in loaders:
-        test_metrics, _ = evaluate(stage.accelerator, stage.model, loaders["test"], job.label_names, f"{job.name} test")
-        entry["test"] = _summary(test_metrics)
+    job, evaluated_at = stage.job, time.perf_counter()
+    splits = ("validation", "test") if settings.track_test and "test" in stage.eval_loaders else ("validation",)
+    for split in splits:
+        metrics, _ = evaluate(stage.accelerator, stage.model, stage.eval_loaders[split], job.label_names,
+                              f"{job.name} {split}")
+        entry[split] = {"weighted_f1": metrics["weighted_f1"], "accuracy": metrics["accuracy"]}
+        if split == "validation":
+            dev_metrics, entry["dev_seconds"] = metrics, time.perf_counter() - evaluated_at
     logger.info("%s epoch %d: loss %.4f, dev weighted F1 %.2f", job.name, entry["epoch"], entry["train_loss"],
                 dev_metrics["weighted_f1"])
     return dev_metrics
@@ -243,23 +226,18 @@ def evaluate(accelerator, model, loader, label_names: Sequence[str], description
 
 
 def record_epoch(stage: PreparedStage, output_dir: Path, state: dict, entry: dict, dev_metrics) -> None:
-    """Keep the epoch's model when its dev weighted F1 is the best so far (the first epoch's always), and add the
-    epoch to the history."""
+    """Save the epoch's model (`save_pretrained`, main process, with the processor) when its dev weighted F1 is the
+    best so far (the first epoch's always), and add the epoch to the history."""
     if state["best_dev_weighted_f1"] is None or dev_metrics["weighted_f1"] > state["best_dev_weighted_f1"]:
         state.update(best_dev_weighted_f1=dev_metrics["weighted_f1"], best_epoch=entry["epoch"],
                      best_validation=dev_metrics)
-        save_selected(stage, output_dir)
+        if stage.accelerator.is_main_process:
+            saved_model(stage.accelerator.unwrap_model(stage.model)).save_pretrained(str(output_dir))
+            if stage.job.processor is not None:
+                stage.job.processor.save_pretrained(str(output_dir))
     entry["seconds"] = time.perf_counter() - entry.pop("started")
     state["history"].append(entry)
     state["completed_epochs"] = entry["epoch"]
-
-
-def save_selected(stage: PreparedStage, output_dir: Path) -> None:
-    """The new best model on dev, written by the main process with `save_pretrained` (and the processor)."""
-    if stage.accelerator.is_main_process:
-        saved_model(stage.accelerator.unwrap_model(stage.model)).save_pretrained(str(output_dir))
-        if stage.job.processor is not None:
-            stage.job.processor.save_pretrained(str(output_dir))
 
 
 def test_selected(stage: PreparedStage, settings, state, output_dir) -> dict:
@@ -283,20 +261,18 @@ def test_selected(stage: PreparedStage, settings, state, output_dir) -> dict:
 def restore(accelerator, scheduler, checkpoints_dir: Path, resume, name: str) -> dict:
     """The loop's state: fresh, or restored with the model, optimiser, scheduler and random states from the
     checkpoint `resume` names (True/"latest": the newest complete one, when there is one)."""
-    state = {"completed_epochs": 0, "best_dev_weighted_f1": None, "best_epoch": None, "global_step": 0,
-             "history": []}
     checkpoint = Path(resume) if resume and resume not in (True, "latest") else None
     if resume in (True, "latest"):
         checkpoint, skipped = find_resumable_checkpoint(checkpoints_dir)
         for folder, reason in skipped:
             accelerator.print(f"{name}: not resuming from {folder}: {reason}")
-        if checkpoint is None:
-            logger.info("%s: no checkpoint in %s, starting from scratch", name, checkpoints_dir)
     if checkpoint is None:
-        return state
+        if resume:
+            logger.info("%s: no checkpoint in %s, starting from scratch", name, checkpoints_dir)
+        return {"completed_epochs": 0, "best_dev_weighted_f1": None, "best_epoch": None, "global_step": 0,
+                "history": []}
     state = load_checkpoint(accelerator, checkpoint)
-    # The JSON copy is the one restored (Accelerate's scheduler.bin holds the same state).
-    scheduler.load_state_dict(state.pop("scheduler"))
+    scheduler.load_state_dict(state.pop("scheduler"))  # the JSON copy (Accelerate's scheduler.bin holds the same)
     accelerator.print(f"{name}: resumed from {checkpoint} (epoch {state['completed_epochs']} done)")
     return state
 
@@ -335,7 +311,7 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     reset_accelerator_state()
-    launched = _launched_world_size()
+    launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if launched > 1 and not cpu and not _has_accelerator_device():
         # Accelerate would give each process its own single-process run (all writing the same folder); on a machine
         # without GPUs the launched processes form one CPU (gloo) group instead.
@@ -349,7 +325,7 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         cpu=cpu,
-        log_with=None if settings.report_to in ("none", "", None) else settings.report_to,
+        log_with=None if settings.report_to == "none" else settings.report_to,
         project_dir=str(output_dir),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
@@ -360,12 +336,6 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
             "trainings into one folder. Launch with `accelerate launch` or pass --cpu."
         )
     return accelerator
-
-
-def _launched_world_size() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
 def make_loaders(job: StageJob, settings: StageSettings) -> tuple[DataLoader, dict]:
@@ -392,18 +362,13 @@ def make_optimizer(model: nn.Module, settings: StageSettings, device: torch.devi
     kwargs = dict(lr=settings.learning_rate, weight_decay=settings.weight_decay)
     if settings.fused_optimizer:
         try:
-            _probe_fused(device)
+            probe = torch.zeros(2, device=device, requires_grad=True)  # fails here where fused is not supported
+            probe.sum().backward()
+            torch.optim.AdamW([probe], fused=True).step()
             return torch.optim.AdamW(parameters, fused=True, **kwargs)
         except (RuntimeError, TypeError, ValueError) as error:
             logger.info("fused AdamW unavailable on %s (%s): using the default implementation", device, error)
     return torch.optim.AdamW(parameters, **kwargs)
-
-
-def _probe_fused(device: torch.device) -> None:
-    probe = torch.zeros(2, device=device, requires_grad=True)
-    optimizer = torch.optim.AdamW([probe], fused=True)
-    probe.sum().backward()
-    optimizer.step()
 
 
 def schedule_lengths(settings: StageSettings, batches_per_epoch: int, num_samples: int) -> tuple[int, int]:
@@ -425,27 +390,5 @@ def total_steps(settings: StageSettings, batches_per_epoch: int) -> int:
 
 def planned_epochs(settings: StageSettings, batches_per_epoch: int) -> int:
     """The epochs the loop runs: all of them, or those that `max_steps` reaches into."""
-    if not settings.max_steps:
-        return settings.epochs
-    steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation_steps)
-    return min(settings.epochs, math.ceil(settings.max_steps / max(steps_per_epoch, 1)))
-
-
-def _summary(metrics: Mapping) -> dict:
-    return {"weighted_f1": metrics["weighted_f1"], "accuracy": metrics["accuracy"]}
-
-
-def _finish_trackers(accelerator) -> None:
-    """Close this stage's trackers. (Not `end_training`: it also ends the process group, which the next stage of
-    `train all` still needs.)"""
-    for tracker in accelerator.trackers:
-        tracker.finish()
-
-
-def _tracker_config(settings: StageSettings) -> dict:
-    return {key: value for key, value in settings.to_dict().items() if isinstance(value, (int, float, str, bool))}
-
-
-def _tracker_log(entry: dict) -> dict:
-    return {"train/loss": entry["train_loss"], "dev/weighted_f1": entry["validation"]["weighted_f1"],
-            "dev/accuracy": entry["validation"]["accuracy"], "learning_rate": entry["learning_rate"]}
+    steps_per_epoch = max(math.ceil(batches_per_epoch / settings.gradient_accumulation_steps), 1)
+    return min(settings.epochs, math.ceil(settings.max_steps / steps_per_epoch)) if settings.max_steps else settings.epochs

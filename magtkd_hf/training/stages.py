@@ -23,11 +23,11 @@ import numpy as np
 
 from .data import (
     SPLITS,
-    class_weights,
     DistillationCollator,
     FeatureRows,
     UtteranceCollator,
     UtteranceItems,
+    class_weights,
     load_feature_splits,
     shares_video_files,
 )
@@ -39,40 +39,20 @@ from .settings import STAGES, StageSettings, StageSpec, TrainingConfig
 logger = logging.getLogger(__name__)
 
 
-def _stage_classes(modality: str):
-    from .. import (
-        MagtkdAudioConfig,
-        MagtkdAudioModel,
-        MagtkdTextConfig,
-        MagtkdTextModel,
-        MagtkdVideoConfig,
-        MagtkdVideoModel,
-    )
-
-    return {"text": (MagtkdTextConfig, MagtkdTextModel), "audio": (MagtkdAudioConfig, MagtkdAudioModel),
-            "video": (MagtkdVideoConfig, MagtkdVideoModel)}[modality]
-
-
 def pretrained_stage_model(inputs: StageInputs, modality: str):
     """A stage-1 model of the run's dataset (its labels) on the pretrained encoder, with a fresh head. The text
     model's vocabulary is the processor's (the speaker tokens added) and its feature is projected to the fusion
     width; the audio and video features are the encoders' own."""
-    config_class, model_class = _stage_classes(modality)
+    from .. import MagtkdAudioModel, MagtkdTextModel, MagtkdVideoModel
+
+    model_class = {"text": MagtkdTextModel, "audio": MagtkdAudioModel, "video": MagtkdVideoModel}[modality]
     encoder_config = inputs.encoder_config(modality)
     extra = {}
     if modality == "text":
         encoder_config.vocab_size = len(inputs.processor().tokenizer)
         extra["feature_size"] = inputs.fusion_width()
-    config = config_class.from_preset(inputs.recipe.dataset, encoder_config=encoder_config, **extra)
+    config = model_class.config_class.from_preset(inputs.recipe.dataset, encoder_config=encoder_config, **extra)
     return model_class.from_encoder(config, inputs.encoder(modality), **inputs.encoder_overrides(modality))
-
-
-def trained_stage_model(inputs: StageInputs, stage: str, needed_by: str):
-    """The model a finished stage saved (its own class, through `AutoModel`) and the folder it came from."""
-    from transformers import AutoModel
-
-    folder = inputs.input_folder(stage, needed_by)
-    return AutoModel.from_pretrained(str(folder)), folder
 
 
 def utterance_items(inputs: StageInputs, check_media: bool = True) -> tuple[dict, bool]:
@@ -84,39 +64,12 @@ def utterance_items(inputs: StageInputs, check_media: bool = True) -> tuple[dict
     return {split: UtteranceItems(split_rows, split) for split, split_rows in rows.items()}, use_time_window
 
 
-def _utterance_job(spec, inputs: StageInputs, items, model, collator, eval_collator, description) -> StageJob:
-    description.update(recipe=inputs.recipe.source, data=str(inputs.config.data),
-                       utterances={split: len(item) for split, item in items.items()})
-    return StageJob(
-        name=spec.name, model=model, train_dataset=items["train"],
-        eval_datasets={split: item for split, item in items.items() if split != "train"},
-        collator=collator, eval_collator=eval_collator, label_names=saved_model(model).config.label_names,
-        processor=inputs.processor(), description=description,
-    )
-
-
 def unimodal_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) -> StageJob:
     """Stage 1: a stage model on its pretrained encoder, cross-entropy on the utterances' labels."""
-    check_run_modality(inputs, spec)
     items, use_time_window = utterance_items(inputs, check_media=spec.modality != "text")
     model = pretrained_stage_model(inputs, spec.modality)
-    model.config.class_weights = class_weights(items["train"].labels(), model.config.num_labels,
-                                               settings.class_weighting)
-    collator = UtteranceCollator(inputs.media_processor(spec.modality), spec.modality, use_time_window)
-    description = {"initialised_from": inputs.encoder(spec.modality), **frame_cache_description(inputs, spec.modality)}
-    return _utterance_job(spec, inputs, items, model, collator, None, description)
-
-
-def check_run_modality(inputs: StageInputs, spec: StageSpec) -> None:
-    if spec.modality not in inputs.config.modalities:
-        raise ValueError(f"stage {spec.name!r} trains a {spec.modality} model but the run's modalities are "
-                         f"{inputs.config.modalities} (--modalities)")
-
-
-def frame_cache_description(inputs: StageInputs, modality: str) -> dict:
-    """{"frame_cache": folder} in a video stage's metrics when it reads the run's frame cache, else {}."""
-    cache = inputs.frame_cache() if modality == "video" else None
-    return {} if cache is None else {"frame_cache": str(cache.folder)}
+    description = {"initialised_from": inputs.encoder(spec.modality)}
+    return utterance_job(spec, inputs, settings, items, use_time_window, model, description)
 
 
 def distillation_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) -> StageJob:
@@ -124,25 +77,40 @@ def distillation_job(spec: StageSpec, inputs: StageInputs, settings: StageSettin
     model, with the stage's distillation loss settings."""
     from .. import MagtkdDistillationModel
 
-    check_run_modality(inputs, spec)
     items, use_time_window = utterance_items(inputs)
     if settings.student_init == "stage":
-        student, initialised_from = trained_stage_model(inputs, spec.modality, spec.name)
+        student, initialised_from = inputs.trained_model(spec.modality, spec.name)
     else:
         student, initialised_from = pretrained_stage_model(inputs, spec.modality), inputs.encoder(spec.modality)
-    student.config.class_weights = class_weights(items["train"].labels(), student.config.num_labels,
-                                                 settings.class_weighting)
-    teacher, teacher_folder = trained_stage_model(inputs, spec.teacher, spec.name)
+    teacher, teacher_folder = inputs.trained_model(spec.teacher, spec.name)
     model = MagtkdDistillationModel(student, teacher, **settings.distillation_loss_settings())
-    student_collator = UtteranceCollator(inputs.media_processor(spec.modality), spec.modality, use_time_window)
-    collator = DistillationCollator(student_collator, UtteranceCollator(inputs.processor(), spec.teacher))
     description = {
         "initialised_from": str(initialised_from), "teacher": str(teacher_folder),
         "loss": {"cross_entropy": 1.0, "logit_relation": settings.logit_weight,
                  "feature_relation": settings.feature_weight},
-        **frame_cache_description(inputs, spec.modality),
     }
-    return _utterance_job(spec, inputs, items, model, collator, student_collator, description)
+    return utterance_job(spec, inputs, settings, items, use_time_window, model, description)
+
+
+def utterance_job(spec, inputs: StageInputs, settings, items: dict, use_time_window, model, description) -> StageJob:
+    """A stage on utterances (1 or 2): the trained model's class weights, the collators (a distillation's batches
+    hold the teacher's inputs too; it is evaluated as the student), the facts of its metrics."""
+    trained = saved_model(model)
+    trained.config.class_weights = class_weights(items["train"].labels(), trained.config.num_labels,
+                                                 settings.class_weighting)
+    collator = eval_collator = UtteranceCollator(inputs.media_processor(spec.modality), spec.modality, use_time_window)
+    if spec.teacher:
+        collator = DistillationCollator(eval_collator, UtteranceCollator(inputs.processor(), spec.teacher))
+    cache = inputs.frame_cache() if spec.modality == "video" else None
+    description.update(recipe=inputs.recipe.source, data=str(inputs.config.data),
+                       utterances={split: len(item) for split, item in items.items()},
+                       **({} if cache is None else {"frame_cache": str(cache.folder)}))
+    return StageJob(
+        name=spec.name, model=model, train_dataset=items["train"],
+        eval_datasets={split: item for split, item in items.items() if split != "train"},
+        collator=collator, eval_collator=eval_collator, label_names=trained.config.label_names,
+        processor=inputs.processor(), description=description,
+    )
 
 
 def fusion_config_for_features(inputs: StageInputs, splits, features_dir):
@@ -150,6 +118,7 @@ def fusion_config_for_features(inputs: StageInputs, splits, features_dir):
     width and label names, and a speaker table large enough for the speaker ids found (9 by default, more for the
     released global ids)."""
     from .. import MagtkdFusionConfig
+    from ..configuration_magtkd import labels_to_maps
     from .data import feature_hidden_size, feature_label_names
 
     settings = inputs.model_settings().given()
@@ -157,12 +126,8 @@ def fusion_config_for_features(inputs: StageInputs, splits, features_dir):
     settings.setdefault("intermediate_size", settings["hidden_size"])
     label_names = feature_label_names(splits)
     if label_names is not None:
-        settings["id2label"] = dict(enumerate(label_names))
-        settings["label2id"] = {name: index for index, name in enumerate(label_names)}
-    max_speaker = max(
-        (max(speakers) for dataset in splits.values() for speakers in dataset["speaker_ids"] if len(speakers)),
-        default=0,
-    )
+        settings["id2label"], settings["label2id"] = labels_to_maps(label_names)
+    max_speaker = max((max(ids) for split in splits.values() for ids in split["speaker_ids"] if len(ids)), default=0)
     if max_speaker + 1 > 9:
         settings["num_speakers"] = int(max_speaker) + 1
     return MagtkdFusionConfig.from_preset(inputs.recipe.dataset, **settings)
@@ -194,9 +159,6 @@ def fusion_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) ->
     )
 
 
-JOBS = {"unimodal": unimodal_job, "distill": distillation_job, "fusion": fusion_job}
-
-
 # ----------------------------------------------------------------------------------------------- running
 
 
@@ -208,20 +170,15 @@ def run_stage(name: str, config: TrainingConfig | StageInputs) -> dict:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}, all")
     inputs = config if isinstance(config, StageInputs) else StageInputs(config)
     spec, settings = STAGES[name], inputs.settings(name)
+    if spec.modality is not None and spec.modality not in inputs.config.modalities:
+        raise ValueError(f"stage {name!r} trains a {spec.modality} model but the run's modalities are "
+                         f"{inputs.config.modalities} (--modalities)")
     if spec.kind == "extract":
         return extract_features(inputs, settings)
-    return train_stage(
-        lambda accelerator: JOBS[spec.kind](spec, inputs, settings),
-        settings,
-        inputs.output_folder(name),
-        resume=inputs.config.resume,
-        stop_after_epochs=inputs.config.stop_after_epochs,
-        cpu=inputs.config.cpu,
-    )
-
-
-def stage_done(name: str, inputs: StageInputs) -> bool:
-    return (inputs.output_folder(name) / METRICS_FILE).is_file()
+    build_job = {"unimodal": unimodal_job, "distill": distillation_job, "fusion": fusion_job}[spec.kind]
+    return train_stage(lambda accelerator: build_job(spec, inputs, settings), settings, inputs.output_folder(name),
+                       resume=inputs.config.resume, stop_after_epochs=inputs.config.stop_after_epochs,
+                       cpu=inputs.config.cpu)
 
 
 def run_all(config: TrainingConfig) -> dict:
@@ -236,7 +193,7 @@ def run_all(config: TrainingConfig) -> dict:
         if modality is not None and modality not in config.modalities:
             results[name] = {"skipped": f"no {modality} in the run's modalities"}
             continue
-        if config.resume and stage_done(name, inputs):
+        if config.resume and (inputs.output_folder(name) / METRICS_FILE).is_file():
             logger.info("%s: already done (%s), skipped", name, inputs.output_folder(name))
             results[name] = {"skipped": "already done"}
             continue
