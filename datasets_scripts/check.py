@@ -108,11 +108,12 @@ def _listed(title: str, items) -> list[str]:
 
 
 def _count_table(corpus: Corpus) -> list[str]:
-    counts = {split: Counter(u["labels"] for us in dialogues.values() for u in us)
-              for split, dialogues in corpus.splits.items()}
-    header = ["split", "dialogues", "utterances", *corpus.label_names]
-    rows = [[split, str(len(dialogues)), str(sum(counts[split].values())), *(str(counts[split][name]) for name in
-             corpus.label_names)] for split, dialogues in corpus.splits.items()]
+    names = corpus.features["labels"].feature.names
+    header = ["split", "dialogues", "utterances", *names]
+    rows = []
+    for split, dialogues in corpus.splits.items():
+        counts = Counter(utterance["labels"] for utterances in dialogues.values() for utterance in utterances)
+        rows.append([split, str(len(dialogues)), str(counts.total()), *(str(counts[name]) for name in names)])
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
     return ["  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
 

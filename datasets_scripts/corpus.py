@@ -144,10 +144,6 @@ class Corpus:
     excluded_labels: dict = field(default_factory=dict)
     split_sources: dict = field(default_factory=dict)
 
-    @property
-    def label_names(self) -> list[str]:
-        return self.features["labels"].feature.names
-
     def utterances(self):
         """`(split, dialogue id, utterance)` for every utterance."""
         for split, dialogues in self.splits.items():
@@ -279,11 +275,11 @@ def build_dataset_dict(
     max_clip_duration: Optional[float] = DEFAULT_MAX_CLIP_DURATION,
     num_workers: int = 8,
     decode: bool = False,
-    progress: Optional[bool] = None,
 ) -> DatasetDict:
     """
     The `DatasetDict` of `corpus` under the checks and the missing-file policy that `load_meld`/`load_iemocap`
-    document. Label-file problems are refused before any media is opened; clips over the limit are logged.
+    document. Label-file problems are refused before any media is opened; clips over the limit are logged; a tqdm
+    bar shows the media checks on a terminal.
     """
     validate_options(on_missing, max_clip_duration)
     if corpus.label_faults:
@@ -293,7 +289,7 @@ def build_dataset_dict(
         raise LabelProblemsError(corpus.name, refused)
     media_problems = []
     if check_media:
-        _, media_problems, long_clips = check_media_files(corpus, max_clip_duration, num_workers, decode, progress)
+        _, media_problems, long_clips = check_media_files(corpus, max_clip_duration, num_workers, decode, None)
         for clip in long_clips:
             logger.warning("%s: clip longer than %s s: %s", corpus.name, max_clip_duration, clip)
         if media_problems and on_missing == "raise":

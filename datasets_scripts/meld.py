@@ -137,24 +137,22 @@ def load_meld(
 
     Args:
         root (`str` or `Path`): the release folder.
-        check_media (`bool`, defaults to `True`): open every clip's container header (PyAV, no decoding) to find
-            missing and unreadable clips and their durations. `False` builds from the CSVs alone.
+        check_media (`bool`, defaults to `True`): open every clip's header (PyAV, no decoding) to find missing and
+            unreadable clips and their durations. `False` builds from the CSVs alone.
         on_missing (`str`, defaults to `"raise"`): `"raise"`: rows with EndTime < StartTime, an utterance on
             several rows and an empty split raise one `LabelProblemsError`; then one `MediaProblemsError` lists every
-            missing or unreadable clip with its split, dialogue and utterance. `"drop"`: those rows and utterances
-            are left out (of identical repeated rows the first is kept) and a split left empty is built empty, all
-            logged and recorded in each split's `info.description`. A clip is never replaced.
-        max_clip_duration (`float`, *optional*, defaults to 30): clips longer than this many seconds are logged as
-            outliers (the official test split has a few clips minutes long). `None` turns this off.
+            missing or unreadable clip. `"drop"`: those rows and utterances are left out (of identical repeated rows
+            the first is kept), a split left empty is built empty, all logged and recorded in each split's
+            `info.description`. A clip is never replaced.
+        max_clip_duration (`float`, *optional*, defaults to 30): clips longer than this many seconds are logged
+            (the official test split has a few clips minutes long). `None` turns this off.
         num_workers (`int`, defaults to 8): threads opening (or decoding) clips.
-        decode (`bool`, defaults to `False`): decode every clip fully instead of reading its header, so that a clip
-            cut after a good header counts as unreadable (tens to hundreds of milliseconds a 720p clip).
+        decode (`bool`, defaults to `False`): decode every clip fully, so that a clip cut after a good header counts
+            as unreadable (tens to hundreds of milliseconds a 720p clip).
 
     Raises:
-        `LabelFilesError`: a CSV is absent or has bad rows (all of them listed).
-        `LabelProblemsError` (a `LabelFilesError`): with `on_missing="raise"`, rows with EndTime < StartTime,
-            repeated utterances or an empty split (all of them listed, with split, file and line).
-        `MediaProblemsError`: with `on_missing="raise"`, clips are missing or unreadable (all of them listed).
+        `LabelFilesError`: a CSV is absent or has bad rows; `LabelProblemsError` (a `LabelFilesError`) and
+        `MediaProblemsError` as `on_missing` says. Each lists every fault with its split, file, line or utterance.
     """
     corpus = read_meld_corpus(root)
     return build_dataset_dict(corpus, MELD_DESCRIPTION, check_media, on_missing, max_clip_duration, num_workers, decode)

@@ -9,6 +9,8 @@ whole tree from them, deterministically.
 from __future__ import annotations
 
 import json
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 
 from .meld import MELD_SPLIT_FILES, meld_clip_path, read_meld_csv
@@ -37,15 +39,12 @@ def sample_meld_rows() -> dict[str, list[dict[str, str]]]:
     return {split: read_meld_csv(SAMPLE_MELD_ROOT / csv_name) for split, (csv_name, _) in MELD_SPLIT_FILES.items()}
 
 
-def _conversations(rows: list[dict[str, str]]) -> list[list[tuple[str, str, str]]]:
-    dialogues = {}
-    for row in rows:
-        dialogues.setdefault(row["Dialogue_ID"], []).append((row["Speaker"], row["Utterance"], row["Emotion"]))
-    return list(dialogues.values())
-
-
 # split -> conversations -> (speaker, text, emotion)
-SAMPLE_CONVERSATIONS = {split: _conversations(rows) for split, rows in sample_meld_rows().items()}
+SAMPLE_CONVERSATIONS = {
+    split: [[(row["Speaker"], row["Utterance"], row["Emotion"]) for row in dialogue]
+            for _, dialogue in groupby(rows, itemgetter("Dialogue_ID"))]
+    for split, rows in sample_meld_rows().items()
+}
 
 
 def write_sample_meld(root: str | Path) -> Path:
