@@ -41,22 +41,12 @@ def pearson_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> 
     return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
 
 
-def dist_logit_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    temperature: float = 2.0,
-    inter_weight: float = 1.0,
-    intra_weight: float = 1.0,
-) -> torch.Tensor:
+def dist_logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0,
+                    inter_weight: float = 1.0, intra_weight: float = 1.0) -> torch.Tensor:
     """
-    The DIST logit-relation loss (Huang et al. 2022): `tau^2 * (inter_weight * inter + intra_weight * intra)`, where
-    `inter = 1 - mean_n Pearson(p_s[n, :], p_t[n, :])` (across classes) and
-    `intra = 1 - mean_c Pearson(p_s[:, c], p_t[:, c])` (across the batch), with `p = softmax(logits / tau)`.
-
-    Args:
-        student_logits, teacher_logits (`torch.Tensor` of shape `(n, C)`).
-    Returns:
-        `torch.Tensor`: a scalar.
+    The DIST logit-relation loss (Huang et al. 2022) of (n, C) logits, a scalar:
+    `tau^2 * (inter_weight * inter + intra_weight * intra)`, where `inter = 1 - mean_n Pearson(p_s[n, :], p_t[n, :])`
+    (across classes) and `intra = 1 - mean_c Pearson(p_s[:, c], p_t[:, c])` (across the batch), `p = softmax(z / tau)`.
     """
     student_probs = (student_logits / temperature).softmax(dim=1)
     teacher_probs = (teacher_logits / temperature).softmax(dim=1)
@@ -65,17 +55,11 @@ def dist_logit_loss(
     return temperature**2 * (inter_weight * inter + intra_weight * intra)
 
 
-def feature_relation_loss(
-    student_features: torch.Tensor, teacher_features: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
+def feature_relation_loss(student_features: torch.Tensor, teacher_features: torch.Tensor,
+                          temperature: float = 1.0) -> torch.Tensor:
     """
-    KL(softmax(S_tt / t) || softmax(S_ts / t)), averaged over rows, where S_tt = h_t h_t^T and S_ts = h_t h_s^T are the
-    cosine-similarity matrices of the unit-length teacher and student features.
-
-    Args:
-        student_features, teacher_features (`torch.Tensor` of shape `(n, H)`).
-    Returns:
-        `torch.Tensor`: a scalar.
+    KL(softmax(S_tt / t) || softmax(S_ts / t)) of (n, H) features, averaged over rows (a scalar), where S_tt = h_t h_t^T
+    and S_ts = h_t h_s^T are the cosine-similarity matrices of the unit-length teacher and student features.
     """
     teacher = F.normalize(teacher_features, p=2, dim=1)
     student = F.normalize(student_features, p=2, dim=1)
@@ -88,20 +72,11 @@ def feature_relation_loss(
     )
 
 
-def distillation_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    labels: torch.Tensor,
-    student_features: torch.Tensor | None = None,
-    teacher_features: torch.Tensor | None = None,
-    logit_weight: float = 1.0,
-    feature_weight: float = 0.0,
-    logit_temperature: float = 2.0,
-    inter_weight: float = 1.0,
-    intra_weight: float = 1.0,
-    feature_temperature: float = 1.0,
-    class_weights=None,
-) -> torch.Tensor:
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+                      student_features: torch.Tensor | None = None, teacher_features: torch.Tensor | None = None,
+                      logit_weight: float = 1.0, feature_weight: float = 0.0, logit_temperature: float = 2.0,
+                      inter_weight: float = 1.0, intra_weight: float = 1.0, feature_temperature: float = 1.0,
+                      class_weights=None) -> torch.Tensor:
     """
     `CE(z_s, y) + logit_weight * L_logit(z_s, z_t) + feature_weight * L_feat(h_s, h_t)`: the student objective of
     stage 2 and the anchor term K of the fusion loss. The feature term is skipped
@@ -118,23 +93,10 @@ def distillation_loss(
     return loss
 
 
-def fusion_loss(
-    logits: torch.Tensor,
-    audio_logits: torch.Tensor,
-    video_logits: torch.Tensor,
-    text_anchor: torch.Tensor,
-    audio_anchor: torch.Tensor,
-    video_anchor: torch.Tensor,
-    labels: torch.Tensor,
-    audio_weight: float,
-    video_weight: float,
-    feature_loss: bool,
-    logit_temperature: float = 2.0,
-    inter_weight: float = 1.0,
-    intra_weight: float = 1.0,
-    feature_temperature: float = 1.0,
-    class_weights=None,
-) -> torch.Tensor:
+def fusion_loss(logits: torch.Tensor, audio_logits: torch.Tensor, video_logits: torch.Tensor, text_anchor: torch.Tensor,
+                audio_anchor: torch.Tensor, video_anchor: torch.Tensor, labels: torch.Tensor, audio_weight: float,
+                video_weight: float, feature_loss: bool, logit_temperature: float = 2.0, inter_weight: float = 1.0,
+                intra_weight: float = 1.0, feature_temperature: float = 1.0, class_weights=None) -> torch.Tensor:
     """
     `CE(z, y) + audio_weight * K(z_a', z, F_a, F_t) + video_weight * K(z_v', z, F_v, F_t)`: the
     audio and video anchors' heads are distilled from the final prediction `z`, which is not detached (as released).
@@ -151,7 +113,8 @@ def fusion_loss(
         class_weights=class_weights,
     )
     loss = F.cross_entropy(logits, labels, weight=class_weight_tensor(class_weights, logits))
-    for weight, anchor_logits, anchor in ((audio_weight, audio_logits, audio_anchor), (video_weight, video_logits, video_anchor)):
+    anchors = ((audio_weight, audio_logits, audio_anchor), (video_weight, video_logits, video_anchor))
+    for weight, anchor_logits, anchor in anchors:
         if weight:
             loss = loss + weight * distillation_loss(anchor_logits, logits, labels, anchor, text_anchor, **anchor_term)
     return loss

@@ -16,13 +16,9 @@ from .modeling_magtkd_fusion import MagtkdPreTrainedModel, check_all
 
 @dataclass
 class MagtkdUnimodalOutput(ModelOutput):
-    r"""
-    Output of [`MagtkdTextModel`], [`MagtkdAudioModel`] and [`MagtkdVideoModel`] for U utterances.
-
-    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given): cross-entropy.
-    logits (`torch.FloatTensor` of shape `(num_utterances, num_labels)`): the stage's classifier.
-    features (`torch.FloatTensor` of shape `(num_utterances, feature_size)`): the utterance feature the fusion takes.
-    """
+    r"""Output of [`MagtkdTextModel`], [`MagtkdAudioModel`] and [`MagtkdVideoModel`] for U utterances: `loss`
+    (cross-entropy, when `labels` are given), `logits` (U, num_labels), `features` (U, feature_size), the utterance
+    feature the fusion takes."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
@@ -31,33 +27,21 @@ class MagtkdUnimodalOutput(ModelOutput):
 
 @dataclass
 class MagtkdDistillationOutput(ModelOutput):
-    r"""
-    Output of [`MagtkdDistillationModel`].
-
-    loss (`torch.FloatTensor` of shape `()`, *optional*): the student's objective.
-    logits (`torch.FloatTensor` of shape `(num_utterances, num_labels)`): the student's.
-    teacher_logits (`torch.FloatTensor` of shape `(num_utterances, num_labels)`): the frozen teacher's.
-    """
+    r"""Output of [`MagtkdDistillationModel`]: `loss` (the student's objective, when `labels` are given), `logits`
+    (U, num_labels) the student's, `teacher_logits` (U, num_labels) the frozen teacher's."""
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     teacher_logits: torch.FloatTensor | None = None
 
 
-def encoder_from_config(encoder_config) -> PreTrainedModel:
-    """`AutoModel.from_config` without the pooler where the encoder has one: MAGTKD never uses it, and unused
-    parameters break distributed training."""
+def encoder_without_pooler(load, *args, **kwargs) -> PreTrainedModel:
+    """`load` (`AutoModel.from_config` or `from_pretrained`) without the pooler where the encoder has one: MAGTKD never
+    uses it, and unused parameters break distributed training."""
     try:
-        return AutoModel.from_config(encoder_config, add_pooling_layer=False)
+        return load(*args, add_pooling_layer=False, **kwargs)
     except TypeError:
-        return AutoModel.from_config(encoder_config)
-
-
-def encoder_from_pretrained(name_or_path, **kwargs) -> PreTrainedModel:
-    try:
-        return AutoModel.from_pretrained(name_or_path, add_pooling_layer=False, **kwargs)
-    except TypeError:
-        return AutoModel.from_pretrained(name_or_path, **kwargs)
+        return load(*args, **kwargs)
 
 
 def _parameter_dtype(module: nn.Module) -> torch.dtype:
@@ -81,7 +65,7 @@ class MagtkdTextEncoder(nn.Module):
 
     def __init__(self, config: MagtkdTextConfig, encoder: PreTrainedModel | None = None):
         super().__init__()
-        self.encoder = encoder if encoder is not None else encoder_from_config(config.encoder_config)
+        self.encoder = encoder if encoder is not None else encoder_without_pooler(AutoModel.from_config, config.encoder_config)
         self.projection = nn.Linear(self.encoder.config.hidden_size, config.feature_size)
         self.positions_from_padding = numbers_positions_from_padding(self.encoder)
 
@@ -107,7 +91,7 @@ class MagtkdAudioEncoder(nn.Module):
 
     def __init__(self, config: MagtkdAudioConfig, encoder: PreTrainedModel | None = None):
         super().__init__()
-        self.encoder = encoder if encoder is not None else encoder_from_config(config.encoder_config)
+        self.encoder = encoder if encoder is not None else encoder_without_pooler(AutoModel.from_config, config.encoder_config)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(U, S) waveforms, with their (U, S) sample mask -> (U, hidden_size)."""
@@ -144,7 +128,7 @@ class MagtkdVideoEncoder(nn.Module):
 
     def __init__(self, config: MagtkdVideoConfig, encoder: PreTrainedModel | None = None):
         super().__init__()
-        self.encoder = encoder if encoder is not None else encoder_from_config(config.encoder_config)
+        self.encoder = encoder if encoder is not None else encoder_without_pooler(AutoModel.from_config, config.encoder_config)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(U, frames, 3, height, width) -> (U, hidden_size)."""
@@ -219,7 +203,7 @@ class MagtkdUnimodalModel(MagtkdEncoderPreTrainedModel):
         `config.encoder_config` is the checkpoint's (for the text model, resized to `config.encoder_config.vocab_size`,
         e.g. to add the 9 speaker tokens). `config` itself is not changed.
         """
-        encoder = cls._adapt_pretrained_encoder(config, encoder_from_pretrained(encoder_name_or_path, **kwargs))
+        encoder = cls._adapt_pretrained_encoder(config, encoder_without_pooler(AutoModel.from_pretrained, encoder_name_or_path, **kwargs))
         config = copy.deepcopy(config)
         config.encoder_config = encoder.config
         return cls(config, encoder=encoder)

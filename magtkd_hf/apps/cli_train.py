@@ -82,21 +82,19 @@ def _print_train_summary(stage: str, result: dict, output_dir: Path) -> None:
 
     if not PartialState().is_main_process:
         return
-    results = result if stage == "all" else {stage: result}
-    for name, metrics in results.items():
+    for name, metrics in (result if stage == "all" else {stage: result}).items():
         if not isinstance(metrics, dict):
-            print(f"{name}: {metrics}")
+            line = metrics
         elif "stopped_after_epoch" in metrics:
-            print(f"{name}: stopped after epoch {metrics['stopped_after_epoch']}; continue with --resume")
+            line = f"stopped after epoch {metrics['stopped_after_epoch']}; continue with --resume"
         elif "skipped" in metrics:
-            print(f"{name}: {metrics['skipped']}")
-        elif "test" in metrics or "validation" in metrics and "selected_epoch" in metrics:
-            dev = metrics.get("validation") or {}
-            test = metrics.get("test") or {}
-            line = f"{name}: selected epoch {metrics['selected_epoch']}, dev weighted F1 {dev.get('weighted_f1', 0):.2f}"
+            line = metrics["skipped"]
+        elif "selected_epoch" in metrics:
+            dev, test = metrics["validation"], metrics.get("test")
+            line = f"selected epoch {metrics['selected_epoch']}, dev weighted F1 {dev['weighted_f1']:.2f}"
             if test:
                 line += f", test weighted F1 {test['weighted_f1']:.2f}, accuracy {test['accuracy']:.2f}"
-            print(line)
         else:
-            print(f"{name}: {metrics.get('conversations', metrics)}")
+            line = metrics.get("conversations", metrics)
+        print(f"{name}: {line}")
     print(f"Outputs in {output_dir}")

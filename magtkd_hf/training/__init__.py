@@ -6,49 +6,14 @@ released MELD and IEMOCAP hyper-parameters as files (`recipes/*.json`, read by `
     run_all(TrainingConfig(output_dir="runs/meld", recipe="meld", data="/data/MELD.Raw"))
 """
 
+# The public names of the training package (each module's own names stay importable from it too).
 from .assemble import assemble_end_to_end, evaluate_saved_fusion
 from .data import EpochSampler
 from .extract import extract_features
 from .inputs import StageInputs
 from .loop import StageJob, evaluate, train_stage
 from .recipe import Recipe, load_recipe, shipped_recipes
-from .settings import (
-    FEATURE_STAGE,
-    STAGE_NAMES,
-    STAGES,
-    ModelSettings,
-    ProcessorSettings,
-    RunSettings,
-    StageSettings,
-    StageSpec,
-    TrainingConfig,
-    parse_set_options,
-)
+from .settings import (FEATURE_STAGE, STAGE_NAMES, STAGES, ModelSettings, ProcessorSettings, RunSettings,
+                       StageSettings, StageSpec, TrainingConfig, parse_set_options)
 from .stages import fusion_config_for_features, run_all, run_stage
 
-__all__ = [
-    "EpochSampler",
-    "FEATURE_STAGE",
-    "ModelSettings",
-    "ProcessorSettings",
-    "Recipe",
-    "RunSettings",
-    "STAGES",
-    "STAGE_NAMES",
-    "StageInputs",
-    "StageJob",
-    "StageSettings",
-    "StageSpec",
-    "TrainingConfig",
-    "assemble_end_to_end",
-    "evaluate",
-    "evaluate_saved_fusion",
-    "extract_features",
-    "fusion_config_for_features",
-    "load_recipe",
-    "parse_set_options",
-    "run_all",
-    "run_stage",
-    "shipped_recipes",
-    "train_stage",
-]

@@ -42,7 +42,7 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
-        StageSpec("text", "unimodal", "text", feature="text", folder="text", description="stage 1: text model (prompt)"),
+        StageSpec("text", "unimodal", "text", feature="text", folder="text", description="stage 1: text model"),
         StageSpec("audio", "unimodal", "audio", feature="audio", folder="audio", description="stage 1: audio model"),
         StageSpec("video", "unimodal", "video", feature="video", folder="video", description="stage 1: video model"),
         StageSpec("distill-audio", "distill", "audio", teacher="text", feature="audio_kd", folder="distill-audio",
@@ -51,7 +51,7 @@ STAGES: dict[str, StageSpec] = {
                   description="stage 2: video student distilled from the frozen text model"),
         StageSpec("extract-features", "extract", folder="features",
                   description="stage 3: utterance features of every split, grouped by conversation"),
-        StageSpec("fusion", "fusion", folder="fusion", description="stage 4: the anchor gated fusion on stage-3 features"),
+        StageSpec("fusion", "fusion", folder="fusion", description="stage 4: the anchor gated fusion on the features"),
     )
 }
 STAGE_NAMES = tuple(STAGES)
@@ -61,6 +61,13 @@ FEATURE_STAGE = {spec.feature: name for name, spec in STAGES.items() if spec.fea
 
 def _help(text: str, **extra) -> dict:
     return {"help": text, **extra}
+
+
+def _option(default=None, help: str = "", default_factory=None, **extra):
+    """A settings field: its default and its `--help` text (and any other `add_argument` keyword)."""
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=_help(help, **extra))
+    return field(default=default, metadata=_help(help, **extra))
 
 
 class _Settings:
@@ -98,54 +105,40 @@ class StageSettings(_Settings):
 
     _argument_group_name = "stage settings (default: the recipe's value for the stage; with 'all', every stage)"
 
-    learning_rate: float = field(default=1e-5, metadata=_help("AdamW learning rate"))
-    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay"))
-    batch_size: int = field(default=4, metadata=_help("utterances (stages 1-3) or conversations (fusion) per step"))
-    eval_batch_size: int = field(default=16, metadata=_help("batch size of the dev and test evaluations"))
-    epochs: int = field(default=10, metadata=_help("training epochs"))
-    max_steps: int = field(
-        default=0, metadata=_help("stop after this many optimiser steps (0: run every epoch); the schedule ends there")
-    )
-    warmup_ratio: float = field(
-        default=0.1, metadata=_help("linear warm-up, as a fraction of the run's optimiser steps (0 to 1)")
-    )
-    schedule: Literal["optimizer_steps", "released"] = field(
-        default="optimizer_steps",
-        metadata=_help("count the schedule in optimiser steps, or in samples as the released scripts did"),
-    )
-    max_grad_norm: float = field(default=10.0, metadata=_help("clip gradients at this norm, after unscaling (0: off)"))
-    gradient_accumulation_steps: int = field(default=1, metadata=_help("batches per optimiser step"))
-    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = field(
-        default="no",
-        metadata=_help("autocast precision (fp16 needs a GPU and falls back to full precision on CPU; auto: bf16 on "
-                       "GPUs and CPUs that compute it natively, else full precision)"),
-    )
-    seed: int = field(default=2024, metadata=_help("seed of the initialisation and the batch order"))
-    num_workers: int = field(default=0, metadata=_help("DataLoader workers (media decoding)"))
-    fused_optimizer: bool = field(default=True, metadata=_help("the fused AdamW where torch has it for the device"))
-    keep_checkpoints: int = field(default=2, metadata=_help("epoch checkpoints kept (0: all)"))
-    class_weighting: Literal["none", "inverse_sqrt", "inverse"] = field(
-        default="none",
-        metadata=_help("weight the cross-entropy by the train split's class counts: inverse (n / (C * count), "
-                       "scikit-learn's 'balanced'), inverse_sqrt (its square root; milder), none (the paper)"),
-    )
-    logit_weight: float = field(default=0.0, metadata=_help("distillation: weight of the DIST logit-relation loss"))
-    feature_weight: float = field(default=0.0, metadata=_help("distillation: weight of the feature-relation loss"))
-    logit_temperature: float = field(default=2.0, metadata=_help("distillation: temperature of the DIST loss"))
-    inter_weight: float = field(default=1.0, metadata=_help("distillation: DIST weight of the inter-class relation"))
-    intra_weight: float = field(default=1.0, metadata=_help("distillation: DIST weight of the intra-class relation"))
-    feature_temperature: float = field(default=1.0, metadata=_help("distillation: feature-relation temperature"))
-    student_init: Literal["stage", "encoder"] = field(
-        default="stage", metadata=_help("distillation: start the student from its stage-1 model or the encoder")
-    )
-    report_to: Literal["none", "tensorboard", "wandb"] = field(
-        default="none", metadata=_help("experiment tracker through Accelerate (needs the tracker's package)")
-    )
-    track_test: bool = field(
-        default=False,
-        metadata=_help("also evaluate test every epoch and report the released scripts' test-selected figure "
-                       "(for comparison only; selection stays on dev)"),
-    )
+    learning_rate: float = _option(1e-05, "AdamW learning rate")
+    weight_decay: float = _option(0.01, "AdamW weight decay")
+    batch_size: int = _option(4, "utterances (stages 1-3) or conversations (fusion) per step")
+    eval_batch_size: int = _option(16, "batch size of the dev and test evaluations")
+    epochs: int = _option(10, "training epochs")
+    max_steps: int = _option(0, "stop after this many optimiser steps (0: run every epoch); the schedule ends there")
+    warmup_ratio: float = _option(0.1, "linear warm-up, as a fraction of the run's optimiser steps (0 to 1)")
+    schedule: Literal["optimizer_steps", "released"] = _option(
+        "optimizer_steps", "count the schedule in optimiser steps, or in samples as the released scripts did")
+    max_grad_norm: float = _option(10.0, "clip gradients at this norm, after unscaling (0: off)")
+    gradient_accumulation_steps: int = _option(1, "batches per optimiser step")
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = _option(
+        "no", "autocast precision (fp16 needs a GPU and falls back to full precision on CPU; auto: bf16 on GPUs and "
+        "CPUs that compute it natively, else full precision)")
+    seed: int = _option(2024, "seed of the initialisation and the batch order")
+    num_workers: int = _option(0, "DataLoader workers (media decoding)")
+    fused_optimizer: bool = _option(True, "the fused AdamW where torch has it for the device")
+    keep_checkpoints: int = _option(2, "epoch checkpoints kept (0: all)")
+    class_weighting: Literal["none", "inverse_sqrt", "inverse"] = _option(
+        "none", "weight the cross-entropy by the train split's class counts: inverse (n / (C * count), scikit-learn's "
+        "'balanced'), inverse_sqrt (its square root; milder), none (the paper)")
+    logit_weight: float = _option(0.0, "distillation: weight of the DIST logit-relation loss")
+    feature_weight: float = _option(0.0, "distillation: weight of the feature-relation loss")
+    logit_temperature: float = _option(2.0, "distillation: temperature of the DIST loss")
+    inter_weight: float = _option(1.0, "distillation: DIST weight of the inter-class relation")
+    intra_weight: float = _option(1.0, "distillation: DIST weight of the intra-class relation")
+    feature_temperature: float = _option(1.0, "distillation: feature-relation temperature")
+    student_init: Literal["stage", "encoder"] = _option(
+        "stage", "distillation: start the student from its stage-1 model or the encoder")
+    report_to: Literal["none", "tensorboard", "wandb"] = _option(
+        "none", "experiment tracker through Accelerate (needs the tracker's package)")
+    track_test: bool = _option(
+        False, "also evaluate test every epoch and report the released scripts' test-selected figure (for comparison "
+        "only; selection stays on dev)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -199,9 +192,9 @@ ModelSettings = make_dataclass(
     [(name, Optional[_fusion_option_type(name)], field(default=None, metadata=metadata))
      for name, metadata in FUSION_OPTIONS.items()],
     bases=(_Settings,),
-    namespace={"_argument_group_name": "model (default: the recipe's, else the dataset preset's)", "__module__": __name__,
-               "__doc__": "The fusion model's choices of a run (`FUSION_OPTIONS`); None: the recipe's value, else the "
-                          "dataset preset's."},
+    namespace={"__module__": __name__, "_argument_group_name": "model (default: the recipe's, else the dataset "
+               "preset's)", "__doc__": "The fusion choices of a run (`FUSION_OPTIONS`); None: the recipe's, else the "
+               "dataset preset's."},
 )
 
 
@@ -212,13 +205,11 @@ class ProcessorSettings(_Settings):
 
     _argument_group_name = "processor (default: the recipe's, else MagtkdProcessor's)"
 
-    max_text_tokens: Optional[int] = field(
-        default=None, metadata=_help("prompt tokens kept (the most recent) before the mask token (processor: 511)")
-    )
-    text_context: Optional[Literal[TEXT_CONTEXTS]] = field(
-        default=None, metadata=_help("the prompt holds the conversation up to the utterance (history, the paper's) "
-                                     "or the utterance alone (the paper's text ablation)")
-    )
+    max_text_tokens: Optional[int] = _option(
+        None, "prompt tokens kept (the most recent) before the mask token (processor: 511)")
+    text_context: Optional[Literal[TEXT_CONTEXTS]] = _option(
+        None, "the prompt holds the conversation up to the utterance (history, the paper's) or the utterance alone "
+        "(the paper's text ablation)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -233,58 +224,43 @@ class RunSettings(_Settings):
     _argument_group_name = "run"
 
     output_dir: str = field(metadata=_help("the run's folder; the stage folders go here"))
-    recipe: str = field(
-        default="meld", metadata=_help("'meld' or 'iemocap' (the released settings, shipped) or a recipe JSON file")
-    )
-    data: Optional[str] = field(
-        default=None, metadata=_help("stages 1-3: a MELD/IEMOCAP release folder or a saved DatasetDict")
-    )
-    on_missing: Literal["raise", "drop"] = field(
-        default="raise", metadata=_help("building from a release folder: missing clips raise, or are dropped")
-    )
-    modalities: list[str] = field(
-        default_factory=lambda: ["text", "audio", "video"],
-        metadata=_help("the modalities of the run: `text` alone trains from transcripts (no media read, no audio "
-                       "or video encoder loaded; the fusion takes its missing-modality embeddings)"),
-    )
-    train_dialogues: Optional[float] = field(
-        default=None, metadata=_help("train on part of the train split: a number (>= 1) or a fraction (< 1) of its "
-                                     "dialogues, drawn with the recipe's seed")
-    )
-    processor: Optional[str] = field(
-        default=None, metadata=_help("a saved MagtkdProcessor (default: OUTPUT_DIR/processor, else built from the "
-                                     "text and audio encoders)")
-    )
-    text_encoder: Optional[str] = field(default=None, metadata=_help("pretrained text encoder (default: the recipe's)"))
-    audio_encoder: Optional[str] = field(default=None, metadata=_help("pretrained audio encoder (the recipe's)"))
-    video_encoder: Optional[str] = field(default=None, metadata=_help("pretrained video encoder (the recipe's)"))
-    text_model: Optional[str] = field(default=None, metadata=_help("a trained text stage folder (OUTPUT_DIR/text)"))
-    audio_model: Optional[str] = field(default=None, metadata=_help("a trained audio stage folder"))
-    video_model: Optional[str] = field(default=None, metadata=_help("a trained video stage folder"))
-    distill_audio_model: Optional[str] = field(default=None, metadata=_help("a trained distill-audio folder"))
-    distill_video_model: Optional[str] = field(default=None, metadata=_help("a trained distill-video folder"))
-    features: Optional[str] = field(
-        default=None, metadata=_help("stage-3 features folder (fusion input, extract-features output) instead of "
-                                     "OUTPUT_DIR/features")
-    )
-    frame_cache: Optional[str] = field(
-        default=None,
-        metadata=_help("the frame cache the video stages and extract-features read (built by `magtkd-hf "
-                       "cache-frames`); default OUTPUT_DIR/frame-cache when it exists; 'none': decode every clip"),
-    )
-    resume: Optional[str] = field(
-        default=None,
-        metadata=_help("continue from the stage's newest epoch checkpoint (or the checkpoint folder given); with "
-                       "'all', finished stages are skipped", nargs="?", const="latest", metavar="CHECKPOINT"),
-    )
-    stop_after_epochs: Optional[int] = field(
-        default=None, metadata=_help("stop after N epochs of this call (as if interrupted); --resume continues")
-    )
-    cpu: bool = field(default=False, metadata=_help("train on CPU even when a GPU is present"))
+    recipe: str = _option("meld", "'meld' or 'iemocap' (the released settings, shipped) or a recipe JSON file")
+    data: Optional[str] = _option(None, "stages 1-3: a MELD/IEMOCAP release folder or a saved DatasetDict")
+    on_missing: Literal["raise", "drop"] = _option(
+        "raise", "building from a release folder: missing clips raise, or are dropped")
+    modalities: list[str] = _option(
+        default_factory=lambda: ["text", "audio", "video"], help="the modalities of the run: `text` alone trains "
+        "from transcripts (no media read, no audio or video encoder loaded; the fusion takes its missing embeddings)")
+    train_dialogues: Optional[float] = _option(
+        None, "train on part of the train split: a number (>= 1) or a fraction (< 1) of its dialogues, drawn with the "
+        "recipe's seed")
+    processor: Optional[str] = _option(
+        None, "a saved MagtkdProcessor (default: OUTPUT_DIR/processor, else built from the text and audio encoders)")
+    text_encoder: Optional[str] = _option(None, "pretrained text encoder (default: the recipe's)")
+    audio_encoder: Optional[str] = _option(None, "pretrained audio encoder (the recipe's)")
+    video_encoder: Optional[str] = _option(None, "pretrained video encoder (the recipe's)")
+    text_model: Optional[str] = _option(None, "a trained text stage folder (OUTPUT_DIR/text)")
+    audio_model: Optional[str] = _option(None, "a trained audio stage folder")
+    video_model: Optional[str] = _option(None, "a trained video stage folder")
+    distill_audio_model: Optional[str] = _option(None, "a trained distill-audio folder")
+    distill_video_model: Optional[str] = _option(None, "a trained distill-video folder")
+    features: Optional[str] = _option(
+        None, "stage-3 features folder (fusion input, extract-features output) instead of OUTPUT_DIR/features")
+    frame_cache: Optional[str] = _option(
+        None, "the frame cache the video stages and extract-features read (built by `magtkd-hf cache-frames`); default "
+        "OUTPUT_DIR/frame-cache when it exists; 'none': decode every clip")
+    resume: Optional[str] = _option(
+        None, "continue from the stage's newest epoch checkpoint (or the checkpoint folder given); with 'all', "
+        "finished stages are skipped", nargs="?", const="latest", metavar="CHECKPOINT")
+    stop_after_epochs: Optional[int] = _option(
+        None, "stop after N epochs of this call (as if interrupted); --resume continues")
+    cpu: bool = _option(False, "train on CPU even when a GPU is present")
 
     def stage_folder_override(self, stage: str) -> str | None:
         """The folder given for a trained stage (`--audio-model DIR`) or for the features, or None."""
-        return self.features if stage == "extract-features" else getattr(self, f"{stage.replace('-', '_')}_model", None)
+        if stage == "extract-features":
+            return self.features
+        return getattr(self, f"{stage.replace('-', '_')}_model", None)
 
 
 @dataclass
