@@ -17,7 +17,7 @@ random weights, nothing downloaded) on MELD-like clips (1280x720 H.264 + AAC, `-
 `--tiny`: tiny encoders, 64 x 64 clips of 1 s, 2 conversations -- seconds on a CPU (the test runs it).
 
     python benchmarks/gpu.py [--device cuda] [--conversations 32] [--utterances-per-conversation 10] [--seconds 3.2]
-                             [--num-workers 8] [--dtype auto|bfloat16|float32] [--tiny] [--json FILE]
+                             [--num-workers 8] [--dtype native|bfloat16|float32] [--tiny] [--json FILE]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def parse_args(argv=None):
     parser.add_argument("--conversations-per-batch", type=int, default=None, help="default 4 (--tiny: 1)")
     parser.add_argument("--seconds", type=float, default=None, help="clip length, default 3.2 (MELD median; --tiny: 1)")
     parser.add_argument("--num-workers", type=int, default=None, help="DataLoader decoding workers, default 8 (--tiny: 1)")
-    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float32"), default="auto")
+    parser.add_argument("--dtype", choices=("native", "bfloat16", "float32"), default="native")
     parser.add_argument("--peak-tflops", type=float, default=400.0, help="assumed peak dense rate for the ideal")
     parser.add_argument("--flop-source", choices=("paper", "counted"), default=None,
                         help="FLOP per utterance for the ideal: the 5.0e15/9989 figure (default at real size) or "

@@ -13,7 +13,7 @@ downloaded; a tiny offline tokenizer with MELD-sized prompts), bf16 where the CP
 or AMX), else float32 (`--dtype` forces one). `--tiny` uses the test suite's tiny encoders to check the script.
 
     python benchmarks/stream_latency.py [--utterances 30] [--at 1 10 30] [--seconds 3.2] [--words 16]
-                                        [--threads N] [--device cpu|cuda] [--dtype auto|float32|bfloat16]
+                                        [--threads N] [--device cpu|cuda] [--dtype native|float32|bfloat16]
                                         [--causal] [--tiny] [--json FILE]
 """
 
@@ -45,7 +45,7 @@ def parse_args():
     parser.add_argument("--words", type=int, default=16, help="words per utterance (sets the prompt lengths)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto")
+    parser.add_argument("--dtype", choices=("native", "float32", "bfloat16"), default="native")
     parser.add_argument("--causal", action="store_true", help="a causal fusion (the stream then equals re-running)")
     parser.add_argument("--tiny", action="store_true", help="tiny encoders and clips: checks the script in seconds")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
@@ -65,7 +65,7 @@ def cpu_has_bf16() -> bool:
 
 
 def choose_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name != "auto":
+    if name != "native":
         return getattr(torch, name)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32

@@ -24,19 +24,13 @@ def labels_to_maps(labels):
     return id2label, {label: index for index, label in id2label.items()}
 
 
-# Set by `magtkd_hf/__init__.py` to the function registering the model classes with `AutoModel`: `import magtkd_hf`
-# does not import the modeling code, so the first MAGTKD config built (by `AutoConfig`/`AutoModel.from_pretrained` or
-# by hand) registers them. None in a folder's remote-code copy of this file.
-on_first_config = None
+# Imported as the package (not as a folder's remote-code copy): `import magtkd_hf` registers the conversation pipeline
+# task, so a loaded config leaves out the folder's own entry for that task (see `MagtkdConfig.__post_init__`).
+IS_PACKAGE = __name__.startswith("magtkd_hf.")
 
 
 class MagtkdLabelsMixin:
     """Labels default to MELD's seven emotions; `id2label` and `label2id` must be inverse maps over 0..C-1."""
-
-    def __post_init__(self, **kwargs):
-        if on_first_config is not None:
-            on_first_config()
-        super().__post_init__(**kwargs)
 
     def _default_labels(self, kwargs):
         if self.id2label is None and kwargs.get("num_labels") is None:
@@ -361,6 +355,10 @@ class MagtkdConfig(MagtkdLabelsMixin, PreTrainedConfig):
         self._complete_labels()
         self._share_labels()
         self._check_widths()
+        if IS_PACKAGE:
+            # transformers' `pipeline()` asks for trust_remote_code whenever a config names the task in
+            # `custom_pipelines`; with the package imported the registered task serves it, without the folder's code.
+            self.__dict__.pop("custom_pipelines", None)
 
     def _share_labels(self):
         """The end-to-end model predicts the fusion's classes; the stage configs carry the same names."""
@@ -408,7 +406,11 @@ def _as_stage_config(value, stage_class):
     return value
 
 
+# Every config class of the package, one per model class.
+CONFIG_CLASSES = (MagtkdTextConfig, MagtkdAudioConfig, MagtkdVideoConfig, MagtkdFusionConfig, MagtkdConfig)
+
 __all__ = [
+    "CONFIG_CLASSES",
     "DATASETS",
     "FEATURE_SOURCES",
     "IEMOCAP_LABELS",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .pipeline_magtkd import emotion_rows, refuse_non_finite_media, utterance_modalities
 
 UTTERANCE_KEYS = {"speaker", "text", "video", "audio", "start", "end"}
 MEDIA_KEYS = ("video", "audio")
@@ -82,33 +83,18 @@ def load_emotion_model(
 @torch.inference_mode()
 def predict_emotions(model, processor, conversation: Sequence[Mapping]) -> list[dict]:
     """
-    One conversation (a list of utterance mappings) -> per utterance: speaker, text, the predicted emotion, its
-    probability, the probability of every emotion and the modalities it was predicted from (`["text", "audio",
-    "video"]`, less the absent ones).
+    One conversation (a list of utterance mappings) -> one row per utterance, the pipeline's (`emotion_rows`):
+    `speaker`, `text`, `label` (the predicted emotion), `score` (its probability), `probabilities` (every emotion's)
+    and `modalities` (those it was predicted from: `["text", "audio", "video"]`, less the absent ones).
 
     A long conversation shows a progress bar over its media decoding on stderr (a terminal only; see
     `processors.model_inputs.PROGRESS_MIN_UTTERANCES`); the inputs, hence the predictions, are the same.
     """
-    inputs = _with_progress(processor)(list(conversation), return_tensors="pt")
-    check_finite_inputs(inputs, conversation)
+    conversation = list(conversation)
+    inputs = _with_progress(processor)([conversation], return_tensors="pt")
+    refuse_non_finite_media(inputs, [conversation], lambda _, index: f"the conversation, utterance {index}")
     logits = model(**inputs.to(model.device)).logits[0, : len(conversation)]
-    check_finite_logits(logits, conversation)
-    return _rows(conversation, logits.float().softmax(-1), model.config.id2label, utterance_modalities(inputs))
-
-
-def utterance_modalities(inputs, conversation: int | None = None) -> list[list[str]]:
-    """Per utterance of the processor's output (of its `conversation`-th conversation when given; else of all, one
-    conversation expected), the modalities it has: text always, audio and video where the processor's
-    `has_audio`/`has_video` flags say so (a processor without the flags required both)."""
-    if conversation is None:
-        positions = range(int(inputs["utterance_mask"].sum()))
-    else:
-        positions = (inputs["conversation_index"] == conversation).nonzero().flatten().tolist()
-    flags = {modality: inputs.get(f"has_{modality}") for modality in ("audio", "video")}
-    return [
-        ["text", *(modality for modality, has in flags.items() if has is None or bool(has[index]))]
-        for index in positions
-    ]
+    return emotion_rows(conversation, logits, model.config.id2label, utterance_modalities(inputs))
 
 
 def _with_progress(processor):
@@ -118,48 +104,6 @@ def _with_progress(processor):
     copied = copy.copy(processor)
     copied.show_progress = True
     return copied
-
-
-_MEDIA_INPUTS = {"input_values": "audio", "pixel_values": "video"}
-
-
-def check_finite_inputs(inputs, conversation: Sequence[Mapping], name: str = "the conversation", label=None) -> None:
-    """Refuse NaN or infinite samples or pixels, naming the utterance and its file (one conversation's inputs).
-    `label(position)` names an utterance (default: "`name`, utterance `position`")."""
-    label = label or (lambda position: f"{name}, utterance {position}")
-    for key, medium in _MEDIA_INPUTS.items():
-        values = inputs.get(key)
-        if values is None:
-            continue
-        bad = (~values.isfinite()).flatten(1).any(dim=1).nonzero().flatten().tolist()
-        if bad:
-            utterance = conversation[bad[0]]
-            source = utterance.get("audio") if medium == "audio" and utterance.get("audio") else utterance.get("video")
-            raise ValueError(
-                f"{label(bad[0])} ({utterance.get('speaker')}: {utterance.get('text')!r}): the {medium} "
-                f"from {source} holds NaN or infinite values."
-            )
-
-
-def check_finite_logits(logits, conversation: Sequence[Mapping], name: str = "the conversation") -> None:
-    bad = (~logits.isfinite()).any(dim=-1).nonzero().flatten().tolist()
-    if bad:
-        raise ValueError(f"{name}, utterances {bad}: the model gave NaN or infinite scores; no emotion is reported.")
-
-
-def _rows(conversation, probabilities, id2label, modalities) -> list[dict]:
-    rows = []
-    for utterance, probs, used in zip(conversation, probabilities, modalities):
-        best = int(probs.argmax())
-        rows.append({
-            "speaker": str(utterance["speaker"]),
-            "text": utterance["text"],
-            "emotion": id2label[best],
-            "probability": float(probs[best]),
-            "probabilities": {id2label[index]: float(value) for index, value in enumerate(probs)},
-            "modalities": used,
-        })
-    return rows
 
 
 def format_predictions(rows: Sequence[Mapping], text_width: int = 60, true_emotions: Sequence[str] | None = None) -> str:
@@ -175,7 +119,7 @@ def format_predictions(rows: Sequence[Mapping], text_width: int = 60, true_emoti
         text = truncate_to_width(row["text"], text_width)
         truth = f"{true_emotions[index]:<9}  " if true_emotions is not None else ""
         lines.append(f"{pad_to_width(row['speaker'], speaker_width)}  {pad_to_width(text, text_width)}  {truth}"
-                     f"{row['emotion']:<9}  {row['probability']:.2f}")
+                     f"{row['label']:<9}  {row['score']:.2f}")
     return "\n".join(lines)
 
 

@@ -9,12 +9,9 @@ from pathlib import Path
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoProcessor, PreTrainedConfig, PreTrainedModel
 
-from .configuration_magtkd import MagtkdAudioConfig, MagtkdConfig, MagtkdFusionConfig, MagtkdTextConfig, MagtkdVideoConfig
+from .configuration_magtkd import CONFIG_CLASSES
 
-CONFIG_CLASSES = {
-    config_class.model_type: config_class
-    for config_class in (MagtkdTextConfig, MagtkdAudioConfig, MagtkdVideoConfig, MagtkdFusionConfig, MagtkdConfig)
-}
+CONFIG_CLASSES_BY_TYPE = {config_class.model_type: config_class for config_class in CONFIG_CLASSES}
 
 
 class ModelFolderError(ValueError):
@@ -39,11 +36,11 @@ def load_config(folder, trust_remote_code: bool = False) -> PreTrainedConfig:
     `trust_remote_code=True` (which may run the folder's code)."""
     folder = Path(folder)
     model_type = _model_type(folder)
-    if model_type in CONFIG_CLASSES:
-        return CONFIG_CLASSES[model_type].from_pretrained(folder)
+    if model_type in CONFIG_CLASSES_BY_TYPE:
+        return CONFIG_CLASSES_BY_TYPE[model_type].from_pretrained(folder)
     if not trust_remote_code:
         raise ModelFolderError(
-            f"{folder / 'config.json'}: model_type {model_type!r} is not one of magtkd-hf's ({sorted(CONFIG_CLASSES)}); "
+            f"{folder / 'config.json'}: model_type {model_type!r} is not one of magtkd-hf's ({sorted(CONFIG_CLASSES_BY_TYPE)}); "
             "loading it would run code from the folder. Pass --trust-remote-code (trust_remote_code=True) only if you "
             "trust its source."
         )
@@ -125,4 +122,4 @@ def quiet_loading(datasets_bars: bool = False):
         if dataset_bars:
             datasets.enable_progress_bars()
 
-__all__ = ["CONFIG_CLASSES", "ModelFolderError", "check_finite_weights", "load_config", "load_model", "load_processor", "quiet_loading"]
+__all__ = ["CONFIG_CLASSES_BY_TYPE", "ModelFolderError", "check_finite_weights", "load_config", "load_model", "load_processor", "quiet_loading"]

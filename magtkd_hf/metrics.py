@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
 
 # The folder of the `evaluate` module: `evaluate.load` takes a folder holding a script of the folder's name.
 ERC_METRIC_PATH = str(Path(__file__).with_name("erc_metric"))
@@ -41,6 +40,8 @@ def _labelled(labels, predictions) -> tuple[np.ndarray, np.ndarray]:
 
 def classification_metrics(labels: Sequence[int], predictions: Sequence[int], label_names: Sequence[str]) -> dict:
     """Weighted F1 and accuracy in percent, and per-class F1, over the utterances whose label is not -100."""
+    from sklearn.metrics import accuracy_score, f1_score  # here: `import magtkd_hf` (and `--help`) stays without it
+
     labels, predictions = _labelled(labels, predictions)
     classes = list(range(len(label_names)))
     per_class = f1_score(labels, predictions, labels=classes, average=None, zero_division=0)

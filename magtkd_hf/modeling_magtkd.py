@@ -103,15 +103,20 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
         self.post_init()
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, naming the conversation pipeline in the config (`custom_pipelines`; the
-        pipeline's file travels with the model's code), so the folder works with `pipeline(model=folder,
-        trust_remote_code=True)` where the package is not installed."""
-        # Imported here, not at the top: the pipeline module imports `transformers.pipelines`, which loading a model
-        # does not need. (transformers still finds this relative import and copies the file with the model's code.)
+        """`PreTrainedModel.save_pretrained`, naming the conversation pipeline in the saved config (`custom_pipelines`;
+        the pipeline's file travels with the model's code), so the folder works with `pipeline(model=folder,
+        trust_remote_code=True)` where the package is not installed. The in-memory config is left as it was."""
+        # Imported here, not at the top: loading a model does not need `transformers.pipelines`. (transformers still
+        # finds this relative import and copies the file with the model's code.)
         from .pipeline_magtkd import custom_pipelines_entry
 
+        had = "custom_pipelines" in self.config.__dict__
         self.config.custom_pipelines = custom_pipelines_entry()
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if not had:
+                del self.config.custom_pipelines
 
     def get_input_embeddings(self):
         return self.text_encoder.encoder.get_input_embeddings()
@@ -251,15 +256,13 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
         if speaker_ids is None or utterance_mask is None:
             raise ValueError("`speaker_ids` and `utterance_mask` (the processor's conversation structure) are required.")
         present = {"audio": has_audio, "video": has_video}
-        features = self._utterance_features(
-            {"text": text_features, "audio": audio_features, "video": video_features},
-            {
-                "text": {"input_ids": input_ids, "attention_mask": attention_mask},
-                "audio": {"input_values": input_values, "attention_mask": audio_attention_mask},
-                "video": {"pixel_values": pixel_values},
-            },
-            present,
-        )
+        encoder_inputs = {
+            "text": {"input_ids": input_ids, "attention_mask": attention_mask},
+            "audio": {"input_values": input_values, "attention_mask": audio_attention_mask},
+            "video": {"pixel_values": pixel_values},
+        }
+        given = {"text": text_features, "audio": audio_features, "video": video_features}
+        features = self._utterance_features(given, encoder_inputs, present)
         grouped = {
             modality: regroup_utterances(value, utterance_mask, conversation_index, utterance_index)
             for modality, value in features.items()
@@ -269,21 +272,12 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
             for modality, flags in present.items()
         }
         fused = self.fusion(
-            text_features=grouped["text"],
-            audio_features=grouped["audio"],
-            video_features=grouped["video"],
-            speaker_ids=speaker_ids,
-            attention_mask=utterance_mask,
-            labels=labels,
-            return_dict=True,
-            audio_mask=masks["audio"],
-            video_mask=masks["video"],
+            text_features=grouped["text"], audio_features=grouped["audio"], video_features=grouped["video"],
+            speaker_ids=speaker_ids, attention_mask=utterance_mask, labels=labels, return_dict=True,
+            audio_mask=masks["audio"], video_mask=masks["video"],
         )
         output = MagtkdEmotionRecognitionOutput(
-            loss=fused.loss,
-            logits=fused.logits,
-            audio_logits=fused.audio_logits,
-            video_logits=fused.video_logits,
+            loss=fused.loss, logits=fused.logits, audio_logits=fused.audio_logits, video_logits=fused.video_logits,
             **{f"{modality}_features": value for modality, value in features.items()},
         )
         return output if return_dict else output.to_tuple()

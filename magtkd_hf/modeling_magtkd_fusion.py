@@ -306,11 +306,8 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
             packed_labels = layout.to_packed(labels[..., None].to(speaker_ids.device)).squeeze(1)
             loss = self._loss(packed_labels, logits, audio_logits, video_logits, text_anchor, audio_anchor, video_anchor)
         output = MagtkdFusionOutput(
-            loss=loss,
-            logits=layout.to_padded(logits),
-            audio_logits=layout.to_padded(audio_logits),
-            video_logits=layout.to_padded(video_logits),
-            text_anchor_hidden_states=layout.to_padded(text_anchor),
+            loss=loss, logits=layout.to_padded(logits), audio_logits=layout.to_padded(audio_logits),
+            video_logits=layout.to_padded(video_logits), text_anchor_hidden_states=layout.to_padded(text_anchor),
             audio_anchor_hidden_states=layout.to_padded(audio_anchor),
             video_anchor_hidden_states=layout.to_padded(video_anchor),
         )

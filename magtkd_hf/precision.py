@@ -1,12 +1,13 @@
-"""Which dtype inference runs in by default: bfloat16 where the hardware computes it natively (CUDA GPUs that support
-it; CPUs with AVX512-BF16 or AMX, where it measured 4x faster than float32 for the end-to-end model), else float32."""
+"""The dtype `magtkd-hf predict`/`stream` run in by default ("native"): bfloat16 where the hardware computes it natively
+(CUDA GPUs that support it; CPUs with AVX512-BF16 or AMX, where it measured 4x faster than float32 for the end-to-end
+model), else float32. "auto" keeps transformers' meaning: the checkpoint's dtype."""
 
 import re
 from pathlib import Path
 
 import torch
 
-DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+DTYPE_CHOICES = ("native", "auto", "float32", "bfloat16", "float16")
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
@@ -29,12 +30,15 @@ def default_inference_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     return torch.float32
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype:
-    """`"auto"`/None -> `default_inference_dtype(device)`; a name of `DTYPE_CHOICES` or a torch dtype as given."""
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype | None:
+    """"native" -> `default_inference_dtype(device)`; "auto"/None -> None (keep the checkpoint's dtype); a name of
+    `DTYPE_CHOICES` or a torch dtype as given."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in (None, "auto"):
+    if dtype == "native":
         return default_inference_dtype(device)
+    if dtype in (None, "auto"):
+        return None
     if dtype not in DTYPE_CHOICES:
         raise ValueError(f"dtype must be one of {DTYPE_CHOICES} or a torch dtype, got {dtype!r}.")
     return getattr(torch, dtype)

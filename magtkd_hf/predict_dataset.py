@@ -9,9 +9,9 @@ lines file of conversations -> one row per utterance, written as JSON lines or p
 * Under `accelerate launch` (or torchrun) the batches are shared out between the processes; the main process merges
   their rows, in input order, into OUTPUT: the file equals a single-process run's.
 
-Each row: `split`, `conversation_index` (position in its split), `conversation_id`, `utterance_index`, `speaker`,
-`text`, `label` (the dataset's emotion, when it has labels), `emotion`, `probability`, `probabilities` (every
-emotion's) and `modalities` (those the utterance had).
+Each row: `split`, `conversation_index` (position in its split), `conversation_id`, `utterance_index`, `true_label`
+(the dataset's emotion, when it has labels), then the pipeline's row (`magtkd_hf.pipeline_magtkd.emotion_rows`):
+`speaker`, `text`, `label` (the predicted emotion), `score`, `probabilities` and `modalities`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .inference import check_finite_inputs, check_finite_logits, conversation_from_json, _rows, utterance_modalities
+from .inference import conversation_from_json
+from .pipeline_magtkd import emotion_rows, refuse_non_finite_media, row_utterances, utterance_modalities
 from .prediction_files import (
     ProcessGroup,
     completed_conversations,
@@ -60,11 +61,7 @@ class ConversationToPredict:
 
     def utterances(self) -> list[dict]:
         """Per utterance: speaker, text and its media paths (what error messages and output rows name)."""
-        utterances = [{"speaker": s, "text": t} for s, t in zip(self.row["speakers"], self.row["texts"])]
-        for key, column in (("video", "video_paths"), ("audio", "audio_paths")):
-            for utterance, path in zip(utterances, self.row.get(column) or []):
-                utterance[key] = path
-        return utterances
+        return row_utterances(self.row)
 
 
 # ------------------------------------------------------------------------------------------------------------ input
@@ -231,35 +228,27 @@ def _as_is(item):
 def predict_batch(model, members: Sequence[ConversationToPredict], inputs) -> list[dict]:
     """The output rows of one batch of conversations (their processor `inputs`), checked finite."""
     utterances = [member.utterances() for member in members]
-    for number, member in enumerate(members):
-        mine = (inputs["conversation_index"] == number).nonzero().flatten()
-        check_finite_inputs(_select(inputs, mine), utterances[number], label=_naming(member))
-    logits = model(**inputs.to(model.device)).logits.float()
+    refuse_non_finite_media(inputs, utterances, lambda number, index: f"{_name(members[number])}, utterance {index}")
+    logits = model(**inputs.to(model.device)).logits
     rows = []
     for number, member in enumerate(members):
-        mine = logits[number, : len(member)]
-        check_finite_logits(mine, utterances[number], name=f"{member.split} conversation {member.conversation_id!r}")
-        predicted = _rows(utterances[number], mine.softmax(-1), model.config.id2label, utterance_modalities(inputs, number))
+        predicted = emotion_rows(utterances[number], logits[number, : len(member)], model.config.id2label,
+                                 utterance_modalities(inputs, number), where=_name(member))
         rows += [_output_row(member, index, row) for index, row in enumerate(predicted)]
     return rows
 
 
-def _select(inputs, positions: torch.Tensor) -> dict:
-    """The media inputs (flat over utterances) of one conversation of the batch."""
-    return {key: inputs[key][positions] for key in ("input_values", "pixel_values") if inputs.get(key) is not None}
-
-
-def _naming(member: ConversationToPredict) -> Callable[[int], str]:
-    return lambda position: f"{member.split} conversation {member.conversation_id!r}, utterance {position}"
+def _name(member: ConversationToPredict) -> str:
+    return f"{member.split} conversation {member.conversation_id!r}"
 
 
 def _output_row(member: ConversationToPredict, utterance_index: int, predicted: dict) -> dict:
+    """The pipeline's row after the conversation's place, with the dataset's emotion as `true_label` when it has one."""
     row = {"split": member.split, "conversation_index": member.index, "conversation_id": member.conversation_id,
-           "utterance_index": utterance_index, "speaker": predicted["speaker"], "text": predicted["text"]}
+           "utterance_index": utterance_index}
     if member.labels is not None:
-        row["label"] = member.labels[utterance_index]
-    row.update({key: predicted[key] for key in ("emotion", "probability", "probabilities", "modalities")})
-    return row
+        row["true_label"] = member.labels[utterance_index]
+    return {**row, **predicted}
 
 
 def predict_dataset(

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 
 from .configuration_magtkd import MODALITIES
-from .inference import _rows, check_finite_inputs, utterance_modalities
+from .pipeline_magtkd import emotion_rows, refuse_non_finite_media, utterance_modalities
 
 CAUSAL, PREFIX = "causal", "prefix"
 
@@ -25,7 +25,7 @@ class MagtkdStream:
     Emotion recognition utterance by utterance: `stream.add(utterance)` returns the new utterance's emotion at once.
 
     `utterance` is one mapping as `predict_emotions` takes them: `speaker`, `text`, `video` and/or `audio`, optional
-    `start`/`end` seconds. The row returned is predict's (speaker, text, emotion, probability, probabilities) plus
+    `start`/`end` seconds. The row returned is predict's (speaker, text, label, score, probabilities, modalities) plus
     `index` (its position in the conversation) and `context`:
 
     - "causal": the model's fusion is causal (`config.fusion_model_config.causal`), every utterance attends only to
@@ -81,12 +81,10 @@ class MagtkdStream:
         media_inputs = self._media_inputs(utterance, index)
         features = self.encode(text_inputs, media_inputs)
         logits = self.fuse(features, speaker_ids, media_inputs)
-        if not bool(logits.isfinite().all()):
-            raise ValueError(
-                f"utterance {index} of the stream ({utterance['speaker']}: {utterance['text']!r}): the model gave NaN "
-                "or infinite scores; no emotion is reported."
-            )
-        row = self._row(utterance, logits, media_inputs, index)
+        where = f"utterance {index} of the stream ({utterance['speaker']}: {utterance['text']!r})"
+        row = emotion_rows([utterance], logits[None], self.model.config.id2label,
+                           utterance_modalities(media_inputs), where=where)[0]
+        row.update(index=index, context=self.context)
         # Kept only now that everything succeeded: a failed utterance leaves the stream unchanged.
         self._dialogue = dialogue
         for modality in MODALITIES:
@@ -114,7 +112,7 @@ class MagtkdStream:
         """The new utterance's audio and video inputs, processed alone (each utterance's media are independent)."""
         with _naming(index):
             processed = self.processor([dict(utterance)], modalities=("audio", "video"), return_tensors="pt")
-        check_finite_inputs(processed, [utterance], label=lambda _: f"utterance {index} of the stream")
+        refuse_non_finite_media(processed, [[utterance]], lambda *_: f"utterance {index} of the stream")
         return processed
 
     def encode(self, text_inputs: Mapping, media_inputs: Mapping) -> dict[str, torch.Tensor]:
@@ -154,13 +152,6 @@ class MagtkdStream:
         speaker_ids = speaker_ids.to(device)
         output = self.model(**every, speaker_ids=speaker_ids, utterance_mask=torch.ones_like(speaker_ids))
         return output.logits[0, -1]
-
-    def _row(self, utterance: Mapping, logits: torch.Tensor, media_inputs: Mapping, index: int) -> dict:
-        """predict's row (speaker, text, emotion, probability, probabilities, modalities) plus index and context."""
-        probabilities = logits.float().softmax(-1)[None]
-        row = _rows([utterance], probabilities, self.model.config.id2label, utterance_modalities(media_inputs))[0]
-        return {**row, "index": index, "context": self.context}
-
 
 def _present(media_inputs: Mapping, modality: str) -> bool:
     """Whether the one processed utterance has `modality` (the rule of `utterance_modalities`)."""

@@ -39,7 +39,7 @@ def test_predict_gives_one_emotion_per_utterance_matching_the_model(saved_model)
     with torch.no_grad():
         logits = model(**processor(conversation, return_tensors="pt")).logits[0]
     for row, utterance_logits in zip(rows, logits):
-        assert row["emotion"] == model.config.id2label[int(utterance_logits.argmax())]
+        assert row["label"] == model.config.id2label[int(utterance_logits.argmax())]
         assert abs(sum(row["probabilities"].values()) - 1) < 1e-5
     table = format_predictions(rows)
     assert table.splitlines()[0].split() == ["speaker", "text", "emotion", "prob"] and "hear what" in table
@@ -52,7 +52,7 @@ def test_pipeline_task_matches_predict(saved_model):
                           dtype=torch.float32)  # predict_emotions runs the model as loaded: float32
     rows = classifier({"utterances": conversation})
     expected = predict_emotions(model, processor, conversation)
-    assert [(row["label"], row["score"]) for row in rows] == [(row["emotion"], row["probability"]) for row in expected]
+    assert [(row["label"], row["score"]) for row in rows] == [(row["label"], row["score"]) for row in expected]
 
 
 def test_bad_conversation_files_are_reported(tmp_path):
@@ -111,15 +111,15 @@ def _columns(text):
 
 def test_table_stays_aligned_with_wide_characters():
     rows = [
-        {"speaker": "王小明", "text": "你好，今天天气怎么样？" * 6, "emotion": "joy", "probability": 0.5},
-        {"speaker": "さくら", "text": "ありがとう、とても嬉しいです", "emotion": "surprise", "probability": 0.25},
-        {"speaker": "Ann", "text": "I love it 😀👍 a" + "😀" * 40, "emotion": "neutral", "probability": 0.75},
-        {"speaker": "Jose\u0301", "text": "cafe\u0301 and more", "emotion": "sadness", "probability": 0.125},
+        {"speaker": "王小明", "text": "你好，今天天气怎么样？" * 6, "label": "joy", "score": 0.5},
+        {"speaker": "さくら", "text": "ありがとう、とても嬉しいです", "label": "surprise", "score": 0.25},
+        {"speaker": "Ann", "text": "I love it 😀👍 a" + "😀" * 40, "label": "neutral", "score": 0.75},
+        {"speaker": "Jose\u0301", "text": "cafe\u0301 and more", "label": "sadness", "score": 0.125},
     ]
     lines = format_predictions(rows, text_width=30).splitlines()
     starts = [_columns(lines[0][: lines[0].index("emotion")])]
     for line, row in zip(lines[1:], rows):
-        starts.append(_columns(line[: line.rindex(f"{row['emotion']:<9}  {row['probability']:.2f}")]))
+        starts.append(_columns(line[: line.rindex(f"{row['label']:<9}  {row['score']:.2f}")]))
     assert starts == [7 + 2 + 30 + 2] * 5  # "speaker" is the widest speaker (王小明 and さくら take 6 columns)
     # long wide texts are cut by columns (ellipsis included), even where a wide character straddles the limit
     assert "..." in lines[1] and "..." in lines[3] and "..." not in lines[2] + lines[4]

@@ -278,7 +278,7 @@ def test_predict_and_pipeline_rows_carry_modalities(model, processor, saved, med
     classifier = pipeline("emotion-recognition-in-conversation", model=str(saved), device="cpu")
     first, second = classifier([conversation, conversation[:3]], batch_size=2)
     assert [row["modalities"] for row in first] == expected and [row["modalities"] for row in second] == expected[:3]
-    assert [row["label"] for row in first] == [row["emotion"] for row in rows]
+    assert [row["label"] for row in first] == [row["label"] for row in rows]
 
 
 def test_model_card_says_when_the_model_was_not_trained_for_missing_modalities(saved, tmp_path):

@@ -34,18 +34,13 @@ def classify(saved):
     return pipeline("emotion-recognition-in-conversation", model=str(saved[0] / "model"), dtype=torch.float32)
 
 
-@pytest.mark.parametrize("native", [torch.bfloat16, torch.float32])
-def test_dtype_auto_runs_natively_supported_bfloat16_and_an_explicit_dtype_is_kept(saved, monkeypatch, native):
-    import magtkd_hf.pipeline_magtkd as module
-
-    monkeypatch.setattr(module, "default_inference_dtype", lambda device: native)
+def test_dtype_keeps_transformers_meaning(saved):
     folder, conversation = saved
     default = pipeline("emotion-recognition-in-conversation", model=str(folder / "model"))
-    assert default.model.dtype == native
-    kept = pipeline("emotion-recognition-in-conversation", model=str(folder / "model"), dtype=torch.float32)
-    assert kept.model.dtype == torch.float32
-    rows, exact = default(conversation), kept(conversation)
-    assert [row["score"] for row in rows] == pytest.approx([row["score"] for row in exact], abs=0.02)
+    assert default.model.dtype == torch.float32  # "auto", pipeline()'s default: the checkpoint's dtype
+    rows = default(conversation)
+    exact = pipeline("emotion-recognition-in-conversation", model=str(folder / "model"), dtype=torch.float32)
+    assert rows == exact(conversation)
 
 
 def test_every_input_form_gives_label_and_score_per_utterance(saved, classify):
@@ -53,14 +48,16 @@ def test_every_input_form_gives_label_and_score_per_utterance(saved, classify):
     model, processor = load_emotion_model(folder / "model")
     expected = predict_emotions(model, processor, conversation)
     one = classify(conversation)
-    assert [row["label"] for row in one] == [row["emotion"] for row in expected]
-    assert [row["score"] for row in one] == pytest.approx([row["probability"] for row in expected], abs=1e-6)
+    assert [row["label"] for row in one] == [row["label"] for row in expected]
+    assert [row["score"] for row in one] == pytest.approx([row["score"] for row in expected], abs=1e-6)
+    assert [row["probabilities"] for row in one] == [row["probabilities"] for row in expected]
     assert classify({"utterances": conversation}) == one
     row = {"dialogue_id": "0", "speakers": ["Ann", "Bob"], "texts": [u["text"] for u in conversation],
            "video_paths": [u["video"] for u in conversation]}
     assert [r["label"] for r in classify(row)] == [r["label"] for r in one]
     several = classify([conversation, conversation[:1]], batch_size=2)
     assert len(several) == 2 and len(several[1]) == 1 and several[0][0]["speaker"] == "Ann"
+    assert several[0] == one and several[1][0]["label"] == classify(conversation[:1])[0]["label"]
 
 
 def test_top_k_function_to_apply_and_unknown_keywords(saved, classify):
@@ -81,7 +78,7 @@ def test_top_k_function_to_apply_and_unknown_keywords(saved, classify):
 def test_the_saved_folder_names_its_pipeline_and_works_without_the_package(saved, tmp_path):
     folder, conversation = saved
     config = json.loads((folder / "model" / "config.json").read_text())
-    assert "magtkd-emotion-recognition-in-conversation" in config["custom_pipelines"]
+    assert list(config["custom_pipelines"]) == ["emotion-recognition-in-conversation"]
     assert (folder / "model" / "pipeline_magtkd.py").is_file()
     (tmp_path / "conversation.json").write_text(json.dumps(conversation))
     script = BLOCK_MAGTKD_HF + textwrap.dedent(
@@ -100,3 +97,27 @@ def test_the_saved_folder_names_its_pipeline_and_works_without_the_package(saved
     local = pipeline("emotion-recognition-in-conversation", model=str(folder / "model"))(conversation)
     assert [label for label, _ in remote] == [row["label"] for row in local]
     assert [score for _, score in remote] == pytest.approx([row["score"] for row in local], abs=1e-5)
+
+
+def test_registration_is_eager_every_auto_class_works_first_in_a_fresh_process(saved, tmp_path):
+    folder, conversation = saved
+    (tmp_path / "conversation.json").write_text(json.dumps(conversation))
+    first_calls = {
+        "processor": "AutoProcessor.from_pretrained(folder)",
+        "pipeline": "pipeline('emotion-recognition-in-conversation', model=folder)(conversation)",
+    }
+    for name, call in first_calls.items():
+        script = textwrap.dedent(
+            f"""
+            import json, sys
+            import magtkd_hf
+            from transformers import AutoConfig, AutoModel, AutoProcessor, pipeline
+
+            folder, conversation = sys.argv[1], json.load(open(sys.argv[2]))
+            print(type({call}).__name__)
+            """
+        )
+        result = run_offline_script(script, [folder / "model", tmp_path / "conversation.json"], tmp_path)
+        assert result.stdout.strip().splitlines()[-1] in {
+            "MagtkdProcessor", "list"
+        }, (name, result.stderr[-2000:])

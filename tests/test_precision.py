@@ -12,11 +12,12 @@ def test_native_bf16_is_read_from_the_cpu_flags():
     assert not cpu_has_native_bf16("flags : fpu sse2 avx2 avx512f avx512_vnni")
 
 
-def test_auto_follows_the_hardware_and_names_are_checked(monkeypatch):
+def test_native_follows_the_hardware_auto_keeps_the_checkpoint_and_names_are_checked(monkeypatch):
     monkeypatch.setattr("magtkd_hf.precision.cpu_has_native_bf16", lambda: True)
-    assert default_inference_dtype("cpu") is torch.bfloat16 and resolve_dtype("auto", "cpu") is torch.bfloat16
+    assert default_inference_dtype("cpu") is torch.bfloat16 and resolve_dtype("native", "cpu") is torch.bfloat16
     monkeypatch.setattr("magtkd_hf.precision.cpu_has_native_bf16", lambda: False)
-    assert resolve_dtype(None, "cpu") is torch.float32
+    assert resolve_dtype("native", "cpu") is torch.float32
+    assert resolve_dtype("auto", "cpu") is None and resolve_dtype(None) is None  # transformers' "auto": as saved
     assert resolve_dtype("float32") is torch.float32 and resolve_dtype(torch.float16) is torch.float16
     with pytest.raises(ValueError, match="dtype must be one of"):
         resolve_dtype("fp8")

@@ -70,9 +70,9 @@ def test_rows_are_those_of_each_conversation_alone_in_input_order(saved, tmp_pat
             {"speaker": s, "text": t, "video": v} for s, t, v in zip(row["speakers"], row["texts"], row["video_paths"])
         ])
         mine = [r for r in rows if (r["split"], r["conversation_index"]) == conversation.key]
-        assert [r["emotion"] for r in mine] == [r["emotion"] for r in alone]
-        assert [r["probability"] for r in mine] == pytest.approx([r["probability"] for r in alone], abs=1e-5)
-        assert [r["label"] for r in mine] == [MELD_LABELS[label] for label in row["labels"]]
+        assert [r["label"] for r in mine] == [r["label"] for r in alone]
+        assert [r["score"] for r in mine] == pytest.approx([r["score"] for r in alone], abs=1e-5)
+        assert [r["true_label"] for r in mine] == [MELD_LABELS[label] for label in row["labels"]]
         assert mine[0]["conversation_id"] == row["dialogue_id"]
     text_only = [r for r in rows if r["conversation_index"] == 1 and r["utterance_index"] == 0]
     assert len(text_only) == 2 and all(r["modalities"] == ["text"] for r in text_only)  # no video, so no sound
@@ -155,7 +155,7 @@ def test_json_lines_input_and_its_errors(saved, tmp_path):
     predict_dataset(model, processor, conversations, tmp_path / "out.jsonl", progress=False)
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert [r["modalities"] for r in rows] == [["text", "audio", "video"], ["text"], ["text"]]
-    assert "label" not in rows[0]
+    assert "true_label" not in rows[0]
     source.write_text(json.dumps(lines[0]) + "\n" + '[{"speaker": "Ann"}]\n')
     with pytest.raises(ValueError, match=r"conversations.jsonl, line 2: utterance 0 needs"):
         read_prediction_input(source)
@@ -189,10 +189,10 @@ def test_the_command_with_workers_and_two_processes_give_the_single_process_file
     single = read_jsonl(tmp_path / "one.jsonl")
     assert read_jsonl(tmp_path / "workers.jsonl") == single
     two = read_jsonl(tmp_path / "two.jsonl")
-    assert [{k: v for k, v in r.items() if k not in ("probability", "probabilities")} for r in two] == [
-        {k: v for k, v in r.items() if k not in ("probability", "probabilities")} for r in single
+    assert [{k: v for k, v in r.items() if k not in ("score", "probabilities")} for r in two] == [
+        {k: v for k, v in r.items() if k not in ("score", "probabilities")} for r in single
     ]
-    assert [r["probability"] for r in two] == pytest.approx([r["probability"] for r in single], abs=1e-6)
+    assert [r["score"] for r in two] == pytest.approx([r["score"] for r in single], abs=1e-6)
 
 
 def test_released_iemocap_speaker_numbering_survives_batching_by_size(saved):

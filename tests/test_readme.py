@@ -86,11 +86,11 @@ def test_readme_demo_predict_and_python_blocks_run(tmp_path, monkeypatch, capsys
     table = predicted[0]
     cuts = json.loads(predicted[1])
     from_clips = [line.split()[-2] for line in table.splitlines()[1:]]
-    assert [row["emotion"] for row in cuts] == from_clips  # the same conversation, cut out of one video
+    assert [row["label"] for row in cuts] == from_clips  # the same conversation, cut out of one video
     assert sum(a == b for a, b in zip(from_clips, result["true_emotions"])) >= 5
     split_rows = [json.loads(line) for line in open(tmp_path / "predictions.jsonl", encoding="utf-8")]
-    assert len(split_rows) == 7 and [row["label"] for row in split_rows] == list(result["true_emotions"])
-    assert [row["emotion"] for row in split_rows] == from_clips  # the same conversation, read from the release folder
+    assert len(split_rows) == 7 and [row["true_label"] for row in split_rows] == list(result["true_emotions"])
+    assert [row["label"] for row in split_rows] == from_clips  # the same conversation, read from the release folder
 
     for block in code_blocks("python"):
         if "push_to_hub(" in block:

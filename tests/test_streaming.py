@@ -56,8 +56,8 @@ def test_a_causal_stream_equals_the_whole_conversation_at_every_utterance(proces
         logits = stream.last_logits
         assert (logits - whole[index]).abs().max() <= 1e-5, index
         assert row["index"] == index and row["context"] == "causal" and row["speaker"] == utterance["speaker"]
-    assert [row["emotion"] for row in stream.history] == [
-        row["emotion"] for row in predict_emotions(model, processor, conversation)
+    assert [row["label"] for row in stream.history] == [
+        row["label"] for row in predict_emotions(model, processor, conversation)
     ]
 
 
@@ -69,10 +69,10 @@ def test_a_bidirectional_stream_gives_each_prefix_its_emotion_and_says_so(proces
     for index, row in enumerate(rows):
         prefix = predict_emotions(model, processor, conversation[: index + 1])[-1]
         assert row["context"] == "prefix"
-        assert row["emotion"] == prefix["emotion"]
-        assert row["probability"] == pytest.approx(prefix["probability"], abs=1e-5)
+        assert row["label"] == prefix["label"]
+        assert row["score"] == pytest.approx(prefix["score"], abs=1e-5)
     whole = predict_emotions(model, processor, conversation[:4])
-    assert any(abs(a["probability"] - b["probability"]) > 1e-4 for a, b in zip(rows[:3], whole[:3]))
+    assert any(abs(a["score"] - b["score"]) > 1e-4 for a, b in zip(rows[:3], whole[:3]))
 
 
 def test_reset_starts_a_new_conversation_and_failures_leave_the_stream_unchanged(processor, conversation, tmp_path):
@@ -150,8 +150,8 @@ def test_the_stream_command_writes_one_json_line_per_utterance_as_it_comes(
     expected = [stream.add(utterance) for utterance in conversation[:3]]
     assert [row["index"] for row in rows] == [0, 1, 2] and {row["context"] for row in rows} == {"causal"}
     for row, reference in zip(rows, expected):
-        assert row["emotion"] == reference["emotion"]
-        assert row["probability"] == pytest.approx(reference["probability"], abs=1e-6)
+        assert row["label"] == reference["label"]
+        assert row["score"] == pytest.approx(reference["score"], abs=1e-6)
 
 
 def test_the_stream_command_reads_paths_from_the_current_directory(monkeypatch, saved_causal_model, clips, capsys):

@@ -6,9 +6,9 @@ from ..precision import DTYPE_CHOICES, resolve_dtype
 def add_model_options(parser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument(
-        "--dtype", default="auto", choices=DTYPE_CHOICES,
-        help="weights' dtype; auto (default): bfloat16 on GPUs and CPUs that compute it natively (AVX512-BF16/AMX), "
-        "else float32",
+        "--dtype", default="native", choices=DTYPE_CHOICES,
+        help="weights' dtype; native (default, the package's choice): bfloat16 on GPUs and CPUs that compute it "
+        "natively (AVX512-BF16/AMX), else float32; auto: the checkpoint's dtype (transformers' meaning)",
     )
     parser.add_argument(
         "--trust-remote-code", action="store_true",
@@ -21,4 +21,5 @@ def load_model_for_inference(args):
     from ..inference import load_emotion_model
 
     model, processor = load_emotion_model(args.model_dir, args.device, trust_remote_code=args.trust_remote_code)
-    return model.to(resolve_dtype(args.dtype, args.device)), processor
+    dtype = resolve_dtype(args.dtype, args.device)
+    return (model if dtype is None else model.to(dtype)), processor

@@ -17,8 +17,8 @@ def add_stream_command(subparsers) -> None:
         help="the emotion of each new utterance as a conversation unfolds (JSON lines in, JSON lines out)",
         description="Loads MODEL_DIR (a folder saved by magtkd-hf) and reads one utterance per line on stdin, a JSON "
         "object with 'speaker', 'text', 'video' and/or 'audio' and optional 'start'/'end' seconds (as predict's "
-        "conversation files). For each it writes, as soon as it is computed, one JSON line: speaker, text, emotion, "
-        "probability, probabilities, index and context ('causal': the model's fusion is causal, the emotion is the "
+        "conversation files). For each it writes, as soon as it is computed, one JSON line: speaker, text, label "
+        "(the emotion), score, probabilities, modalities, index and context ('causal': the model's fusion is causal, the emotion is the "
         "one the whole conversation would give; 'prefix': computed from the conversation so far). Blank lines are "
         "skipped. Relative media paths are read from --base-dir (default: the current directory).",
     )

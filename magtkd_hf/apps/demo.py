@@ -103,7 +103,7 @@ def print_demo_report(result: dict) -> None:
 def demo_conclusion(metrics: dict, predictions: list[dict], true_emotions: list[str]) -> str:
     fused = {split: metrics["fusion"][split]["weighted_f1"] for split in ("validation", "test")}
     best = {split: best_unimodal(metrics, split) for split in ("validation", "test")}
-    correct = sum(row["emotion"] == emotion for row, emotion in zip(predictions, true_emotions))
+    correct = sum(row["label"] == emotion for row, emotion in zip(predictions, true_emotions))
     chance = 100.0 / len(next(iter(metrics.values()))["validation"]["per_class_f1"])
     verdict = "at least as good as" if all(fused[s] >= best[s][1] for s in fused) else "below"
     return (f"Fused weighted F1 {fused['validation']:.1f} (dev) / {fused['test']:.1f} (test) is {verdict} the best "

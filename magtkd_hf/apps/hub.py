@@ -195,10 +195,7 @@ def build_model_card(
     name = card_model_name(model_dir, repo_id, model_name, config.model_type, datasets)
     results = eval_results(metrics, datasets, pipeline_tag)
     card_data = ModelCardData(
-        language="en",
-        license="gpl-3.0",
-        library_name="transformers",
-        pipeline_tag=pipeline_tag,
+        language="en", license="gpl-3.0", library_name="transformers", pipeline_tag=pipeline_tag,
         tags=[*BASE_TAGS, *(_DATASET_TAGS[key] for key in datasets if key in _DATASET_TAGS)],
         base_model=base_models(config) or None,
         datasets=[_HUB_DATASET_IDS[key] for key in datasets if key in _HUB_DATASET_IDS] or None,
