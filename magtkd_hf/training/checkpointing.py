@@ -1,14 +1,9 @@
-"""Epoch checkpoints that are either complete and verified, or passed over with the reason.
-
-A checkpoint is the folder `checkpoints/epoch_K/`: what `accelerator.save_state` writes (`model.safetensors`,
-`optimizer.bin`, `random_states_<rank>.pkl`, ...), the loop's `trainer_state.json` (its state and the scheduler's
-`state_dict`, in JSON: Accelerate would unpickle a registered scheduler with `weights_only=False`) and, written last,
-`manifest.json`: the size and sha256 of every other file. A folder without a manifest was interrupted while saving;
-one whose files differ from their manifest entries is damaged. Resuming ([`find_resumable_checkpoint`]) takes the
-newest checkpoint that verifies and reports the newer ones passed over, each with its reason (file and what is
-wrong); [`load_checkpoint`] raises [`CheckpointError`] naming the folder and the file, and checks that the random
-states were restored (Accelerate's `load_state` only logs when it cannot restore them, and a resumed run would then
-silently differ from an uninterrupted one).
+"""Epoch checkpoints `checkpoints/epoch_K/`: what `accelerator.save_state` writes, the loop's `trainer_state.json`
+(its state and the scheduler's, in JSON: Accelerate would unpickle a registered scheduler with `weights_only=False`)
+and, written last, `manifest.json` (size and sha256 of every other file). A folder without a manifest was interrupted
+while saving, one whose files differ from it is damaged: resuming takes the newest that verifies and reports those
+passed over with the reason. Loading also checks that the random states were restored (Accelerate only logs when it
+cannot restore them, and a resumed run would then silently differ from an uninterrupted one).
 """
 
 from __future__ import annotations

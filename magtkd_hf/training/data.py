@@ -24,9 +24,7 @@ SPLITS = ("train", "validation", "test")
 PER_CONVERSATION_LISTS = ("previous_speakers",)
 
 
-def load_conversations(
-    data: str | Path, dataset: str, on_missing: str = "raise", check_media: bool = True
-) -> datasets.DatasetDict:
+def load_conversations(data, dataset: str, on_missing: str = "raise", check_media: bool = True) -> datasets.DatasetDict:
     """A `DatasetDict` of conversations (one row per conversation, the `load_meld`/`load_iemocap` schema): a folder
     saved with `save_to_disk`, or a MELD / IEMOCAP release folder (built with `load_meld`/`load_iemocap`; its clips
     are checked unless `check_media=False`)."""
@@ -67,9 +65,7 @@ def slice_row(row: Mapping, start: int, stop: int) -> dict:
 
 def shares_video_files(rows: Sequence[Mapping]) -> bool:
     """Whether utterances share one video file (IEMOCAP's dialogue videos): then each utterance's window is cut."""
-    return any(
-        "video_paths" in row and len(set(row["video_paths"])) < len(row["video_paths"]) for row in rows
-    )
+    return any("video_paths" in row and len(set(row["video_paths"])) < len(row["video_paths"]) for row in rows)
 
 
 class UtteranceItems(Dataset):
@@ -150,21 +146,9 @@ def model_inputs(modality: str, processor_output: Mapping[str, torch.Tensor], ro
     return trim_left_padding(**inputs) if modality == "text" else inputs
 
 
-class ConversationItems(Dataset):
-    """Conversations by position (stage 3): item -> (position, row)."""
-
-    def __init__(self, rows: Sequence[Mapping], positions: Sequence[int]):
-        self.rows, self.positions = rows, list(positions)
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitem__(self, item: int):
-        position = self.positions[item]
-        return position, self.rows[position]
-
-
 class ConversationCollator:
+    """(position, conversation row) items (stage 3) -> their positions and the processor's output."""
+
     def __init__(self, processor, use_time_window: bool | str = "auto", modalities: Sequence[str] = tuple(MODEL_INPUTS)):
         self.processor, self.use_time_window, self.modalities = processor, use_time_window, tuple(modalities)
 

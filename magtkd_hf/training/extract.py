@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..configuration_magtkd import FEATURE_SOURCES
-from .data import SPLITS, ConversationCollator, ConversationItems, model_inputs
+from .data import SPLITS, ConversationCollator, model_inputs
 from .inputs import StageInputs
 from .loop import make_accelerator
 from .reporting import METRICS_FILE, write_json
@@ -51,9 +51,10 @@ def split_features(accelerator, models, rows, processor, settings: StageSettings
     """This process's share of one split's conversations (every num_processes-th), as feature rows."""
     from torch.utils.data import DataLoader
 
-    positions = list(range(accelerator.process_index, len(rows), accelerator.num_processes))
+    shared_out = [(position, rows[position]) for position in range(accelerator.process_index, len(rows),
+                                                                      accelerator.num_processes)]
     modalities = sorted({modality for modality, _ in models.values()})
-    loader = DataLoader(ConversationItems(rows, positions), batch_size=1, shuffle=False,
+    loader = DataLoader(shared_out, batch_size=1, shuffle=False,
                         num_workers=settings.num_workers, collate_fn=ConversationCollator(processor, modalities=modalities))
     local = []
     for batch in tqdm(loader, desc=f"extract-features {split}", dynamic_ncols=True,

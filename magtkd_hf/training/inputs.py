@@ -25,9 +25,7 @@ class StageInputs:
         self.config = config
         self.recipe = load_recipe(config.recipe)
         self.output_dir = Path(config.output_dir)
-        self._conversations = {}  # check_media -> DatasetDict
-        self._processor = None
-        self._frame_cache = None  # False once looked for and not usable
+        self._conversations, self._processor, self._frame_cache = {}, None, None  # read on first use
 
     # -- settings
     def settings(self, stage: str) -> StageSettings:
@@ -160,7 +158,7 @@ class StageInputs:
         A folder given with --frame-cache that holds no cache raises `FileNotFoundError`; a damaged cache raises
         `FrameCacheError` (naming the folder)."""
         if self._frame_cache is None:
-            self._frame_cache = self._open_frame_cache() or False
+            self._frame_cache = self._open_frame_cache() or False  # False: looked for, none usable
         return self._frame_cache or None
 
     def _open_frame_cache(self):
@@ -202,13 +200,11 @@ def with_running_speakers(splits):
 
     from ..processors import released_iemocap_previous_speakers
 
-    updated = {}
-    for split, dataset in splits.items():
-        if "previous_speakers" not in dataset.column_names:
-            states = released_iemocap_previous_speakers(dataset["speakers"])
-            dataset = dataset.add_column("previous_speakers", states)
-        updated[split] = dataset
-    return datasets.DatasetDict(updated)
+    return datasets.DatasetDict({
+        split: dataset if "previous_speakers" in dataset.column_names else
+        dataset.add_column("previous_speakers", released_iemocap_previous_speakers(dataset["speakers"]))
+        for split, dataset in splits.items()
+    })
 
 
 def part_of_split(dataset, dialogues: float, seed: int):

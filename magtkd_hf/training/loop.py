@@ -201,11 +201,9 @@ def run_evaluations(stage: PreparedStage, settings, entry: dict) -> dict:
 @torch.no_grad()
 def evaluate(accelerator, model, loader, label_names: Sequence[str], description: str = "evaluating") -> tuple[dict, Any]:
     """`saved_model(model)(**batch).logits.argmax(-1)` against `batch["labels"]` over `loader`, gathered from every
-    process (the duplicates that even out the last batch dropped) -> (metrics, (labels, predictions) numpy).
-
-    The metrics are the ERC metric's ([`~magtkd_hf.metrics.erc_scores`], the `evaluate` module's `_compute`), computed
-    once on the gathered utterances rather than through `evaluate`'s per-process cache files: every process already
-    holds all of them, and the figures equal a single-process evaluation."""
+    process (the duplicates that even out the last batch dropped) -> (metrics, (labels, predictions) numpy). The
+    metrics ([`~magtkd_hf.metrics.erc_scores`]) are computed once on the gathered utterances: they equal a
+    single-process evaluation."""
     evaluated = saved_model(accelerator.unwrap_model(model))
     evaluated.eval()
     all_predictions, all_labels = [], []

@@ -1,16 +1,9 @@
-"""Every training setting and every stage, declared once. The command line is built from these classes
-(`transformers.HfArgumentParser` reads their fields, types, choices and help), recipe files are checked against them,
-and the library takes them as they are.
-
-* [`STAGES`]: the stages of the recipe, in order (names, what each trains, where it writes).
-* [`StageSettings`]: the hyper-parameters of one stage (optimiser, batches, epochs, precision, distillation loss).
-* [`ModelSettings`]: the fusion choices a run may make, the fields of `MagtkdFusionConfig` named in `FUSION_OPTIONS`.
-* [`ProcessorSettings`]: the text prompt of the processor a run builds (length, history or utterance alone).
-* [`RunSettings`]: where a run reads and writes (data, encoders, stage folders, frame cache) and how it runs.
-* [`TrainingConfig`]: a run: its `RunSettings` fields, the `ModelSettings`, `ProcessorSettings` and stage overrides.
-
-A stage's settings: the recipe file (its `defaults`, then its `stages[NAME]`; what it omits keeps the defaults
-below), then the command line's options (every stage), then `--set STAGE.KEY=VALUE` (one stage).
+"""Every stage ([`STAGES`]) and every training setting, declared once: [`StageSettings`] (one stage's
+hyper-parameters), [`ModelSettings`] (the `MagtkdFusionConfig` fields a run may set), [`ProcessorSettings`] (the text
+prompt), [`RunSettings`] (folders, encoders, how a run runs) and [`TrainingConfig`] (a run). The command line is built
+from these classes (`transformers.HfArgumentParser` reads their fields, types, choices and help) and recipe files are
+checked against them. A stage's settings: the recipe file (its `defaults`, then its `stages[NAME]`; what it omits
+keeps the defaults below), then the command line's options (every stage), then `--set STAGE.KEY=VALUE` (one stage).
 """
 
 from __future__ import annotations
