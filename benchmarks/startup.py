@@ -1,7 +1,8 @@
-"""Start-up time of `import magtkd_hf` and `magtkd-hf --help` against `import torch, transformers`, side by side.
+"""Start-up time of `import magtkd_hf` (which registers every class and the pipeline task eagerly), `magtkd-hf --help`
+and `--version` against `import torch, transformers`, side by side.
 
-Each command runs in a fresh interpreter, the three interleaved, `--repeats` times; the medians and their ratio to the
-baseline are printed. The goal: within 1.3x of the baseline.
+Each command runs in a fresh interpreter, the four interleaved, `--repeats` times; the medians and their ratio to the
+baseline are printed (a report, no goal).
 
     python benchmarks/startup.py --repeats 7
 """
@@ -16,6 +17,7 @@ COMMANDS = {
     "import torch, transformers": [sys.executable, "-c", "import torch, transformers"],
     "import magtkd_hf": [sys.executable, "-c", "import magtkd_hf"],
     "magtkd-hf --help": [sys.executable, "-m", "magtkd_hf", "--help"],
+    "magtkd-hf --version": [sys.executable, "-m", "magtkd_hf", "--version"],
 }
 
 
