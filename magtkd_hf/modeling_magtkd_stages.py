@@ -222,9 +222,7 @@ class MagtkdUnimodalModel(MagtkdEncoderPreTrainedModel):
 class MagtkdTextModel(MagtkdUnimodalModel):
     r"""MAGTKD's text model: [`MagtkdTextEncoder`] (encoder + projection to the fusion width) and a classifier."""
 
-    config_class = MagtkdTextConfig
-    modality = "text"
-    feature_module_class = MagtkdTextEncoder
+    config_class, modality, feature_module_class = MagtkdTextConfig, "text", MagtkdTextEncoder
     main_input_name = "input_ids"
 
     @classmethod
@@ -243,12 +241,10 @@ class MagtkdTextModel(MagtkdUnimodalModel):
 class MagtkdAudioModel(MagtkdUnimodalModel):
     r"""MAGTKD's audio model: [`MagtkdAudioEncoder`] (data2vec-audio, first-frame feature) and a classifier."""
 
-    config_class = MagtkdAudioConfig
-    modality = "audio"
-    feature_module_class = MagtkdAudioEncoder
+    config_class, modality, feature_module_class = MagtkdAudioConfig, "audio", MagtkdAudioEncoder
     main_input_name = "input_values"
 
-    def forward(self, input_values, attention_mask=None, labels=None, return_dict=None) -> MagtkdUnimodalOutput | tuple:
+    def forward(self, input_values, attention_mask=None, labels=None, return_dict=None) -> MagtkdUnimodalOutput:
         """`input_values` (`(num_utterances, num_samples)`): the processor's waveforms; `attention_mask` (same shape,
         1 = a real sample): the processor's `audio_attention_mask`. `labels`: as the text model's."""
         return self._output(self.audio_encoder(input_values, attention_mask), labels, return_dict)
@@ -257,9 +253,7 @@ class MagtkdAudioModel(MagtkdUnimodalModel):
 class MagtkdVideoModel(MagtkdUnimodalModel):
     r"""MAGTKD's video model: [`MagtkdVideoEncoder`] (TimeSformer, CLS feature) and a classifier."""
 
-    config_class = MagtkdVideoConfig
-    modality = "video"
-    feature_module_class = MagtkdVideoEncoder
+    config_class, modality, feature_module_class = MagtkdVideoConfig, "video", MagtkdVideoEncoder
     main_input_name = "pixel_values"
 
     def forward(self, pixel_values, labels=None, return_dict=None) -> MagtkdUnimodalOutput | tuple:

@@ -203,8 +203,10 @@ class FeatureRows(Dataset):
         # A column the features do not hold (a run without that modality) is left out: the collator marks it absent.
         columns = [column for column in dict.fromkeys(columns) if column in dataset.column_names]
         table = dataset.with_format("numpy", columns=[*columns, "speaker_ids", "labels", "dialogue_id"])
-        self.rows = [_checked_feature_row(row, columns, num_labels, f"{source}: conversation {str(row['dialogue_id'])!r}")
-                     for row in table]
+        self.rows = []
+        for row in table:
+            where = f"{source}: conversation {str(row['dialogue_id'])!r}"
+            self.rows.append(_checked_feature_row(row, columns, num_labels, where))
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -79,7 +79,8 @@ def saved_model(model: nn.Module) -> nn.Module:
 
 
 def train_stage(build_job: Callable[[Any], StageJob], settings: StageSettings, output_dir: str | Path,
-                resume: bool | str | Path | None = False, stop_after_epochs: int | None = None, cpu: bool = False) -> dict:
+                resume: bool | str | Path | None = False, stop_after_epochs: int | None = None,
+                cpu: bool = False) -> dict:
     """
     Train one stage into `output_dir`: the selected model, `metrics.json`, `confusion_matrix.png`, `checkpoints/`.
 
@@ -388,5 +389,7 @@ def total_steps(settings: StageSettings, batches_per_epoch: int) -> int:
 
 def planned_epochs(settings: StageSettings, batches_per_epoch: int) -> int:
     """The epochs the loop runs: all of them, or those that `max_steps` reaches into."""
+    if not settings.max_steps:
+        return settings.epochs
     steps_per_epoch = max(math.ceil(batches_per_epoch / settings.gradient_accumulation_steps), 1)
-    return min(settings.epochs, math.ceil(settings.max_steps / steps_per_epoch)) if settings.max_steps else settings.epochs
+    return min(settings.epochs, math.ceil(settings.max_steps / steps_per_epoch))

@@ -79,9 +79,9 @@ def _recipe_from_dict(data: dict, path: Path) -> Recipe:
         raise ValueError(f"recipe file {path}: keys {missing} are missing")
     dataset_facts(data["dataset"])  # a known dataset
     check_stage_names(data["stages"], f"recipe file {path}")
-    sections = {"defaults": data.get("defaults", {}), **{f"stages.{name}": values for name, values in data["stages"].items()}}
-    for section, values in sections.items():
-        check_setting_names(values, f"{path} {section!r}")
+    check_setting_names(data.get("defaults", {}), f"{path} 'defaults'")
+    for stage, values in data["stages"].items():
+        check_setting_names(values, f"{path} 'stages.{stage}'")
     check_setting_names(data.get("model", {}), f"{path} 'model'", ModelSettings)
     check_setting_names(data.get("processor", {}), f"{path} 'processor'", ProcessorSettings)
     encoders, encoder_overrides = dict(data.get("encoders", {})), dict(data.get("encoder_config_overrides", {}))
@@ -92,6 +92,7 @@ def _recipe_from_dict(data: dict, path: Path) -> Recipe:
         name=data.get("name", path.stem), dataset=str(data["dataset"]).lower(), seed=int(data.get("seed", 2024)),
         encoders=encoders, encoder_config_overrides=encoder_overrides,
         model=ModelSettings(**data.get("model", {})), processor=ProcessorSettings(**data.get("processor", {})),
-        defaults=dict(data.get("defaults", {})), stages={stage: dict(values) for stage, values in data["stages"].items()},
+        defaults=dict(data.get("defaults", {})),
+        stages={stage: dict(values) for stage, values in data["stages"].items()},
         source=str(path),
     )
