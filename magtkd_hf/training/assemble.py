@@ -7,8 +7,9 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from .data import FeatureRows, load_feature_splits
+from .data import fusion_feature_rows, load_feature_splits
 from .inputs import StageInputs
+from .loop import evaluate, make_accelerator
 from .reporting import METRICS_FILE, confusion_matrix
 from .settings import FEATURE_STAGE, StageSettings
 
@@ -65,19 +66,14 @@ def evaluate_saved_fusion(
     from .. import MagtkdFusionModel
     from ..features import FusionFeatureCollator
     from ..streaming import OnlineFusion
-    from .loop import evaluate, make_accelerator
 
     model = MagtkdFusionModel.from_pretrained(str(model_dir)).eval()
     config = model.config
     feature_splits = load_feature_splits(features_dir)
     accelerator = make_accelerator(StageSettings(), Path(model_dir), cpu)
     model = model.to(accelerator.device)
-    columns = ("text", config.audio_feature_source, config.video_feature_source)
     results = {}
-    for split in splits:
-        if split not in feature_splits:
-            continue
-        rows = FeatureRows(feature_splits[split], columns, config.num_labels, f"{features_dir} ({split})")
+    for split, rows in fusion_feature_rows(feature_splits, config, features_dir, splits).items():
         loader = DataLoader(rows, batch_size=batch_size, collate_fn=FusionFeatureCollator.from_config(config))
         evaluated = OnlineFusion(model) if online else model
         metrics, (labels, predictions) = evaluate(accelerator, evaluated, loader, config.label_names)

@@ -218,6 +218,13 @@ class FeatureRows(Dataset):
         return [len(row["speaker_ids"]) for row in self.rows]
 
 
+def fusion_feature_rows(splits: datasets.DatasetDict, config, source="", names=SPLITS) -> dict:
+    """{split: FeatureRows} of the splits `names` found in `splits`, with the columns the fusion `config` reads."""
+    columns = ("text", config.audio_feature_source, config.video_feature_source)
+    return {split: FeatureRows(splits[split], columns, config.num_labels, f"{source} ({split})")
+            for split in names if split in splits}
+
+
 def _checked_feature_row(row: Mapping, columns: Sequence[str], num_labels: int, where: str) -> dict:
     speakers, labels = np.asarray(row["speaker_ids"], dtype=np.int64), np.asarray(row["labels"], dtype=np.int64)
     length = len(speakers)

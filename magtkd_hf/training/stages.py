@@ -1,18 +1,8 @@
-"""The MAGTKD stages as a table, and running them: `run_stage(name, config)`, `run_all(config)`.
-
-A stage is a small description: which model it trains (a stage-1 model on its pretrained encoder, a distillation of
-a student by the frozen text model, or the fusion), on which data (the run's utterances, or the stage-3 features),
-with which collator; `train_stage` (loop.py) does the rest. Each stage reads the earlier stages' folders under the
-run's output folder and writes its own:
-
-    OUT/processor/                          the processor every stage uses (built from the encoders unless given)
-    OUT/frame-cache/                        optional: the clips' resized frames (`magtkd-hf cache-frames`), read by
-                                            the video stages and extract-features instead of decoding (--frame-cache)
-    OUT/text/ audio/ video/                 stage 1: save_pretrained folders + metrics.json + confusion_matrix.png
-    OUT/distill-audio/ distill-video/       stage 2: the distilled students (same layout)
-    OUT/features/                           stage 3: a DatasetDict of utterance features per conversation
-    OUT/fusion/                             stage 4: MagtkdFusionModel
-    OUT/model/                              `all`: the end-to-end MagtkdForEmotionRecognition + processor
+"""Running the stages of `settings.STAGES`: `run_stage(name, config)`, `run_all(config)`. Each stage's job says which
+model it trains (a stage-1 model on its pretrained encoder, a distillation of a student by the frozen text model, or
+the fusion), on which data (the run's utterances, or the stage-3 features) and with which collator; `train_stage`
+(loop.py) does the rest. Each stage reads the earlier stages' folders under the run's output folder (OUT/processor,
+OUT/frame-cache, OUT/text, ...) and writes its own; `all` ends with OUT/model, the end-to-end model.
 """
 
 from __future__ import annotations
@@ -24,10 +14,10 @@ import numpy as np
 from .data import (
     SPLITS,
     DistillationCollator,
-    FeatureRows,
     UtteranceCollator,
     UtteranceItems,
     class_weights,
+    fusion_feature_rows,
     load_feature_splits,
     shares_video_files,
 )
@@ -141,9 +131,7 @@ def fusion_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) ->
     features_dir = inputs.input_folder("extract-features", spec.name)
     splits = load_feature_splits(features_dir)
     config = fusion_config_for_features(inputs, splits, features_dir)
-    columns = ("text", config.audio_feature_source, config.video_feature_source)
-    rows = {split: FeatureRows(splits[split], columns, config.num_labels, f"{features_dir} ({split})")
-            for split in splits if split in SPLITS}
+    rows = fusion_feature_rows(splits, config, features_dir)
     config.class_weights = class_weights(np.concatenate([row["labels"] for row in rows["train"].rows]),
                                          config.num_labels, settings.class_weighting)
     return StageJob(
@@ -153,7 +141,8 @@ def fusion_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) ->
         label_names=config.label_names, train_lengths=rows["train"].lengths(),
         description={
             "recipe": inputs.recipe.source, "features": str(features_dir),
-            "feature_sources": dict(zip(("text", "audio", "video"), columns)),
+            "feature_sources": {"text": "text", "audio": config.audio_feature_source,
+                                "video": config.video_feature_source},
             "conversations": {split: len(item) for split, item in rows.items()},
         },
     )
