@@ -10,7 +10,7 @@ from pathlib import Path
 from .data import fusion_feature_rows, load_feature_splits
 from .inputs import StageInputs
 from .loop import evaluate, make_accelerator
-from .reporting import METRICS_FILE, confusion_matrix
+from .reporting import CONFUSION_MATRIX_PNG, METRICS_FILE, confusion_matrix
 from .settings import FEATURE_STAGE, StageSettings
 
 
@@ -41,10 +41,10 @@ def assemble_end_to_end(inputs: StageInputs) -> Path:
 def write_model_card(inputs: StageInputs, folder: Path) -> None:
     """The fusion stage's metrics and confusion matrix beside the end-to-end model, and its model card (README.md)."""
     from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
-    from ..apps.hub import CONFUSION_MATRIX_FILE, save_model_card
+    from ..apps.hub import save_model_card
 
     fusion_dir = inputs.input_folder("fusion", "all")
-    for name in (METRICS_FILE, CONFUSION_MATRIX_FILE):
+    for name in (METRICS_FILE, CONFUSION_MATRIX_PNG):
         if (fusion_dir / name).exists():
             shutil.copyfile(fusion_dir / name, folder / name)
     data = inputs.config.data

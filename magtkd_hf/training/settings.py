@@ -177,7 +177,7 @@ def _fusion_option_type(name: str):
     if name.endswith("_feature_source"):  # "audio" or "audio_kd", "video" or "video_kd"
         modality = name.removesuffix("_feature_source")
         return Literal[tuple(source for source in FEATURE_SOURCES if source.startswith(modality))]
-    return MagtkdFusionConfig.__dataclass_fields__[name].type
+    return next(item.type for item in fields(MagtkdFusionConfig) if item.name == name)
 
 
 ModelSettings = make_dataclass(
