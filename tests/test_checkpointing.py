@@ -118,7 +118,7 @@ def checkpoints(template, tmp_path) -> Path:
 # ------------------------------------------------------------------------------------------------------- saving
 
 
-def test_save_writes_checkpoints_with_a_verifying_manifest(checkpoints):
+def test_save_writes_complete_checkpoints_with_a_verifying_manifest(checkpoints):
     assert sorted(path.name for path in checkpoints.iterdir()) == ["epoch_1", "epoch_2"]
     for epoch in (1, 2):
         folder = checkpoints / f"epoch_{epoch}"
@@ -144,7 +144,7 @@ def test_keep_prunes_the_oldest_and_zero_keeps_all(tmp_path):
     assert sorted(path.name for path in (tmp_path / "all").iterdir()) == ["epoch_1", "epoch_2", "epoch_3"]
 
 
-def test_interrupted_save_leaves_a_folder_without_manifest_which_is_skipped_then_replaced(checkpoints, monkeypatch):
+def test_interrupted_save_leaves_only_a_partial_folder_which_is_ignored_then_replaced(checkpoints, monkeypatch):
     run, _ = resume(checkpoints / "epoch_2")
     train_epoch(run)
 
@@ -339,7 +339,7 @@ def test_resuming_gives_bit_identical_parameters(tmp_path):
 # ------------------------------------------------------------------------------------------------------------- JSON
 
 
-def test_write_json_is_atomic(tmp_path, monkeypatch):
+def test_write_json_atomic(tmp_path, monkeypatch):
     path = tmp_path / "sub" / "metrics.json"
     write_json(path, {"f1": np.float32(0.5), "nan": math.nan, "path": Path("a/b"), "n": np.int64(3)})
     assert json.loads(path.read_text()) == {"f1": 0.5, "nan": None, "path": "a/b", "n": 3}
