@@ -9,11 +9,11 @@ or without any sound, is predicted from what it has (each row's `modalities` say
 
 import copy
 import json
-import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from wcwidth import wcwidth
 
 from .pipeline_magtkd import emotion_rows, refuse_non_finite_media, utterance_modalities
 
@@ -123,18 +123,9 @@ def format_predictions(rows: Sequence[Mapping], text_width: int = 60, true_emoti
     return "\n".join(lines)
 
 
-def char_width(char: str) -> int:
-    """Terminal columns of one character: 0 for combining marks and other zero-width characters (they draw on the
-    previous character: accents, variation selectors, the zero-width joiner), 2 for East Asian Wide/Fullwidth
-    (CJK, most emoji), 1 otherwise."""
-    if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
-        return 0
-    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-
-
 def display_width(text: str) -> int:
-    """Terminal columns `text` takes (see `char_width`); a small stand-in for `wcwidth.wcswidth`."""
-    return sum(char_width(char) for char in text)
+    """Terminal columns `text` takes (`wcwidth`: CJK and most emoji 2, combining and control characters 0)."""
+    return sum(max(wcwidth(char), 0) for char in text)
 
 
 def pad_to_width(text: str, width: int) -> str:
@@ -150,7 +141,7 @@ def truncate_to_width(text: str, width: int, ellipsis: str = "...") -> str:
     room = max(0, width - display_width(ellipsis))
     kept, used = [], 0
     for char in text:
-        used += char_width(char)
+        used += max(wcwidth(char), 0)
         if used > room:
             break
         kept.append(char)

@@ -116,27 +116,18 @@ class MagtkdStream:
         return processed
 
     def encode(self, text_inputs: Mapping, media_inputs: Mapping) -> dict[str, torch.Tensor]:
-        """One pass of each encoder over the new utterance -> {modality: (1, H) feature}. An absent audio or video
-        (the processor's `has_audio`/`has_video` 0) is not encoded: zeros, as the model gives it, and the fusion is
+        """One pass of each encoder over the new utterance -> {modality: (1, H) feature}, by the model's own rule: an
+        absent audio or video (the processor's `has_audio`/`has_video` 0) is not encoded but zeros, and the fusion is
         told it is absent."""
-        model, device = self.model, self.model.device
-        text = model.feature_module("text")(
-            input_ids=text_inputs["input_ids"].to(device), attention_mask=text_inputs["attention_mask"].to(device)
-        )
-        encoders = {
-            "audio": lambda: model.feature_module("audio")(
-                input_values=media_inputs["input_values"].to(device),
-                attention_mask=media_inputs["audio_attention_mask"].to(device),
-            ),
-            "video": lambda: model.feature_module("video")(pixel_values=media_inputs["pixel_values"].to(device)),
+        device = self.model.device
+        inputs = {
+            "text": {name: value.to(device) for name, value in text_inputs.items()},
+            "audio": {"input_values": media_inputs["input_values"].to(device),
+                      "attention_mask": media_inputs["audio_attention_mask"].to(device)},
+            "video": {"pixel_values": media_inputs["pixel_values"].to(device)},
         }
-        features = {"text": text}
-        for modality, encoder in encoders.items():
-            if _present(media_inputs, modality):
-                features[modality] = encoder()
-            else:
-                features[modality] = text.new_zeros(1, model.config.fusion_model_config.hidden_size)
-        return features
+        present = {modality: media_inputs.get(f"has_{modality}") for modality in ("audio", "video")}
+        return self.model._utterance_features(dict.fromkeys(MODALITIES), inputs, present)
 
     def fuse(self, features: Mapping[str, torch.Tensor], speaker_ids: torch.Tensor, media_inputs=None) -> torch.Tensor:
         """The fusion over the cached features and the new ones -> the new utterance's logits (C,)."""
@@ -152,6 +143,7 @@ class MagtkdStream:
         speaker_ids = speaker_ids.to(device)
         output = self.model(**every, speaker_ids=speaker_ids, utterance_mask=torch.ones_like(speaker_ids))
         return output.logits[0, -1]
+
 
 def _present(media_inputs: Mapping, modality: str) -> bool:
     """Whether the one processed utterance has `modality` (the rule of `utterance_modalities`)."""
