@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from .configuration_magtkd import FEATURE_SOURCES
+from .losses import IGNORE_INDEX
 
 
 def feature_dataset_features(
@@ -65,7 +66,7 @@ class FusionFeatureCollator:
             batch[input_name] = torch.from_numpy(padded)
         batch["speaker_ids"] = self._pad_integers([row["speaker_ids"] for row in rows], max_length, 0)
         batch["attention_mask"] = self._pad_integers([[1] * length for length in lengths], max_length, 0)
-        batch["labels"] = self._pad_integers([row["labels"] for row in rows], max_length, -100)
+        batch["labels"] = self._pad_integers([row["labels"] for row in rows], max_length, IGNORE_INDEX)
         return batch
 
     @staticmethod

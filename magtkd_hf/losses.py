@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 
 
+# The label to ignore (torch's cross-entropy default). The processor declares it too (processors/conversation.py): each
+# side travels alone as a saved folder's remote code (tests/test_remote_code.py checks that the two agree).
 IGNORE_INDEX = -100
 
 

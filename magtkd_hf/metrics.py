@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .losses import IGNORE_INDEX
+
 # The folder of the `evaluate` module: `evaluate.load` takes a folder holding a script of the folder's name.
 ERC_METRIC_PATH = str(Path(__file__).with_name("erc_metric"))
 
@@ -34,7 +36,7 @@ def _labelled(labels, predictions) -> tuple[np.ndarray, np.ndarray]:
     labels, predictions = _flat(labels), _flat(predictions)
     if labels.shape != predictions.shape:
         raise ValueError(f"{predictions.size} predictions for {labels.size} labels: they must be aligned.")
-    keep = labels != -100
+    keep = labels != IGNORE_INDEX
     return labels[keep], predictions[keep]
 
 

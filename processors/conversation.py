@@ -17,6 +17,7 @@ import torch
 from .media import MediaError, TimeWindow
 from .prompt import MagtkdInputError
 
+# The label to ignore; the model side declares it too (magtkd_hf/losses.py): each side travels alone as remote code.
 IGNORE_INDEX = -100
 ROW_COLUMNS = {"speakers": "speaker", "utterance_ids": "id", "labels": "label", "video_paths": "video",
                "audio_paths": "audio", "start_times": "start", "end_times": "end"}

@@ -18,6 +18,7 @@ from .model_inputs import audio_inputs, text_inputs, video_inputs
 from .prompt import SPEAKER_MODES, SPEAKER_TOKENS, TEXT_CONTEXTS, TOKENIZATION_MODES, MagtkdInputError
 from .prompt import load_speaker_map, register_speaker_tokens, speaker_indices
 
+# As magtkd_hf.dataset_table.MODALITIES: the processor travels alone as a saved folder's remote code.
 MODALITIES = ("text", "audio", "video")
 IMAGE_BACKENDS = ("torch", "image_processor")
 TIME_WINDOW_CHOICES = ("auto", True, False)

@@ -131,3 +131,14 @@ def test_every_model_class_loads_with_remote_code_and_gives_equal_outputs(saved_
         torch.testing.assert_close(remote["logits"], expected.logits, atol=0, rtol=0, msg=name)
         if name in ("text", "audio", "video"):
             torch.testing.assert_close(remote["features"], expected.features, atol=0, rtol=0, msg=name)
+
+
+def test_the_constants_each_remote_code_side_declares_agree():
+    """The model's and the processor's files travel separately (a fusion folder has no processor), so each declares
+    the label to ignore and the modalities; they must be the same values."""
+    from magtkd_hf import losses
+    from magtkd_hf.configuration_magtkd import MODALITIES
+    from magtkd_hf.processors import processing_magtkd
+
+    assert processing_magtkd.IGNORE_INDEX == losses.IGNORE_INDEX == -100
+    assert processing_magtkd.MODALITIES == MODALITIES
