@@ -1,137 +1,215 @@
 """`magtkd-hf` command line: each sub-command parses its arguments and calls the package's functions."""
 
 import argparse
+import errno
+import json
 import os
 import pickle
 import re
 import sys
 from pathlib import Path
 
-from .cli_predict import add_predict_command
+from transformers import AutoConfig, HfArgumentParser
+
+from .. import __version__
+from ..configuration_magtkd import DATASETS, FEATURE_SOURCES, dataset_facts
+from ..datasets_scripts.check import run_check_data
+from ..precision import DTYPE_CHOICES
+from ..processors import MagtkdProcessor
+from ..released import import_released_features, load_released_end_to_end, load_released_fusion
+from ..training.assemble import evaluate_saved_fusion
+from .cli_cache import run_cache_frames
+from .cli_predict import run_predict, run_stream
 from .cli_train import add_train_command
-from ..configuration_magtkd import DATASETS, dataset_facts
+from .demo import print_demo_report, run_demo
+from .fusion_demo import print_fusion_demo_report, run_fusion_demo
+
+# Errors a user can cause and fix (bad input, missing or damaged files, refused pickles, full disk, no memory): one
+# or two lines on stderr and exit status 1; `--debug` or MAGTKD_HF_DEBUG=1 shows the traceback instead.
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pickle.UnpicklingError)
+RELEASED_FILES = dict(zip(FEATURE_SOURCES, ("text.bin", "audio.bin", "video.bin", "text_KD_audio.bin",
+                                            "text_KD_video.bin")))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from transformers import HfArgumentParser
-
-    from .. import __version__
-
     parser = argparse.ArgumentParser(prog="magtkd-hf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"magtkd-hf {__version__}")
     # HfArgumentParser: a sub-command can declare its options as dataclasses (`train`); the others add them as usual.
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HfArgumentParser)
-    for add_command in _COMMANDS:
+    for add_command in (_add_demo, _add_predict, _add_fusion_demo, _add_convert_released, _add_import_released_features,
+                        _add_check_data, add_train_command, _add_cache_frames, _add_stream, _add_evaluate):
         add_command(subparsers)
     return parser
 
 
-# Each entry adds one sub-command whose `func(args) -> int` is the exit status.
-_COMMANDS = []
+def _command(subparsers, name: str, run, help: str, description: str) -> argparse.ArgumentParser:
+    """A sub-command: `run(args)` returns its exit status (None: 0)."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=run)
+    return parser
 
 
-def _add_fusion_demo_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "fusion-demo",
-        help="train a small fusion model on synthetic features and show dev weighted F1 rising",
-        description="Trains a small MagtkdFusionModel for a few hundred steps on synthetic utterance features whose "
-        "labels depend on them, reports dev weighted F1 as it trains, tests the best dev model, saves it and "
-        "reloads it with AutoModel. Runs on CPU in about a minute; downloads nothing.",
+def _flag(source: str) -> str:
+    return "--" + source.replace("_", "-")
+
+
+def _add_demo(subparsers) -> None:
+    parser = _command(
+        subparsers, "demo", lambda args: print_demo_report(run_demo(args.output_dir)),
+        "the whole recipe in miniature on the shipped sample data, then a prediction",
+        "Builds tiny random-weight encoders (the real RoBERTa, data2vec-audio and TimeSformer architectures) and a "
+        "tokenizer offline, runs `train all` on the sample conversations shipped with the package, reloads the model "
+        "with AutoModel/AutoProcessor and predicts the sample test conversation. A few minutes on 2 CPU cores; "
+        "downloads nothing.",
+    )
+    parser.add_argument("--output-dir", default="magtkd-demo", help="where the run and its models are written")
+
+
+def _add_fusion_demo(subparsers) -> None:
+    parser = _command(
+        subparsers, "fusion-demo", _run_fusion_demo,
+        "train a small fusion model on synthetic features and show dev weighted F1 rising",
+        "Trains a small MagtkdFusionModel for a few hundred steps on synthetic utterance features whose labels depend "
+        "on them, reports dev weighted F1 as it trains, tests the best dev model, saves it and reloads it with "
+        "AutoModel. Runs on CPU in about a minute; downloads nothing.",
     )
     parser.add_argument("--output-dir", default="magtkd-fusion-demo", help="where the trained model is saved")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
 
-    def run(args) -> int:
-        from .fusion_demo import print_fusion_demo_report, run_fusion_demo
 
-        result = run_fusion_demo(args.output_dir, steps=args.steps, eval_every=args.eval_every, seed=args.seed)
-        print_fusion_demo_report(result, args.output_dir)
-        return 0 if result["reload_matches"] else 1
-
-    parser.set_defaults(func=run)
+def _run_fusion_demo(args) -> int:
+    result = run_fusion_demo(args.output_dir, steps=args.steps, eval_every=args.eval_every, seed=args.seed)
+    print_fusion_demo_report(result, args.output_dir)
+    return 0 if result["reload_matches"] else 1
 
 
-def _add_demo_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="the whole recipe in miniature on the shipped sample data, then a prediction",
-        description="Builds tiny random-weight encoders (the real RoBERTa, data2vec-audio and TimeSformer "
-        "architectures) and a tokenizer offline, runs `train all` on the sample conversations shipped with the "
-        "package, reloads the model with AutoModel/AutoProcessor and predicts the sample test conversation. A few "
-        "minutes on 2 CPU cores; downloads nothing.",
+def _add_model_options(parser) -> None:
+    """The options of the sub-commands that load a saved model for inference (`predict`, `stream`)."""
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--dtype", default="native", choices=DTYPE_CHOICES,
+        help="weights' dtype; native (default, the package's choice): bfloat16 on GPUs and CPUs that compute it "
+        "natively (AVX512-BF16/AMX), else float32; auto: the checkpoint's dtype (transformers' meaning)",
     )
-    parser.add_argument("--output-dir", default="magtkd-demo", help="where the run and its models are written")
-
-    def run(args) -> int:
-        from .demo import print_demo_report, run_demo
-
-        print_demo_report(run_demo(args.output_dir))
-        return 0
-
-    parser.set_defaults(func=run)
+    parser.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="allow a folder whose model_type is not magtkd-hf's to run its own code (off: such folders are refused)",
+    )
 
 
-def _add_convert_released_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "convert-released",
-        help="turn the released MAGTKD training scripts' checkpoints into a save_pretrained folder",
-        description="Loads released state dicts with torch.load(weights_only=True) and saves them with "
-        "save_pretrained. --fusion alone: a fusion-only MagtkdFusionModel folder (the text anchor's shared block, the "
-        "released speaker table). With --text and the audio/video checkpoints the released fusion takes (MELD: "
-        "--audio-kd and --video-kd; IEMOCAP: --audio-kd and --video): an end-to-end MagtkdForEmotionRecognition + "
-        "MagtkdProcessor folder in the released tokenization and speaker modes. The released models' unused weights "
-        "are listed, not converted.",
+def _add_predict(subparsers) -> None:
+    parser = _command(
+        subparsers, "predict", run_predict, "an emotion for every utterance of a conversation, or of a whole dataset",
+        "Loads MODEL_DIR (a folder saved by magtkd-hf: model and processor) and predicts INPUT. A CONVERSATION.json: a "
+        "list of utterances (or {\"utterances\": [...]}), each with 'speaker', 'text', 'video' (a clip, or a longer "
+        "video with 'start'/'end' seconds) and optionally 'audio' (WAV/FLAC; default: the video's sound track); "
+        "relative paths are read from the JSON file's folder; printed as a table (--json: JSON). A dataset, with "
+        "--output FILE.jsonl or FILE.parquet: a JSON lines file (one such conversation per line), a folder saved with "
+        "save_to_disk, or a MELD/IEMOCAP release folder (with --dataset); one row per utterance, conversations batched "
+        "by size, media decoded in --num-workers processes, resumable (run the same command again after a stop), "
+        "shared between processes under `accelerate launch`.",
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR")
+    parser.add_argument("input", metavar="INPUT", help="CONVERSATION.json, or a dataset (see above) with --output")
+    parser.add_argument("--json", action="store_true", help="print JSON (with every emotion's probability)")
+    _add_model_options(parser)
+    dataset = parser.add_argument_group("a whole dataset")
+    dataset.add_argument("--output", metavar="FILE", help="FILE.jsonl or FILE.parquet: one row per utterance")
+    dataset.add_argument("--dataset", choices=tuple(DATASETS), help="the dataset of a release folder")
+    dataset.add_argument("--split", action="append", help="only this split (repeatable; default: every split)")
+    dataset.add_argument("--max-utterances", type=int, default=64, metavar="N",
+                         help="utterances per model call (conversations batched by size; default %(default)s)")
+    dataset.add_argument("--num-workers", type=int, help="DataLoader workers decoding media while the model runs "
+                         "(default: up to 8 on a GPU; on the CPU 2, or 0 on a machine of 2 cores or fewer)")
+    dataset.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    dataset.add_argument("--on-missing", choices=("raise", "drop"), default="raise",
+                         help="release folders: missing or unreadable media files are an error (default) or dropped")
+
+
+def _add_stream(subparsers) -> None:
+    parser = _command(
+        subparsers, "stream", run_stream,
+        "the emotion of each new utterance as a conversation unfolds (JSON lines in, JSON lines out)",
+        "Loads MODEL_DIR (a folder saved by magtkd-hf) and reads one utterance per line on stdin, a JSON object with "
+        "'speaker', 'text', 'video' and/or 'audio' and optional 'start'/'end' seconds (as predict's conversation "
+        "files). For each it writes, as soon as it is computed, one JSON line: speaker, text, label (the emotion), "
+        "score, probabilities, modalities, index and context ('causal': the model's fusion is causal, the emotion is "
+        "the one the whole conversation would give; 'prefix': computed from the conversation so far). Blank lines are "
+        "skipped.",
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR")
+    parser.add_argument("--base-dir", default=".", metavar="DIR", help="folder of relative media paths (default .)")
+    _add_model_options(parser)
+
+
+def _add_evaluate(subparsers) -> None:
+    parser = _command(
+        subparsers, "evaluate", _run_evaluate,
+        "dev/test weighted F1 and accuracy of a saved fusion model on a features folder (--online: prefixes only)",
+        "Evaluates FUSION_DIR (a saved MagtkdFusionModel) on the dev and test splits of FEATURES_DIR (a stage-3 "
+        "features folder) in this process. --online: each utterance is predicted from the fusion run on its "
+        "conversation up to it (as `magtkd-hf stream` sees it), not from the whole conversation.",
+    )
+    parser.add_argument("fusion_dir", metavar="FUSION_DIR")
+    parser.add_argument("--features", required=True, metavar="FEATURES_DIR")
+    parser.add_argument("--online", action="store_true", help="predict every utterance from its prefix only")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON (with confusion matrices)")
+
+
+def _run_evaluate(args) -> None:
+    results = evaluate_saved_fusion(args.fusion_dir, args.features, batch_size=args.batch_size, online=args.online)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"{args.fusion_dir}, {'online (prefixes)' if args.online else 'offline (whole conversations)'}:")
+    for split, metrics in results.items():
+        print(f"  {split:<10}  weighted F1 {metrics['weighted_f1']:.4f}  accuracy {metrics['accuracy']:.4f}  "
+              f"({metrics['num_utterances']} utterances)")
+
+
+def _add_convert_released(subparsers) -> None:
+    parser = _command(
+        subparsers, "convert-released", _run_convert_released,
+        "turn the released MAGTKD training scripts' checkpoints into a save_pretrained folder",
+        "Loads released state dicts with torch.load(weights_only=True) and saves them with save_pretrained. --fusion "
+        "alone: a fusion-only MagtkdFusionModel folder (the text anchor's shared block, the released speaker table). "
+        "With --text and the audio/video checkpoints the released fusion takes (MELD: --audio-kd and --video-kd; "
+        "IEMOCAP: --audio-kd and --video): an end-to-end MagtkdForEmotionRecognition + MagtkdProcessor folder in the "
+        "released tokenization and speaker modes. The released models' unused weights are listed, not converted.",
     )
     parser.add_argument("--fusion", required=True, metavar="FILE.bin", help="released fusion state dict")
     parser.add_argument("--dataset", required=True, choices=tuple(DATASETS), help="dataset it was trained on")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
     unimodal = parser.add_argument_group("end-to-end conversion (released stage-1/2 state dicts)")
-    for flag, released_name in (
-        ("--text", "text.bin"), ("--audio", "audio.bin"), ("--video", "video.bin"),
-        ("--audio-kd", "text_KD_audio.bin"), ("--video-kd", "text_KD_video.bin"),
+    for source, released_name in RELEASED_FILES.items():
+        unimodal.add_argument(_flag(source), metavar="FILE.bin", help=f"released {released_name}")
+    for modality, default, reads in (
+        ("text", "FacebookAI/roberta-large", " (Hub name or folder): its config and tokenizer"),
+        ("audio", "facebook/data2vec-audio-base-960h", ": its config and feature extractor"),
+        ("video", "facebook/timesformer-base-finetuned-k400", ": its config"),
     ):
-        unimodal.add_argument(flag, metavar="FILE.bin", help=f"released {released_name}")
-    unimodal.add_argument(
-        "--text-encoder", default="FacebookAI/roberta-large", metavar="NAME_OR_PATH",
-        help="text encoder checkpoint (Hub name or folder): its config and tokenizer (default %(default)s)",
-    )
-    unimodal.add_argument(
-        "--audio-encoder", default="facebook/data2vec-audio-base-960h", metavar="NAME_OR_PATH",
-        help="audio encoder checkpoint: its config and feature extractor (default %(default)s)",
-    )
-    unimodal.add_argument(
-        "--video-encoder", default="facebook/timesformer-base-finetuned-k400", metavar="NAME_OR_PATH",
-        help="video encoder checkpoint: its config (default %(default)s)",
-    )
+        unimodal.add_argument(f"--{modality}-encoder", default=default, metavar="NAME_OR_PATH",
+                              help=f"{modality} encoder checkpoint{reads} (default %(default)s)")
     unimodal.add_argument(
         "--speaker-map", metavar="FILE.json",
         help="MELD: the released speaker2id.json (MELD/feature/ in the released scripts), for speaker_mode='global_map'",
     )
 
-    def run(args) -> int:
-        sources = {name: getattr(args, name) for name in ("text", "audio", "video", "audio_kd", "video_kd")}
-        given = {name: path for name, path in sources.items() if path is not None}
-        if not given:
-            from ..released import load_released_fusion
 
-            model, unused = load_released_fusion(args.fusion, args.dataset)
-            model.save_pretrained(args.output)
-            print(f"Converted {args.fusion} ({args.dataset}) to {args.output}.")
-            print(f"Dropped {len(unused)} unused released keys: {', '.join(unused)}")
-            return 0
+def _run_convert_released(args) -> None:
+    given = {source: getattr(args, source) for source in FEATURE_SOURCES if getattr(args, source) is not None}
+    if given:
         return _convert_released_end_to_end(args, given)
+    model, unused = load_released_fusion(args.fusion, args.dataset)
+    model.save_pretrained(args.output)
+    print(f"Converted {args.fusion} ({args.dataset}) to {args.output}.")
+    print(f"Dropped {len(unused)} unused released keys: {', '.join(unused)}")
 
-    parser.set_defaults(func=run)
 
-
-def _convert_released_end_to_end(args, given: dict) -> int:
-    from transformers import AutoConfig
-
-    from ..processors import MagtkdProcessor
-    from ..released import load_released_end_to_end
-
+def _convert_released_end_to_end(args, given: dict) -> None:
     speaker_mode = dataset_facts(args.dataset)["released_speaker_mode"]
     if speaker_mode == "global_map" and args.speaker_map is None:
         raise SystemExit(
@@ -140,39 +218,63 @@ def _convert_released_end_to_end(args, given: dict) -> int:
         )
     configs = [AutoConfig.from_pretrained(name) for name in (args.text_encoder, args.audio_encoder, args.video_encoder)]
     model, unused = load_released_end_to_end(args.fusion, given, args.dataset, *configs)
-    speaker_settings = {"speaker_mode": speaker_mode}
-    if speaker_mode == "global_map":
-        speaker_settings["speaker_map"] = args.speaker_map
-    try:
-        processor = MagtkdProcessor.from_encoders(
-            args.text_encoder, args.audio_encoder, video_size=int(configs[2].image_size),
-            tokenization_mode="released", num_frames=int(configs[2].num_frames), frame_selection="released",
-            audio_mode="released", **speaker_settings,
-        )
-    except OSError:  # an audio checkpoint without a feature extractor file: data2vec's settings
-        processor = MagtkdProcessor.from_encoders(
-            args.text_encoder, None, video_size=int(configs[2].image_size), tokenization_mode="released",
-            num_frames=int(configs[2].num_frames), frame_selection="released", audio_mode="released", **speaker_settings,
-        )
-    text_rows = model.config.text_config.encoder_config.vocab_size
-    if len(processor.tokenizer) != text_rows:
-        raise SystemExit(
-            f"The tokenizer of {args.text_encoder} has {len(processor.tokenizer)} tokens with the speaker tokens, the "
-            f"released text model {text_rows} rows: not the tokenizer it was trained with."
-        )
+    processor = _released_processor(args, speaker_mode, configs[2])
+    processor.check_fits_model(model)  # the tokenizer of --text-encoder has the released text model's rows
     model.save_pretrained(args.output)
     processor.save_pretrained(args.output)
     fusion = model.config.fusion_model_config
     used = {"text": "text", "audio": fusion.audio_feature_source, "video": fusion.video_feature_source}
     print(f"Converted the released {args.dataset} model to {args.output} (MagtkdForEmotionRecognition + processor).")
     for modality, source in used.items():
-        print(f"  {modality} encoder <- --{source.replace('_', '-')} {given[source]}")
+        print(f"  {modality} encoder <- {_flag(source)} {given[source]}")
     ignored = sorted(set(given) - set(used.values()))
     if ignored:
-        print(f"Not used by the released {args.dataset} fusion: {', '.join('--' + n.replace('_', '-') for n in ignored)}")
+        print(f"Not used by the released {args.dataset} fusion: {', '.join(map(_flag, ignored))}")
     for name, keys in unused.items():
         print(f"Dropped {len(keys)} unused keys of {name}: {', '.join(keys)}")
-    return 0
+
+
+def _released_processor(args, speaker_mode: str, video_config) -> MagtkdProcessor:
+    settings = dict(
+        video_size=int(video_config.image_size), num_frames=int(video_config.num_frames), speaker_mode=speaker_mode,
+        tokenization_mode="released", frame_selection="released", audio_mode="released",
+    )
+    if speaker_mode == "global_map":
+        settings["speaker_map"] = args.speaker_map
+    try:
+        return MagtkdProcessor.from_encoders(args.text_encoder, args.audio_encoder, **settings)
+    except OSError:  # an audio checkpoint without a feature extractor file: data2vec's settings
+        return MagtkdProcessor.from_encoders(args.text_encoder, None, **settings)
+
+
+def _add_import_released_features(subparsers) -> None:
+    parser = _command(
+        subparsers, "import-released-features", _run_import_released_features,
+        "import the authors' stage-3 feature pickles safely as a datasets DatasetDict",
+        "Reads the authors' per-split feature pickles with an unpickler that admits only plain containers, numbers, "
+        "strings and numpy arrays (anything else is refused, naming the offending global, and nothing is executed), "
+        "and saves one row per conversation with datasets' save_to_disk.",
+    )
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE.pkl",
+        help="one pickle per split; the split is read from the file name (train/dev/test) or given as SPLIT=FILE",
+    )
+    parser.add_argument("--output", required=True, metavar="DIR")
+    parser.add_argument("--dataset", choices=tuple(DATASETS), help="names the labels (ClassLabel) when given")
+    parser.add_argument(
+        "--speaker-indexing", choices=("conversation", "released"), default="conversation",
+        help="'conversation' (default): speakers numbered by first appearance in each conversation; 'released': the "
+        "released ids (MELD: a global map of 304 names)",
+    )
+
+
+def _run_import_released_features(args) -> None:
+    splits = import_released_features(
+        _split_files(args.files), args.output, dataset=args.dataset, speaker_indexing=args.speaker_indexing
+    )
+    for split, dataset in splits.items():
+        print(f"{split}: {len(dataset)} conversations, {sum(map(len, dataset['labels']))} utterances")
+    print(f"Saved to {args.output}")
 
 
 def _split_files(arguments: list[str]) -> dict[str, str]:
@@ -194,54 +296,14 @@ def _split_files(arguments: list[str]) -> dict[str, str]:
     return splits
 
 
-def _add_import_released_features_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "import-released-features",
-        help="import the authors' stage-3 feature pickles safely as a datasets DatasetDict",
-        description="Reads the authors' per-split feature pickles with an unpickler that admits only plain "
-        "containers, numbers, strings and numpy arrays (anything else is refused, naming the offending global, and "
-        "nothing is executed), and saves one row per conversation with datasets' save_to_disk.",
-    )
-    parser.add_argument(
-        "files", nargs="+", metavar="FILE.pkl",
-        help="one pickle per split; the split is read from the file name (train/dev/test) or given as SPLIT=FILE",
-    )
-    parser.add_argument("--output", required=True, metavar="DIR")
-    parser.add_argument("--dataset", choices=tuple(DATASETS), help="names the labels (ClassLabel) when given")
-    parser.add_argument(
-        "--speaker-indexing", choices=("conversation", "released"), default="conversation",
-        help="'conversation' (default): speakers numbered by first appearance in each conversation; 'released': the "
-        "released ids (MELD: a global map of 304 names)",
-    )
-
-    def run(args) -> int:
-        from ..released import import_released_features
-
-        splits = import_released_features(
-            _split_files(args.files), args.output, dataset=args.dataset, speaker_indexing=args.speaker_indexing
-        )
-        for split, dataset in splits.items():
-            utterances = sum(len(labels) for labels in dataset["labels"])
-            print(f"{split}: {len(dataset)} conversations, {utterances} utterances")
-        print(f"Saved to {args.output}")
-        return 0
-
-    parser.set_defaults(func=run)
-
-
-_COMMANDS.extend([_add_demo_command, add_predict_command, _add_fusion_demo_command, _add_convert_released_command, _add_import_released_features_command])
-
-
-def _add_check_data_command(subparsers) -> None:
-    """`check-data {meld,iemocap} ROOT`: counts per split and class, missing/unreadable files, long clips."""
-    parser = subparsers.add_parser(
-        "check-data",
-        help="check a MELD or IEMOCAP release folder before building the dataset",
-        description="Prints utterance counts per split and class, every missing or unreadable media file (container "
-        "header opened with PyAV; --decode decodes everything), label faults (EndTime < StartTime, repeated rows, "
-        "empty splits) and clips longer than a limit, all in one run. Exit status: 0 usable as asked, 1 media files "
-        "missing, unreadable or truncated (or a split left empty), 2 label files absent or unreadable, or (with "
-        "--on-missing raise) rows with EndTime < StartTime or repeated utterances.",
+def _add_check_data(subparsers) -> None:
+    parser = _command(
+        subparsers, "check-data", run_check_data, "check a MELD or IEMOCAP release folder before building the dataset",
+        "Prints utterance counts per split and class, every missing or unreadable media file (container header opened "
+        "with PyAV; --decode decodes everything), label faults (EndTime < StartTime, repeated rows, empty splits) and "
+        "clips longer than a limit, all in one run. Exit status: 0 usable as asked, 1 media files missing, unreadable "
+        "or truncated (or a split left empty), 2 label files absent or unreadable, or (with --on-missing raise) rows "
+        "with EndTime < StartTime or repeated utterances.",
     )
     parser.add_argument("dataset", choices=tuple(DATASETS), help="which release ROOT holds")
     parser.add_argument("root", metavar="ROOT", help="the MELD release folder or the IEMOCAP_full_release folder")
@@ -251,13 +313,9 @@ def _add_check_data_command(subparsers) -> None:
         help="'raise' (default): any missing/unreadable file makes the data unusable; 'drop': the utterances that "
         "need them would be left out",
     )
-    parser.add_argument(
-        "--max-duration", type=float, default=30.0, metavar="SECONDS",
-        help="report utterance clips longer than this (default 30; 0 turns it off)",
-    )
-    parser.add_argument(
-        "--split-file", default=None, help="IEMOCAP split.json (default: the one shipped with the package)"
-    )
+    parser.add_argument("--max-duration", type=float, default=30.0, metavar="SECONDS",
+                        help="report utterance clips longer than this (default 30; 0 turns it off)")
+    parser.add_argument("--split-file", help="IEMOCAP split.json (default: the one shipped with the package)")
     parser.add_argument("--num-workers", type=int, default=8,
                         help="threads opening (with --decode, decoding) media files (default 8)")
     parser.add_argument(
@@ -266,61 +324,46 @@ def _add_check_data_command(subparsers) -> None:
         "opening its header, to find files cut or damaged after a good header (about 0.05-0.5 s CPU per 3 s 720p clip)",
     )
 
-    def run_check_data(args) -> int:
-        from ..datasets_scripts.check import run_check_data as check
 
-        return check(args)
-
-    parser.set_defaults(func=run_check_data)
-
-
-_COMMANDS.append(_add_check_data_command)
-
-
-_COMMANDS.append(add_train_command)
-
-
-def _add_cache_frames_command(subparsers) -> None:
-    from .cli_cache import add_cache_frames_command
-
-    add_cache_frames_command(subparsers)
-
-
-_COMMANDS.append(_add_cache_frames_command)
-
-
-def _add_stream_and_evaluate_commands(subparsers) -> None:
-    from .cli_stream import add_evaluate_command, add_stream_command
-
-    add_stream_command(subparsers)
-    add_evaluate_command(subparsers)
-
-
-_COMMANDS.append(_add_stream_and_evaluate_commands)
-
-
-# Errors a user can cause and fix (bad input, missing or damaged files, refused pickles, full disk, no memory): one
-# or two lines on stderr and exit status 1; `--debug` or MAGTKD_HF_DEBUG=1 shows the traceback instead.
-EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pickle.UnpicklingError)
+def _add_cache_frames(subparsers) -> None:
+    parser = _command(
+        subparsers, "cache-frames", run_cache_frames,
+        "decode every video clip once into the run's frame cache (read by the video stages and extract-features)",
+        "Decodes the video clip of every utterance of --data (every split) once, with the processor the run uses (as "
+        "`train` does), and stores the kept frames after the resize and center crop (uint8, a .npy file per clip) in "
+        "OUTPUT_DIR/frame-cache (or --frame-cache DIR), which `train video`, `train distill-video` and `train "
+        "extract-features` then read instead of decoding, with the same pixel values. A changed clip is decoded "
+        "again; a cache of other frame settings is rebuilt here (and ignored by training, with a warning). "
+        "Incremental: a second call adds only the clips missing.",
+    )
+    parser.add_argument("--output-dir", required=True, help="the run's folder (its processor, its frame-cache/)")
+    parser.add_argument("--data", required=True, help="a MELD/IEMOCAP release folder or a saved DatasetDict")
+    parser.add_argument("--recipe", default="meld",
+                        help="'meld', 'iemocap' or a recipe JSON file: the dataset and default encoders (%(default)s)")
+    parser.add_argument("--processor", help="a saved MagtkdProcessor (default: OUTPUT_DIR/processor, else built "
+                        "from the encoders)")
+    for modality in ("text", "audio", "video"):
+        parser.add_argument(f"--{modality}-encoder", help=f"pretrained {modality} encoder (default: the recipe's)")
+    parser.add_argument("--on-missing", choices=("raise", "drop"), default="raise",
+                        help="building from a release folder: missing clips raise, or are dropped")
+    parser.add_argument("--frame-cache", metavar="DIR", help="the cache folder (default: OUTPUT_DIR/frame-cache)")
+    parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="processes decoding clips (DataLoader workers; 0: this process; default %(default)s)")
+    parser.add_argument("--rebuild", action="store_true", help="empty the cache folder first")
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("MAGTKD_HF_DEBUG", "") not in ("", "0")
-    argv = [argument for argument in argv if argument != "--debug"]
-    args = build_parser().parse_args(argv)
-    if debug:
-        return args.func(args) or 0
+    args = build_parser().parse_args([argument for argument in argv if argument != "--debug"])
     try:
         return args.func(args) or 0
     except EXPECTED_ERRORS as error:
+        if debug:
+            raise
         message = str(error).strip() or type(error).__name__
-        if isinstance(error, OSError) and error.errno == 28:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             message = f"no space left on the device ({message})"
-        print(f"magtkd-hf {argv[0] if argv else ''}: error: {message}", file=sys.stderr)
+        print(f"magtkd-hf {args.command}: error: {message}", file=sys.stderr)
         print("(run with --debug for the traceback)", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

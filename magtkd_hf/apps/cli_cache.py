@@ -1,62 +1,27 @@
 """`magtkd-hf cache-frames`: decode every clip of a dataset once into the run's frame cache (processors/frame_cache.py),
 which the video stages and extract-features then read instead of decoding the clips every epoch."""
 
-import os
 import sys
 
-
-def add_cache_frames_command(subparsers) -> None:
-    """`cache-frames --output-dir OUT --data DATA`: the frame cache of OUT's processor in OUT/frame-cache."""
-    parser = subparsers.add_parser(
-        "cache-frames",
-        help="decode every video clip once into the run's frame cache (read by the video stages and extract-features)",
-        description="Decodes the video clip of every utterance of --data (every split) once, with the processor the "
-        "run uses (as `train` does), and stores the kept frames after the resize and center crop (uint8, a .npy file "
-        "per clip) in OUTPUT_DIR/frame-cache (or --frame-cache DIR), which `train video`, `train distill-video` and "
-        "`train extract-features` then read instead of decoding, with the same pixel values. A changed clip is decoded "
-        "again; a cache of other frame settings is rebuilt here (and ignored by training, with a warning). "
-        "Incremental: a second call adds only the clips missing.",
-    )
-    parser.add_argument("--output-dir", required=True, help="the run's folder (its processor, its frame-cache/)")
-    parser.add_argument("--data", required=True, help="a MELD/IEMOCAP release folder or a saved DatasetDict")
-    parser.add_argument("--recipe", default="meld",
-                        help="'meld', 'iemocap' or a recipe JSON file: the dataset and default encoders (%(default)s)")
-    parser.add_argument("--processor", help="a saved MagtkdProcessor (default: OUTPUT_DIR/processor, else built "
-                        "from the encoders)")
-    for modality in ("text", "audio", "video"):
-        parser.add_argument(f"--{modality}-encoder", help=f"pretrained {modality} encoder (default: the recipe's)")
-    parser.add_argument("--on-missing", choices=("raise", "drop"), default="raise",
-                        help="building from a release folder: missing clips raise, or are dropped")
-    parser.add_argument("--frame-cache", metavar="DIR", help="the cache folder (default: OUTPUT_DIR/frame-cache)")
-    parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1),
-                        help="processes decoding clips (DataLoader workers; 0: this process; default %(default)s)")
-    parser.add_argument("--rebuild", action="store_true", help="empty the cache folder first")
-    parser.set_defaults(func=run_cache_frames)
+from ..processors.frame_cache import build_frame_cache
+from ..training import StageInputs, TrainingConfig
+from ..training.inputs import NO_FRAME_CACHE
+from ..training.stages import utterance_items
 
 
-def run_cache_frames(args) -> int:
-    from ..training import TrainingConfig
-    from ..training.inputs import NO_FRAME_CACHE
-
+def run_cache_frames(args) -> None:
     if args.frame_cache is not None and args.frame_cache.strip().lower() in NO_FRAME_CACHE:
         raise ValueError(f"--frame-cache {args.frame_cache}: name the folder to build the cache in")
-    config = TrainingConfig(
-        output_dir=args.output_dir, recipe=args.recipe, data=args.data, on_missing=args.on_missing,
-        processor=args.processor, text_encoder=args.text_encoder, audio_encoder=args.audio_encoder,
-        video_encoder=args.video_encoder, frame_cache=args.frame_cache,
-    )
+    config = TrainingConfig(**{name: getattr(args, name) for name in (
+        "output_dir", "recipe", "data", "on_missing", "processor", "text_encoder", "audio_encoder", "video_encoder",
+        "frame_cache")})
     print_cache_summary(cache_run_frames(config, args.num_workers, rebuild=args.rebuild), args.num_workers)
-    return 0
 
 
 def cache_run_frames(config, num_workers: int = 0, rebuild: bool = False, progress: bool = True) -> dict:
     """Build the frame cache of a run (a `TrainingConfig`): its processor, its conversations, its cache folder
     (`StageInputs.frame_cache_folder`), the time-window choices of its video stages and of extract-features.
     Returns `build_frame_cache`'s summary."""
-    from ..processors.frame_cache import build_frame_cache
-    from ..training import StageInputs
-    from ..training.stages import utterance_items
-
     inputs = StageInputs(config)
     # The utterances and the time-window choice of the video stages (and "auto", extract-features' choice).
     items, use_time_window = utterance_items(inputs)

@@ -1,59 +1,34 @@
-"""`magtkd-hf predict`: one conversation file to a table (or JSON), or a whole dataset to a file of rows."""
+"""`magtkd-hf predict` (one conversation file to a table or JSON, or a whole dataset to a file of rows) and `magtkd-hf
+stream` (utterances as JSON lines on stdin -> one emotion per line on stdout, as each arrives). Options: cli.py."""
 
+import json
 import os
 import sys
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
-from ..configuration_magtkd import DATASETS
-from .cli_model_options import add_model_options, load_model_for_inference
+from ..inference import UTTERANCE_KEYS, conversation_from_json, format_predictions, load_emotion_model
+from ..inference import predict_emotions, read_conversation_file
+from ..precision import resolve_dtype
+from ..predict_dataset import predict_dataset, read_prediction_input
+from ..streaming import MagtkdStream
 
 
-def add_predict_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "predict",
-        help="an emotion for every utterance of a conversation, or of a whole dataset",
-        description="Loads MODEL_DIR (a folder saved by magtkd-hf: model and processor) and predicts INPUT. A "
-        "CONVERSATION.json: a list of utterances (or {\"utterances\": [...]}), each with 'speaker', 'text', 'video' "
-        "(a clip, or a longer video with 'start'/'end' seconds) and optionally 'audio' (WAV/FLAC; default: the "
-        "video's sound track); relative paths are read from the JSON file's folder; printed as a table (--json: "
-        "JSON). A dataset, with --output FILE.jsonl or FILE.parquet: a JSON lines file (one such conversation per "
-        "line), a folder saved with save_to_disk, or a MELD/IEMOCAP release folder (with --dataset); one row per "
-        "utterance, conversations batched by size, media decoded in --num-workers processes, resumable (run the "
-        "same command again after a stop), shared between processes under `accelerate launch`.",
-    )
-    parser.add_argument("model_dir", metavar="MODEL_DIR")
-    parser.add_argument("input", metavar="INPUT", help="CONVERSATION.json, or a dataset (see above) with --output")
-    parser.add_argument("--json", action="store_true", help="print JSON (with every emotion's probability)")
-    add_model_options(parser)
-    dataset = parser.add_argument_group("a whole dataset")
-    dataset.add_argument("--output", metavar="FILE", help="FILE.jsonl or FILE.parquet: one row per utterance")
-    dataset.add_argument("--dataset", choices=tuple(DATASETS), help="the dataset of a release folder")
-    dataset.add_argument("--split", action="append", help="only this split (repeatable; default: every split)")
-    dataset.add_argument("--max-utterances", type=int, default=64, metavar="N",
-                         help="utterances per model call (conversations batched by size; default %(default)s)")
-    dataset.add_argument(
-        "--num-workers", type=int, default=None,
-        help="DataLoader workers decoding media while the model runs (default: up to 8 on a GPU; on the CPU 2, or 0 "
-        "on a machine of 2 cores or fewer, where a decoding worker slows the model's threads more than it saves)",
-    )
-    dataset.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
-    dataset.add_argument("--on-missing", choices=("raise", "drop"), default="raise",
-                         help="release folders: missing or unreadable media files are an error (default) or dropped")
-    parser.set_defaults(func=_run_predict)
+def load_model_for_inference(args):
+    """(model, processor) of `args.model_dir` on `args.device` in `args.dtype`."""
+    model, processor = load_emotion_model(args.model_dir, args.device, trust_remote_code=args.trust_remote_code)
+    dtype = resolve_dtype(args.dtype, args.device)
+    return (model if dtype is None else model.to(dtype)), processor
 
 
-def _run_predict(args) -> int:
-    import json
-
-    from ..inference import format_predictions, predict_emotions, read_conversation_file
-
+def run_predict(args) -> None:
     if args.output is not None or Path(args.input).suffix != ".json":
-        return _run_predict_dataset(args)
+        return run_predict_dataset(args)
     conversation = read_conversation_file(args.input)
     model, processor = load_model_for_inference(args)
     rows = predict_emotions(model, processor, conversation)
     print(json.dumps(rows, indent=2, allow_nan=False) if args.json else format_predictions(rows))
-    return 0
 
 
 def default_decoding_workers(device: str) -> int:
@@ -66,10 +41,7 @@ def default_decoding_workers(device: str) -> int:
     return 0 if cpus <= 2 else 2
 
 
-def _run_predict_dataset(args) -> int:
-    from ..predict_dataset import predict_dataset, read_prediction_input
-    from ..precision import resolve_dtype
-
+def run_predict_dataset(args) -> None:
     if args.output is None:
         raise SystemExit(f"magtkd-hf predict: {args.input} is not a CONVERSATION.json: predicting a dataset needs "
                          "--output FILE.jsonl or FILE.parquet.")
@@ -84,14 +56,48 @@ def _run_predict_dataset(args) -> int:
     summary = predict_dataset(model, processor, conversations, args.output, max_utterances=args.max_utterances,
                               num_workers=workers, overwrite=args.overwrite, run_description=description)
     if not summary["main_process"]:
-        return 0
+        return
     if summary["resumed_with"]:
         print(f"Resumed: {summary['resumed_with']} conversations were already predicted.", file=sys.stderr)
     utterances = sum(len(conversation) for conversation in conversations)
     processes = f" ({summary['processes']} processes)" if summary["processes"] > 1 else ""
     print(f"{summary['conversations']} conversations, {utterances} utterances -> {args.output}{processes}",
           file=sys.stderr)
-    return 0
 
 
-__all__ = ["add_predict_command", "default_decoding_workers"]
+def run_stream(args) -> None:
+    model, processor = load_model_for_inference(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said once here, on stderr, in one line
+        stream = MagtkdStream(model, processor)
+    if not stream.causal:
+        print("magtkd-hf stream: the model's fusion is not causal: each emotion is computed from the conversation "
+              "so far (context 'prefix').", file=sys.stderr)
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        utterance = utterance_from_line(line, number, Path(args.base_dir))
+        try:
+            row = stream.add(utterance)
+        except ValueError as error:
+            raise ValueError(f"stdin line {number}: {error}") from error
+        sys.stdout.write(json.dumps(row, allow_nan=False) + "\n")
+        sys.stdout.flush()  # the caller reads each emotion as soon as it exists, not when the buffer fills
+
+
+def utterance_from_line(line: str, number: int, base_dir: Path) -> dict:
+    """One JSON line -> an utterance mapping, checked as predict's files are, media paths resolved in `base_dir`."""
+    where = f"stdin line {number}"
+    try:
+        utterance = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not JSON ({error}).") from None
+    if not isinstance(utterance, Mapping) or not {"speaker", "text"} <= set(utterance):
+        raise ValueError(f"{where}: expected a JSON object with at least 'speaker' and 'text'.")
+    unknown = set(utterance) - UTTERANCE_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(UTTERANCE_KEYS)}.")
+    try:
+        return conversation_from_json([utterance], "stdin", base_dir)[0]
+    except ValueError as error:  # "stdin: utterance 0: ..." -> "stdin line N: ...", as the command's other errors
+        raise ValueError(str(error).replace("stdin: utterance 0:", f"{where}:", 1)) from None

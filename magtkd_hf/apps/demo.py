@@ -1,9 +1,6 @@
-"""`magtkd-hf demo`: the whole recipe in miniature on the shipped sample conversations, then a prediction.
-
-Tiny random-weight encoders (real architectures) and a tokenizer trained on the sample transcripts are built
-offline; `train all` runs every stage (text, audio, video, both distillations, feature extraction, fusion); the final
-model is reloaded with `AutoModel`/`AutoProcessor` and predicts the test conversation.
-"""
+"""`magtkd-hf demo`: tiny random-weight encoders (real architectures) and a tokenizer trained on the sample transcripts
+are built offline, `train all` runs every stage on the shipped sample conversations, and the final model, reloaded
+with `AutoModel`/`AutoProcessor`, predicts the sample test conversation."""
 
 from pathlib import Path
 
@@ -12,9 +9,9 @@ import torch
 from ..datasets_scripts.sample import SAMPLE_CONVERSATIONS, SAMPLE_MELD_ROOT
 from ..inference import format_predictions, load_emotion_model, predict_emotions
 from ..loading import quiet_loading
-from .tiny import write_tiny_components
 from ..training import ModelSettings, TrainingConfig, run_all
 from ..training.reporting import load_metrics
+from .tiny import write_tiny_components
 
 DEMO_SEED = 2024
 # Small models learn from few utterances only with larger steps than the paper's; every stage runs a few epochs,
@@ -33,53 +30,31 @@ STAGE_HEADS = {"text": "text", "audio": "audio", "video": "video", "distill-audi
                "distill-video": "video, distilled", "fusion": "fused (MAGTKD)"}
 
 
-def sample_texts() -> list[str]:
-    return [text for conversations in SAMPLE_CONVERSATIONS.values() for conversation in conversations
-            for _, text, _ in conversation]
-
-
-def sample_test_conversation() -> list[dict]:
-    """The sample test conversation as utterance mappings (speaker, text, video)."""
-    clip_folder = SAMPLE_MELD_ROOT / "output_repeated_splits_test"
-    return [
-        {"speaker": speaker, "text": text, "video": str(clip_folder / f"dia0_utt{index}.mp4")}
-        for index, (speaker, text, _) in enumerate(SAMPLE_CONVERSATIONS["test"][0])
-    ]
-
-
-def demo_training_config(output_dir: str | Path, components: dict, **run_settings) -> TrainingConfig:
-    """`train all` of the miniature recipe on the sample conversations with the tiny components."""
-    return TrainingConfig(
-        output_dir=str(Path(output_dir) / "run"), data=str(SAMPLE_MELD_ROOT),
-        processor=str(components["processor"]),
-        **{f"{modality}_encoder": str(components[f"{modality}-encoder"]) for modality in ("text", "audio", "video")},
-        model=DEMO_MODEL, overrides=DEMO_OVERRIDES, **run_settings,
-    )
-
-
 def run_demo(output_dir: str | Path, **run_settings) -> dict:
     """Runs the miniature recipe into `output_dir` and predicts; returns the paths, every stage's metrics and the
     predictions. `run_settings`: more `RunSettings` fields (e.g. `cpu=True`)."""
-    output_dir = Path(output_dir)
+    run_dir = Path(output_dir) / "run"
+    texts = [text for conversations in SAMPLE_CONVERSATIONS.values() for dialogue in conversations
+             for _, text, _ in dialogue]
+    test_dialogue = SAMPLE_CONVERSATIONS["test"][0]
     torch.manual_seed(DEMO_SEED)  # the tiny encoders' random weights
     with quiet_loading(datasets_bars=True):
-        components = write_tiny_components(output_dir / "tiny-encoders", sample_texts())
-        run_all(demo_training_config(output_dir, components, **run_settings))
-        model_dir = output_dir / "run" / "model"
-        model, processor = load_emotion_model(model_dir)
-    conversation = sample_test_conversation()
+        components = write_tiny_components(Path(output_dir) / "tiny-encoders", texts)
+        run_all(TrainingConfig(
+            output_dir=str(run_dir), data=str(SAMPLE_MELD_ROOT), processor=str(components["processor"]),
+            **{f"{modality}_encoder": str(components[f"{modality}-encoder"]) for modality in ("text", "audio", "video")},
+            model=DEMO_MODEL, overrides=DEMO_OVERRIDES, **run_settings,
+        ))
+        model, processor = load_emotion_model(run_dir / "model")
+    clips = SAMPLE_MELD_ROOT / "output_repeated_splits_test"
+    conversation = [{"speaker": speaker, "text": text, "video": str(clips / f"dia0_utt{index}.mp4")}
+                    for index, (speaker, text, _) in enumerate(test_dialogue)]
     return {
-        "model_dir": model_dir,
-        "stage_metrics": {stage: load_metrics(output_dir / "run" / stage) for stage in STAGE_HEADS},
+        "model_dir": run_dir / "model",
+        "stage_metrics": {stage: load_metrics(run_dir / stage) for stage in STAGE_HEADS},
         "predictions": predict_emotions(model, processor, conversation),
-        "true_emotions": [emotion for _, _, emotion in SAMPLE_CONVERSATIONS["test"][0]],
+        "true_emotions": [emotion for _, _, emotion in test_dialogue],
     }
-
-
-def best_unimodal(stage_metrics: dict, split: str) -> tuple[str, float]:
-    """The unimodal stage (text, audio, video or a distilled one) with the highest weighted F1 on `split`."""
-    stage = max((name for name in stage_metrics if name != "fusion"), key=lambda name: stage_metrics[name][split]["weighted_f1"])
-    return stage, stage_metrics[stage][split]["weighted_f1"]
 
 
 def print_demo_report(result: dict) -> None:
@@ -88,7 +63,7 @@ def print_demo_report(result: dict) -> None:
     print("7 training conversations: the figures show the recipe learning what the sample media carry, not what MAGTKD")
     print("reaches on MELD, see docs/recipe.md). The clips' colour and tone follow the emotion; the transcripts do not")
     print("teach 2-layer encoders anything from 31 utterances.\n")
-    print(markdown_free_table(
+    print(plain_table(
         ["head", "dev weighted F1", "test weighted F1"],
         [[STAGE_HEADS[stage], f"{metrics[stage]['validation']['weighted_f1']:.1f}",
           f"{metrics[stage]['test']['weighted_f1']:.1f}"] for stage in STAGE_HEADS],
@@ -101,18 +76,21 @@ def print_demo_report(result: dict) -> None:
 
 
 def demo_conclusion(metrics: dict, predictions: list[dict], true_emotions: list[str]) -> str:
+    """The fused head against the best single (unimodal or distilled) head, dev and test, and the right emotions."""
     fused = {split: metrics["fusion"][split]["weighted_f1"] for split in ("validation", "test")}
-    best = {split: best_unimodal(metrics, split) for split in ("validation", "test")}
+    best = {split: max((stage for stage in metrics if stage != "fusion"), key=lambda s: metrics[s][split]["weighted_f1"])
+            for split in fused}
+    best_f1 = {split: metrics[stage][split]["weighted_f1"] for split, stage in best.items()}
     correct = sum(row["label"] == emotion for row, emotion in zip(predictions, true_emotions))
-    chance = 100.0 / len(next(iter(metrics.values()))["validation"]["per_class_f1"])
-    verdict = "at least as good as" if all(fused[s] >= best[s][1] for s in fused) else "below"
+    chance = 100.0 / len(metrics["fusion"]["validation"]["per_class_f1"])
+    verdict = "at least as good as" if all(fused[split] >= best_f1[split] for split in fused) else "below"
     return (f"Fused weighted F1 {fused['validation']:.1f} (dev) / {fused['test']:.1f} (test) is {verdict} the best "
-            f"single head ({STAGE_HEADS[best['validation'][0]]} {best['validation'][1]:.1f} / "
-            f"{STAGE_HEADS[best['test'][0]]} {best['test'][1]:.1f}; chance about {chance:.0f}); "
+            f"single head ({STAGE_HEADS[best['validation']]} {best_f1['validation']:.1f} / "
+            f"{STAGE_HEADS[best['test']]} {best_f1['test']:.1f}; chance about {chance:.0f}); "
             f"{correct} of {len(true_emotions)} test emotions right.")
 
 
-def markdown_free_table(header: list[str], rows: list[list[str]]) -> str:
+def plain_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip()
                      for line in [header, *rows])

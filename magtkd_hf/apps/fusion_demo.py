@@ -1,12 +1,9 @@
 """A small real fusion job: train `MagtkdFusionModel` on synthetic utterance features whose labels depend on them.
+Each utterance's emotion is drawn per conversation with some persistence (emotions carry over between turns, as in real
+dialogue); its text feature holds a faint class prototype, its audio and video features fainter ones, all under noise,
+so the fusion has to combine modalities and context to beat chance."""
 
-Each utterance's emotion is drawn per conversation with some persistence (emotions carry over between turns, as in
-real dialogue); its text feature holds a faint class prototype, its audio and video features fainter ones, all under
-noise, so the fusion has to combine modalities and context to beat chance.
-"""
-
-import logging
-import math
+from itertools import chain, islice, repeat
 from pathlib import Path
 
 import datasets
@@ -22,14 +19,11 @@ from ..features import FusionFeatureCollator, conversation_lengths, feature_data
 from ..metrics import classification_metrics
 from ..modeling_magtkd_fusion import MagtkdFusionModel
 
-logger = logging.getLogger(__name__)
-
 _SIGNAL = {"text": 0.2, "audio": 0.1, "video": 0.1, "audio_kd": 0.12, "video_kd": 0.12}
 
 
-def synthetic_feature_split(
-    num_conversations: int, hidden_size: int, prototypes: dict, rng: np.random.Generator, prefix: str
-) -> datasets.Dataset:
+def synthetic_feature_split(num_conversations: int, hidden_size: int, prototypes: dict, rng: np.random.Generator,
+                            prefix: str) -> datasets.Dataset:
     """Conversations of 2-12 utterances in the stage-3 features schema (see module docstring)."""
     num_labels = next(iter(prototypes.values())).shape[0]
     label_names = MagtkdFusionConfig().label_names[:num_labels]  # the fusion's default classes
@@ -52,17 +46,15 @@ def synthetic_feature_split(
 
 def synthetic_feature_splits(hidden_size: int = 64, num_labels: int = 7, seed: int = 0) -> datasets.DatasetDict:
     rng = np.random.default_rng(seed)
-    prototypes = {
-        source: rng.standard_normal((num_labels, hidden_size)).astype(np.float32) for source in _SIGNAL
-    }
+    prototypes = {source: rng.standard_normal((num_labels, hidden_size)).astype(np.float32) for source in _SIGNAL}
     sizes = {"train": 400, "validation": 80, "test": 80}
-    return datasets.DatasetDict(
-        {split: synthetic_feature_split(size, hidden_size, prototypes, rng, split) for split, size in sizes.items()}
-    )
+    return datasets.DatasetDict({split: synthetic_feature_split(size, hidden_size, prototypes, rng, split)
+                                 for split, size in sizes.items()})
 
 
 @torch.inference_mode()
 def evaluate_fusion(model: MagtkdFusionModel, loader: DataLoader) -> dict:
+    """Weighted F1 and accuracy (percent) of `model` over `loader`."""
     model.eval()
     labels, predictions = [], []
     for batch in loader:
@@ -70,62 +62,58 @@ def evaluate_fusion(model: MagtkdFusionModel, loader: DataLoader) -> dict:
         labels.append(batch["labels"].flatten())
         predictions.append(logits.argmax(-1).flatten())
     label_names = [model.config.id2label[index] for index in range(model.config.num_labels)]
-    return classification_metrics(torch.cat(labels).numpy(), torch.cat(predictions).numpy(), label_names)
+    metrics = classification_metrics(torch.cat(labels).numpy(), torch.cat(predictions).numpy(), label_names)
+    return {"weighted_f1": metrics["weighted_f1"], "accuracy": metrics["accuracy"]}
 
 
 def run_fusion_demo(output_dir: str | Path, steps: int = 300, eval_every: int = 50, seed: int = 0) -> dict:
     """Train, evaluate on dev every `eval_every` steps, keep the best dev model, test it, save and reload it."""
     torch.manual_seed(seed)
     splits = synthetic_feature_splits(seed=seed).with_format("numpy")
-    config = MagtkdFusionConfig(hidden_size=64, num_attention_heads=4, intermediate_size=64, dropout=0.1)
-    model = MagtkdFusionModel(config)
-    collator = FusionFeatureCollator.from_config(config)
-    train = splits["train"]
-    sampler = LengthGroupedSampler(16, lengths=conversation_lengths(train), generator=torch.Generator().manual_seed(seed))
-    train_loader = DataLoader(train, batch_size=16, sampler=sampler, collate_fn=collator)
-    dev_loader = DataLoader(splits["validation"], batch_size=32, collate_fn=collator)
+    model = MagtkdFusionModel(MagtkdFusionConfig(hidden_size=64, num_attention_heads=4, intermediate_size=64,
+                                                 dropout=0.1))
+    collator = FusionFeatureCollator.from_config(model.config)
+    sampler = LengthGroupedSampler(16, lengths=conversation_lengths(splits["train"]),
+                                   generator=torch.Generator().manual_seed(seed))
+    train_loader = DataLoader(splits["train"], batch_size=16, sampler=sampler, collate_fn=collator)
+    dev_loader, test_loader = (DataLoader(splits[split], batch_size=32, collate_fn=collator)
+                               for split in ("validation", "test"))
+    history, best_f1, best_state = train_fusion(model, train_loader, dev_loader, steps, eval_every)
+    model.load_state_dict(best_state)
+    test = evaluate_fusion(model, test_loader)
+    model.save_pretrained(output_dir)
+    same = evaluate_fusion(AutoModel.from_pretrained(output_dir), dev_loader)["weighted_f1"] == best_f1
+    return {"history": history, "best_dev_weighted_f1": best_f1, "test": test, "reload_matches": same}
+
+
+def train_fusion(model, train_loader: DataLoader, dev_loader: DataLoader, steps: int, eval_every: int):
+    """`steps` AdamW steps (linear schedule, 10% warm-up) over passes of `train_loader`, on dev every `eval_every`
+    steps and at the end -> (the dev history, the best dev weighted F1, the state dict that reached it)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
     scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=steps // 10, num_training_steps=steps)
-
-    history = [{"step": 0, **_summary(evaluate_fusion(model, dev_loader))}]
+    history = [{"step": 0, **evaluate_fusion(model, dev_loader)}]
     best_f1, best_state = -1.0, None
-    progress = tqdm(total=steps, desc="fusion demo")
-    step = 0
-    for _ in range(math.ceil(steps / len(train_loader))):
-        for batch in train_loader:
-            model.train()
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-            if step % eval_every == 0 or step == steps:
-                dev = _summary(evaluate_fusion(model, dev_loader))
-                history.append({"step": step, "loss": loss.item(), **dev})
-                if dev["weighted_f1"] > best_f1:
-                    best_f1, best_state = dev["weighted_f1"], {k: v.clone() for k, v in model.state_dict().items()}
-            if step == steps:
-                break
-    progress.close()
-    model.load_state_dict(best_state)
-    test = evaluate_fusion(model, DataLoader(splits["test"], batch_size=32, collate_fn=collator))
-    model.save_pretrained(output_dir)
-    reloaded = AutoModel.from_pretrained(output_dir)
-    same = _summary(evaluate_fusion(reloaded, dev_loader))["weighted_f1"] == best_f1
-    return {"history": history, "best_dev_weighted_f1": best_f1, "test": _summary(test), "reload_matches": same}
-
-
-def _summary(metrics: dict) -> dict:
-    return {"weighted_f1": metrics["weighted_f1"], "accuracy": metrics["accuracy"]}
+    # `steps` batches over as many passes as that takes, each pass in the sampler's next order
+    progress = tqdm(islice(chain.from_iterable(repeat(train_loader)), steps), total=steps, desc="fusion demo")
+    for step, batch in enumerate(progress, start=1):
+        model.train()
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+        if step % eval_every == 0 or step == steps:
+            dev = evaluate_fusion(model, dev_loader)
+            history.append({"step": step, "loss": loss.item(), **dev})
+            if dev["weighted_f1"] > best_f1:
+                best_f1, best_state = dev["weighted_f1"], {k: v.clone() for k, v in model.state_dict().items()}
+    return history, best_f1, best_state
 
 
 def print_fusion_demo_report(result: dict, output_dir: str | Path) -> None:
-    chance = 100.0 / 7
-    print(f"\nFusion demo: dev weighted F1 over training (chance about {chance:.0f}%)")
+    print(f"\nFusion demo: dev weighted F1 over training (chance about {100 / 7:.0f}%)")
     print(f"{'step':>6s} {'loss':>8s} {'dev wF1':>8s} {'dev acc':>8s}")
     for entry in result["history"]:
         loss = f"{entry['loss']:.3f}" if "loss" in entry else "-"

@@ -7,16 +7,19 @@ from pathlib import Path
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from ..configuration_magtkd import IEMOCAP_LABELS, MELD_LABELS
+from ..loading import load_config
+
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
 METRICS_FILE = "metrics.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 
 DATASET_NOTES = {
-    "meld": "* **MELD** (Poria et al., 2019; dialogues from the TV series *Friends*): GPL-3.0. Labels: anger, disgust, "
-    "fear, joy, neutral, sadness, surprise.",
+    "meld": "* **MELD** (Poria et al., 2019; dialogues from the TV series *Friends*): GPL-3.0. Labels: "
+    f"{', '.join(MELD_LABELS)}.",
     "iemocap": "* **IEMOCAP** (Busso et al., 2008; USC SAIL): distributed by USC SAIL under its own licence terms, "
     "for research use after signing its release form; the data may not be redistributed. Labels (6-class "
-    "setting): ang, exc, fru, hap, neu, sad.",
+    f"setting): {', '.join(IEMOCAP_LABELS)}.",
     "sample": "* **magtkd-hf sample conversations**: a few short conversations written for the package, with "
     "generated clips; shipped for the demo only, not a benchmark.",
 }
@@ -34,11 +37,9 @@ TASK_NAME = "Emotion Recognition in Conversation"
 _GENERIC_FOLDER_NAMES = {"model", "models", "output", "outputs", "final", "best", "checkpoint", "run", "."}
 
 # Per model type: the Hub pipeline tag, what the model is, and (no processor) how to call it. The Hub has no task for
-# classifying the utterances of a conversation from text, audio and video. "text-classification" is the closest
-# official tag for the end-to-end and fusion models: it is the Hub's task of emotion classifiers, MAGTKD anchors its
-# fusion on the text (audio and video enter through text-anchored gates; the text model is the distillation teacher),
-# and it predicts one label per utterance transcript, in context. "video-classification" means one label per clip,
-# without the dialogue; "any-to-any" is for generation. The audio and video stage models do classify one clip each.
+# classifying a conversation's utterances from text, audio and video; "text-classification", the Hub's task of emotion
+# classifiers, is the closest for the end-to-end and fusion models: MAGTKD anchors its fusion on the text and predicts
+# one label per utterance transcript, in context ("video-classification" is one label per clip, without the dialogue).
 _MODEL_KINDS = {
     "magtkd": ("text-classification", "RoBERTa text encoder with prompt learning, data2vec-audio and TimeSformer "
                "encoders, and the anchor-gated fusion.", ""),
@@ -60,13 +61,9 @@ _MODEL_KINDS = {
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    cells = [[f"{value:g}" if isinstance(value, float) else str(value) for value in row] for row in rows]
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(row) + " |" for row in cells])
 
 
 def _percent(value) -> str:
@@ -88,70 +85,57 @@ def _metrics_tables(metrics: Mapping | None, label_names: Sequence[str]) -> tupl
           metrics[split].get("num_utterances", "")] for split in splits],
     )
     with_classes = [split for split in splits if "per_class_f1" in metrics[split]]
-    per_class = ""
-    if with_classes:
-        per_class = markdown_table(
-            ["class", *with_classes],
-            [[name, *(_percent(metrics[split]["per_class_f1"].get(name)) for split in with_classes)]
-             for name in label_names],
-        )
-    return overall, per_class
+    per_class = [[name, *(_percent(metrics[split]["per_class_f1"].get(name)) for split in with_classes)]
+                 for name in label_names]
+    return overall, markdown_table(["class", *with_classes], per_class) if with_classes else ""
 
 
 def eval_results(metrics: Mapping | None, datasets: Sequence[str], task_type: str) -> list[EvalResult] | None:
     """The card's `model-index`: weighted F1 and accuracy (percent) per evaluated split. Only with exactly one dataset:
     a Hub result must name its dataset, and with none or several recorded, which one was evaluated is unknown."""
-    if len(datasets) != 1 or not _evaluated_splits(metrics):
+    if len(datasets) != 1:
         return None
-    dataset = datasets[0]
-    results = []
-    for split in _evaluated_splits(metrics):
+    results = [
+        EvalResult(task_type=task_type, task_name=TASK_NAME, dataset_type=_RESULT_DATASET_TYPES[datasets[0]],
+                   dataset_name=_DATASET_NAMES[datasets[0]], dataset_split=split, metric_type=metric_type,
+                   metric_name=metric_name, metric_value=metrics[split][key], metric_args=args)
+        for split in _evaluated_splits(metrics)
         for key, metric_type, metric_name, args in (("weighted_f1", "f1", "Weighted F1 (%)", {"average": "weighted"}),
-                                                    ("accuracy", "accuracy", "Accuracy (%)", None)):
-            if isinstance(metrics[split].get(key), (int, float)):
-                results.append(EvalResult(
-                    task_type=task_type, task_name=TASK_NAME, dataset_type=_RESULT_DATASET_TYPES[dataset],
-                    dataset_name=_DATASET_NAMES[dataset], dataset_split=split, metric_type=metric_type,
-                    metric_name=metric_name, metric_value=metrics[split][key], metric_args=args,
-                ))
+                                                    ("accuracy", "accuracy", "Accuracy (%)", None))
+        if isinstance(metrics[split].get(key), (int, float))
+    ]
     return results or None
 
 
-def _hub_model_id(name_or_path) -> str | None:
-    """`name_or_path` when it names a Hub model; None for a local folder or no name (tiny test encoders, folders)."""
-    if not name_or_path or Path(str(name_or_path)).exists():
-        return None
+def _is_hub_model_id(name_or_path: str) -> bool:
+    """False for a local folder or no name (tiny test encoders, folders)."""
+    if not name_or_path or Path(name_or_path).exists():
+        return False
     try:
-        validate_repo_id(str(name_or_path))  # absolute and deeper paths are not repo ids
+        validate_repo_id(name_or_path)  # absolute and deeper paths are not repo ids
     except HFValidationError:
-        return None
-    return str(name_or_path)
+        return False
+    return True
 
 
 def base_models(config) -> list[str]:
     """The Hub encoders the model was fine-tuned from, text, audio, video: each encoder config's `_name_or_path`, which
     `from_pretrained` of a Hub name records and `save_pretrained` keeps. Default-architecture configs hold no name, so
     an encoder is left out rather than guessed from its shape."""
-    stages = [getattr(config, name, None) for name in ("text_config", "audio_config", "video_config")]
-    encoders = [getattr(stage, "encoder_config", None) for stage in stages if stage is not None]
-    if getattr(config, "encoder_config", None) is not None:  # a stage model
-        encoders = [config.encoder_config]
-    names = [_hub_model_id(getattr(encoder, "_name_or_path", None)) for encoder in encoders]
-    return list(dict.fromkeys(name for name in names if name))
+    stages = [config] if hasattr(config, "encoder_config") else [  # a stage model, or the end-to-end model's stages
+        getattr(config, name, None) for name in ("text_config", "audio_config", "video_config")]
+    names = [str(getattr(getattr(stage, "encoder_config", None), "_name_or_path", "") or "") for stage in stages]
+    return list(dict.fromkeys(name for name in names if _is_hub_model_id(name)))
 
 
 def card_model_name(model_dir: Path, repo_id: str | None, model_name: str | None, model_type: str,
                     datasets: Sequence[str]) -> str:
     """The name the card gives the model: `model_name`, else the repository's name, else the folder's, unless that is a
     generic one (OUT/model), then e.g. "magtkd-meld" from the model type and the datasets."""
-    if model_name:
-        return model_name
-    if repo_id:
-        return repo_id.split("/")[-1]
+    if model_name or repo_id:
+        return model_name or repo_id.split("/")[-1]
     folder = model_dir.resolve().name
-    if folder.lower() not in _GENERIC_FOLDER_NAMES:
-        return folder
-    return "-".join([model_type.replace("_", "-"), *datasets])
+    return "-".join([model_type.replace("_", "-"), *datasets]) if folder.lower() in _GENERIC_FOLDER_NAMES else folder
 
 
 def install_command(repository_url: str | None = None) -> str:
@@ -165,25 +149,17 @@ def install_command(repository_url: str | None = None) -> str:
     return f'pip install "torch==2.13.0" "magtkd-hf @ git+{url}"'
 
 
-def build_model_card(
-    model_dir: str | Path,
-    repo_id: str | None = None,
-    metrics: Mapping | None = None,
-    recipe: Mapping | None = None,
-    datasets: Sequence[str] = (),
-    model_name: str | None = None,
-    repository_url: str | None = None,
-) -> ModelCard:
+def build_model_card(model_dir: str | Path, repo_id: str | None = None, metrics: Mapping | None = None,
+                     recipe: Mapping | None = None, datasets: Sequence[str] = (), model_name: str | None = None,
+                     repository_url: str | None = None) -> ModelCard:
     """
     The model card of a saved model folder. `metrics` ({"validation": {...}, "test": {...}} with `weighted_f1`,
     `accuracy`, `per_class_f1`) defaults to the folder's `metrics.json`; a `confusion_matrix.png` in the folder is
     shown; `recipe` (training settings) and `datasets` ("meld", "iemocap", "sample") are listed. `model_name` names
     the model (default: see [`card_model_name`]); `repository_url`, the git URL of magtkd-hf, gives the install line.
     """
-    from ..loading import load_config  # the package's config classes: no code from the folder runs
-
     model_dir = Path(model_dir)
-    config = load_config(model_dir)
+    config = load_config(model_dir)  # the package's config classes: no code from the folder runs
     if metrics is None and (model_dir / METRICS_FILE).exists():
         metrics = json.loads((model_dir / METRICS_FILE).read_text())
     unknown = [name for name in datasets if name not in DATASET_NOTES]
@@ -193,32 +169,22 @@ def build_model_card(
     metrics_table, per_class_table = _metrics_tables(metrics, label_names)
     pipeline_tag, architecture_note, call_example = _MODEL_KINDS[config.model_type]
     name = card_model_name(model_dir, repo_id, model_name, config.model_type, datasets)
-    results = eval_results(metrics, datasets, pipeline_tag)
     card_data = ModelCardData(
         language="en", license="gpl-3.0", library_name="transformers", pipeline_tag=pipeline_tag,
         tags=[*BASE_TAGS, *(_DATASET_TAGS[key] for key in datasets if key in _DATASET_TAGS)],
-        base_model=base_models(config) or None,
-        datasets=[_HUB_DATASET_IDS[key] for key in datasets if key in _HUB_DATASET_IDS] or None,
-        metrics=["f1", "accuracy"] if metrics_table else None,
-        model_name=name,
-        eval_results=results,
+        datasets=[_HUB_DATASET_IDS[key] for key in datasets if key in _HUB_DATASET_IDS] or None, model_name=name,
+        base_model=base_models(config) or None, metrics=["f1", "accuracy"] if metrics_table else None,
+        eval_results=eval_results(metrics, datasets, pipeline_tag),
     )
     fusion = config.fusion_model_config if config.model_type == "magtkd" else config
+    if not getattr(fusion, "modality_dropout", 1):
+        architecture_note += "\n\nThis model was not trained for missing modalities (its `modality_dropout` is 0)."
     return ModelCard.from_template(
-        card_data,
-        template_path=str(MODEL_CARD_TEMPLATE),
-        model_name=name,
-        repo_id=repo_id or str(model_dir),
-        num_labels=config.num_labels,
-        label_list=", ".join(label_names),
-        architecture_note=architecture_note + ("" if getattr(fusion, "modality_dropout", 1) else "\n\nThis model was not "
-                                               "trained for missing modalities (its `modality_dropout` is 0)."),
-        has_processor=(model_dir / "processor_config.json").exists(),
-        call_example=call_example,
-        install_command=install_command(repository_url),
-        from_repository_url=bool(repository_url),
-        metrics_table=metrics_table,
-        per_class_table=per_class_table,
+        card_data, template_path=str(MODEL_CARD_TEMPLATE), model_name=name, repo_id=repo_id or str(model_dir),
+        num_labels=config.num_labels, label_list=", ".join(label_names), architecture_note=architecture_note,
+        has_processor=(model_dir / "processor_config.json").exists(), call_example=call_example,
+        install_command=install_command(repository_url), from_repository_url=bool(repository_url),
+        metrics_table=metrics_table, per_class_table=per_class_table,
         confusion_matrix=CONFUSION_MATRIX_FILE if (model_dir / CONFUSION_MATRIX_FILE).exists() else "",
         recipe_table=markdown_table(["setting", "value"], sorted(recipe.items())) if recipe else "",
         dataset_notes="\n".join(DATASET_NOTES[key] for key in datasets) or "The training data was not recorded.",
@@ -233,13 +199,10 @@ def save_model_card(model_dir: str | Path, **kwargs) -> Path:
     return path
 
 
-def push_to_hub(
-    model_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None, **card_kwargs
-) -> str:
-    """
-    Uploads a saved folder (model, processor, metrics, confusion matrix) with a freshly written model card to the Hub
-    repository `repo_id`, creating it if needed. `card_kwargs` go to [`build_model_card`]. Returns the commit URL.
-    """
+def push_to_hub(model_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None,
+                **card_kwargs) -> str:
+    """Uploads a saved folder (model, processor, metrics, confusion matrix) with a freshly written model card to the Hub
+    repository `repo_id`, creating it if needed. `card_kwargs` go to [`build_model_card`]. Returns the commit URL."""
     save_model_card(model_dir, repo_id=repo_id, **card_kwargs)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
