@@ -5,12 +5,14 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from accelerate import PartialState
+
+from ..training import run_all, run_stage
+from ..training.settings import (STAGES, ModelSettings, ProcessorSettings, RunSettings, StageSettings, TrainingConfig,
+                                 parse_set_options)
+
 
 def add_train_command(subparsers) -> None:
-    """`train STAGE`: the MAGTKD recipe, one stage per call (or `all`); its options are the fields of
-    `RunSettings`, `ProcessorSettings`, `ModelSettings` and `StageSettings` (magtkd_hf/training/settings.py)."""
-    from ..training.settings import STAGES, ModelSettings, ProcessorSettings, RunSettings, StageSettings
-
     stages = (*STAGES, "all")
     parser = subparsers.add_parser(
         "train",
@@ -31,57 +33,39 @@ def add_train_command(subparsers) -> None:
                         help="any stage setting, for one stage (fusion.epochs=5) or all (epochs=5, as the option), or "
                         "a fusion model setting (fusion.causal=true); repeatable")
     # Not given: the recipe decides (the dataclass defaults are the last fallback, applied by the recipe).
-    parser.set_defaults(
-        **{item.name: None for cls in (ProcessorSettings, ModelSettings, StageSettings) for item in fields(cls)}
-    )
-    parser.set_defaults(func=_run_train)
+    parser.set_defaults(func=_run_train, **{item.name: None for cls in (ProcessorSettings, ModelSettings, StageSettings)
+                                            for item in fields(cls)})
 
 
 def training_config_from_args(args):
     """The parsed `train` options -> a `TrainingConfig`: stage settings given as options (or `--set KEY=VALUE`) apply
     to every stage, `--set STAGE.KEY=VALUE` to one; model settings may be set either way too."""
-    from ..training import ModelSettings, ProcessorSettings, RunSettings, StageSettings, TrainingConfig
-    from ..training.settings import parse_set_options
 
-    def given(cls) -> dict:
+    def given(cls) -> dict:  # the options given (not None: the recipe decides)
         return {item.name: getattr(args, item.name) for item in fields(cls) if getattr(args, item.name) is not None}
 
-    overrides = parse_set_options(args.set_options)
-    model = given(ModelSettings)
+    overrides, model = parse_set_options(args.set_options), given(ModelSettings)
     model_names = {item.name for item in fields(ModelSettings)}
     for stage in ("*", "fusion"):  # `--set [fusion.]causal=true`: a fusion model setting, set like a stage's
         model.update({key: overrides[stage].pop(key) for key in list(overrides.get(stage, {})) if key in model_names})
     overrides["*"] = {**overrides.get("*", {}), **given(StageSettings)}
-    run = {item.name: getattr(args, item.name) for item in fields(RunSettings)}
-    return TrainingConfig(**run, model=ModelSettings(**model), processor_settings=ProcessorSettings(
-        **given(ProcessorSettings)), overrides=overrides)
+    return TrainingConfig(**given(RunSettings), model=ModelSettings(**model),
+                          processor_settings=ProcessorSettings(**given(ProcessorSettings)), overrides=overrides)
 
 
 def _run_train(args) -> int:
-    from ..training import run_all, run_stage
-
     config = training_config_from_args(args)
     try:
         result = run_all(config) if args.stage == "all" else run_stage(args.stage, config)
-    finally:
-        _end_distributed()
-    _print_train_summary(args.stage, result, Path(config.output_dir))
+    finally:  # the stages of a call share one process group: it ends here
+        PartialState().wait_for_everyone()
+        PartialState().destroy_process_group()
+    if PartialState().is_main_process:
+        _print_train_summary(args.stage, result, Path(config.output_dir))
     return 0
 
 
-def _end_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def _print_train_summary(stage: str, result: dict, output_dir: Path) -> None:
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
-        return
     for name, metrics in (result if stage == "all" else {stage: result}).items():
         if not isinstance(metrics, dict):
             line = metrics

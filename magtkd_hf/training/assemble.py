@@ -7,20 +7,22 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from accelerate import PartialState
+from torch.utils.data import DataLoader
+
+from .. import MagtkdForEmotionRecognition, MagtkdFusionModel
+from ..features import FusionFeatureCollator
+from ..streaming import OnlineFusion
 from .data import fusion_feature_rows, load_feature_splits
 from .inputs import StageInputs
 from .loop import evaluate, make_accelerator
-from .reporting import CONFUSION_MATRIX_PNG, METRICS_FILE, confusion_matrix
+from .reporting import CONFUSION_MATRIX_PNG, METRICS_FILE
 from .settings import FEATURE_STAGE, StageSettings
 
 
 def assemble_end_to_end(inputs: StageInputs) -> Path:
     """OUT/model: `MagtkdForEmotionRecognition` holding the trained text model, the audio and video models the fusion
     was trained on (per its feature sources) and the fusion, with the processor: it predicts from conversations."""
-    from accelerate import PartialState
-
-    from .. import MagtkdForEmotionRecognition
-
     folder = inputs.output_dir / "model"
     fusion, _ = inputs.trained_model("fusion", "all")
     sources = {"text": "text", "audio": fusion.config.audio_feature_source,
@@ -61,22 +63,13 @@ def evaluate_saved_fusion(
     """A saved fusion model evaluated in this process alone on a features folder: {split: metrics with the
     confusion matrix}. `online=True`: utterance i's prediction comes from the fusion run on utterances 0..i of its
     conversation only (`magtkd_hf.streaming.online_logits`), as a stream sees it."""
-    from torch.utils.data import DataLoader
-
-    from .. import MagtkdFusionModel
-    from ..features import FusionFeatureCollator
-    from ..streaming import OnlineFusion
-
     model = MagtkdFusionModel.from_pretrained(str(model_dir)).eval()
     config = model.config
-    feature_splits = load_feature_splits(features_dir)
     accelerator = make_accelerator(StageSettings(), Path(model_dir), cpu)
     model = model.to(accelerator.device)
+    evaluated = OnlineFusion(model) if online else model
     results = {}
-    for split, rows in fusion_feature_rows(feature_splits, config, features_dir, splits).items():
+    for split, rows in fusion_feature_rows(load_feature_splits(features_dir), config, features_dir, splits).items():
         loader = DataLoader(rows, batch_size=batch_size, collate_fn=FusionFeatureCollator.from_config(config))
-        evaluated = OnlineFusion(model) if online else model
-        metrics, (labels, predictions) = evaluate(accelerator, evaluated, loader, config.label_names)
-        metrics["confusion_matrix"] = confusion_matrix(labels, predictions, config.num_labels)
-        results[split] = metrics
+        results[split], _ = evaluate(accelerator, evaluated, loader, config.label_names)
     return results

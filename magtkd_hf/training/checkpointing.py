@@ -1,34 +1,29 @@
-"""Epoch checkpoints `checkpoints/epoch_K/`: what `accelerator.save_state` writes, the loop's `trainer_state.json`
-(its state and the scheduler's, in JSON: Accelerate would unpickle a registered scheduler with `weights_only=False`)
-and, written last, `manifest.json` (size and sha256 of every other file). A folder without a manifest was interrupted
-while saving, one whose files differ from it is damaged: resuming takes the newest that verifies and reports those
-passed over with the reason. Loading also checks that the random states were restored (Accelerate only logs when it
-cannot restore them, and a resumed run would then silently differ from an uninterrupted one).
-"""
+"""Epoch checkpoints `checkpoints/epoch_K/`: `accelerator.save_state`, the loop's `trainer_state.json` (the scheduler's
+state in JSON: Accelerate would unpickle it with `weights_only=False`) and, written last, `manifest.json` (size and
+sha256 of every other file). Resuming takes the newest folder that verifies; loading checks that the random states
+were restored (Accelerate only logs a failure, and the resumed run would silently differ)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import load  # torch.load(weights_only=True) that allows the numpy parts of RNG states
 
 from .reporting import write_json
 
 TRAINER_STATE = "trainer_state.json"
 MANIFEST = "manifest.json"
 INCOMPLETE_REASON = f"{MANIFEST}: missing (incomplete: interrupted while saving)"
-_EPOCH_FOLDER = re.compile(r"^epoch_(\d+)$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be resumed from: `folder`, the `file` at fault (or None) and the `reason` (the message
-    without the folder, e.g. "optimizer.bin: 1234 bytes, manifest says 5678")."""
+    """A checkpoint that cannot be resumed from: its `folder`, the `file` at fault (or None) and the `reason`."""
 
     def __init__(self, folder: str | Path, reason: str, file: str | None = None):
         self.folder, self.reason, self.file = Path(folder), reason, file
@@ -42,13 +37,13 @@ def _sha256(path: Path) -> str:
 
 def epoch_folders(checkpoints_dir: str | Path) -> list[Path]:
     """The `epoch_K` folders under `checkpoints_dir`, newest first."""
-    folders = [path for path in Path(checkpoints_dir).glob("epoch_*") if _EPOCH_FOLDER.match(path.name)]
-    return sorted(folders, key=lambda path: -int(_EPOCH_FOLDER.match(path.name).group(1)))
+    folders = [path for path in Path(checkpoints_dir).glob("epoch_*") if path.name[len("epoch_"):].isdecimal()]
+    return sorted(folders, key=lambda path: -int(path.name[len("epoch_"):]))
 
 
 def save_checkpoint(accelerator, checkpoints_dir: str | Path, epoch: int, trainer_state: dict, keep: int) -> Path:
     """Save `checkpoints_dir/epoch_<epoch>/` (on every process: `save_state` writes each one's random states) and
-    keep the newest `keep` checkpoints up to this one (0: all). `trainer_state` must be JSON-able."""
+    keep the newest `keep` checkpoints up to this one (0: all)."""
     folder = Path(checkpoints_dir) / f"epoch_{int(epoch)}"
     if accelerator.is_main_process and folder.exists():  # from a run resumed from an older checkpoint
         shutil.rmtree(folder)
@@ -112,11 +107,8 @@ def find_resumable_checkpoint(checkpoints_dir: str | Path) -> tuple[Path | None,
 
 
 def load_checkpoint(accelerator, folder: str | Path) -> dict:
-    """Verify `folder`, restore it with `accelerator.load_state` and return the trainer state. Raises
-    [`CheckpointError`] when it does not verify, cannot be restored, or this process's random states are not
-    restored."""
-    from accelerate.utils import load  # torch.load(weights_only=True) that allows the numpy parts of RNG states
-
+    """Verify `folder`, restore it with `accelerator.load_state` (random states included, checked) and return the
+    trainer state, or raise [`CheckpointError`]."""
     folder = Path(folder)
     state = verify_checkpoint(folder)
     name = f"random_states_{accelerator.process_index}.pkl"

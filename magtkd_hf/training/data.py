@@ -12,6 +12,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from ..datasets_scripts import load_iemocap, load_meld
+
 # The processor's output names -> each stage model's keyword arguments (the audio model's `attention_mask` is the
 # processor's audio mask, not the text one).
 MODEL_INPUTS = {
@@ -33,11 +35,7 @@ def load_conversations(data, dataset: str, on_missing: str = "raise", check_medi
         return datasets.load_from_disk(str(path))
     if not path.is_dir():
         raise FileNotFoundError(f"--data {path}: no such folder (a {dataset} release folder or a saved DatasetDict)")
-    import magtkd_hf
-
-    loader = getattr(magtkd_hf, f"load_{dataset}", None)  # load_meld, load_iemocap: one builder per dataset
-    if loader is None:
-        raise ValueError(f"--data {path}: no release-folder builder for dataset {dataset!r} (magtkd_hf.load_{dataset})")
+    loader = {"meld": load_meld, "iemocap": load_iemocap}[dataset]  # one per dataset of DATASETS
     return loader(path, on_missing=on_missing, check_media=check_media)
 
 
@@ -133,17 +131,14 @@ class DistillationCollator:
                 "labels": torch.tensor([int(item["label"]) for item in items], dtype=torch.long)}
 
 
-def trim_left_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict:
-    """Prompts are left padded to the longest of the processor's call: drop the columns padded in every row (the
-    model's output is the same, the encoder runs on fewer positions)."""
-    first = int(attention_mask.any(dim=0).nonzero()[0])
-    return {"input_ids": input_ids[:, first:], "attention_mask": attention_mask[:, first:]}
-
-
 def model_inputs(modality: str, processor_output: Mapping[str, torch.Tensor], rows=slice(None)) -> dict:
-    """The keyword arguments of `modality`'s stage model from a processor output, for utterances `rows`."""
+    """The keyword arguments of `modality`'s stage model from a processor output, for utterances `rows`. Prompts are
+    left padded to the longest of the processor's call: the columns padded in every row are dropped (same output)."""
     inputs = {argument: processor_output[name][rows] for argument, name in MODEL_INPUTS[modality].items()}
-    return trim_left_padding(**inputs) if modality == "text" else inputs
+    if modality == "text":
+        first = int(inputs["attention_mask"].any(dim=0).nonzero()[0])
+        inputs = {argument: value[:, first:] for argument, value in inputs.items()}
+    return inputs
 
 
 class ConversationCollator:
@@ -164,7 +159,7 @@ class ConversationCollator:
 
 def load_feature_splits(path: str | Path) -> datasets.DatasetDict:
     """A stage-3 features `DatasetDict` (from `extract-features` or `import-released-features`), checked: the
-    train and validation splits, the columns of `magtkd_hf.features.feature_dataset_features`."""
+    train and validation splits, the columns of `magtkd_hf.features.feature_dataset_features`, one width."""
     path = Path(path)
     if not (path / "dataset_dict.json").is_file():
         raise FileNotFoundError(
@@ -180,20 +175,10 @@ def load_feature_splits(path: str | Path) -> datasets.DatasetDict:
         absent = [column for column in needed if column not in dataset.column_names]
         if absent:
             raise ValueError(f"{path}, split {split}: columns {absent} are missing")
+    widths = {split: int(dataset.features["text"].shape[-1]) for split, dataset in splits.items()}
+    if len(set(widths.values())) != 1:
+        raise ValueError(f"{path}: the splits' feature widths differ: {widths}")
     return splits
-
-
-def feature_hidden_size(splits: datasets.DatasetDict, path="") -> int:
-    sizes = {split: int(dataset.features["text"].shape[-1]) for split, dataset in splits.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"{path}: the splits' feature widths differ: {sizes}")
-    return next(iter(sizes.values()))
-
-
-def feature_label_names(splits: datasets.DatasetDict) -> list[str] | None:
-    labels = splits["train"].features["labels"]
-    inner = getattr(labels, "feature", None)
-    return list(inner.names) if isinstance(inner, datasets.ClassLabel) else None
 
 
 class FeatureRows(Dataset):
@@ -203,10 +188,8 @@ class FeatureRows(Dataset):
         # A column the features do not hold (a run without that modality) is left out: the collator marks it absent.
         columns = [column for column in dict.fromkeys(columns) if column in dataset.column_names]
         table = dataset.with_format("numpy", columns=[*columns, "speaker_ids", "labels", "dialogue_id"])
-        self.rows = []
-        for row in table:
-            where = f"{source}: conversation {str(row['dialogue_id'])!r}"
-            self.rows.append(_checked_feature_row(row, columns, num_labels, where))
+        self.rows = [_checked_feature_row(row, columns, num_labels,
+                                          f"{source}: conversation {str(row['dialogue_id'])!r}") for row in table]
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -1,33 +1,32 @@
-"""Stage 3: every utterance of every split through the trained stage-1 and stage-2 models; their `features`
-outputs, grouped by conversation, become a `datasets` DatasetDict (the schema of
-`magtkd_hf.features.feature_dataset_features`) that the fusion trains on."""
+"""Stage 3: every utterance of every split through the trained stage-1 and stage-2 models; their `features`, grouped
+by conversation, become the DatasetDict the fusion trains on (`magtkd_hf.features.feature_dataset_features`)."""
 
 from __future__ import annotations
 
 import time
 
+import datasets
 import torch
+from accelerate.utils import gather_object, set_seed
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..configuration_magtkd import FEATURE_SOURCES
+from ..features import feature_dataset_features
 from .data import SPLITS, ConversationCollator, model_inputs
 from .inputs import StageInputs
 from .loop import make_accelerator
 from .reporting import METRICS_FILE, write_json
-from .settings import FEATURE_STAGE, STAGES, StageSettings
+from .settings import STAGES, StageSettings
 
 
 def feature_models(inputs: StageInputs, device) -> tuple[dict, dict]:
     """{column: (modality, model in eval mode on `device`)} for every feature column of the run's modalities, and the
     folders read."""
     models, sources = {}, {}
-    for column in FEATURE_SOURCES:
-        stage = FEATURE_STAGE[column]
-        if STAGES[stage].modality not in inputs.config.modalities:
-            continue
-        model, folder = inputs.trained_model(stage, "extract-features")
-        models[column] = (STAGES[stage].modality, model.to(device).eval())
-        sources[column] = str(folder)
+    for stage, spec in STAGES.items():
+        if spec.feature and spec.modality in inputs.config.modalities:
+            model, folder = inputs.trained_model(stage, "extract-features")
+            models[spec.feature], sources[spec.feature] = (spec.modality, model.to(device).eval()), str(folder)
     widths = {column: model.config.feature_size for column, (_, model) in models.items()}
     if len(set(widths.values())) != 1:
         raise ValueError(f"extract-features: the models' feature widths differ: {widths} (from {sources})")
@@ -49,8 +48,6 @@ def conversation_features(accelerator, models: dict, output, count: int, chunk: 
 
 def split_features(accelerator, models, rows, processor, settings: StageSettings, split: str = "") -> list[dict]:
     """This process's share of one split's conversations (every num_processes-th), as feature rows."""
-    from torch.utils.data import DataLoader
-
     shared_out = [(position, rows[position]) for position in range(accelerator.process_index, len(rows),
                                                                       accelerator.num_processes)]
     modalities = sorted({modality for modality, _ in models.values()})
@@ -76,11 +73,6 @@ def split_features(accelerator, models, rows, processor, settings: StageSettings
 def extract_features(inputs: StageInputs, settings: StageSettings | None = None) -> dict:
     """Stage 3 into `inputs.output_folder("extract-features")`. Conversations are shared out between processes and
     gathered on the main one, which saves the DatasetDict and a metrics JSON; returns that summary."""
-    import datasets
-    from accelerate.utils import gather_object, set_seed
-
-    from ..features import feature_dataset_features
-
     settings = settings or inputs.settings("extract-features")
     output = inputs.output_folder("extract-features")
     accelerator = make_accelerator(settings, output, inputs.config.cpu)

@@ -4,11 +4,19 @@ conversations and the processor (read once), the encoders and their configs."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
+import datasets
+import numpy as np
+from accelerate import PartialState
+from transformers import AutoConfig, AutoModel
+
+from ..processors import MagtkdProcessor, released_iemocap_previous_speakers
+from ..processors.frame_cache import METADATA_FILE, FrameCache
 from .data import load_conversations
-from .recipe import load_recipe, with_given
-from .settings import STAGES, ModelSettings, StageSettings, TrainingConfig
+from .recipe import load_recipe
+from .settings import STAGES, ModelSettings, ProcessorSettings, StageSettings, TrainingConfig
 
 FRAME_CACHE_FOLDER = "frame-cache"  # the run's frame cache, OUTPUT_DIR/frame-cache, unless --frame-cache says otherwise
 NO_FRAME_CACHE = ("none", "off")  # --frame-cache none: decode every clip
@@ -27,17 +35,15 @@ class StageInputs:
         self.output_dir = Path(config.output_dir)
         self._conversations, self._processor, self._frame_cache = {}, None, None  # read on first use
 
-    # -- settings
     def settings(self, stage: str) -> StageSettings:
         return self.recipe.stage_settings(stage, self.config.stage_overrides(stage))
 
-    def model_settings(self) -> ModelSettings:
-        return with_given(self.recipe.model, self.config.model)
+    def model_settings(self) -> ModelSettings:  # the recipe's, with the run's (those set) on top
+        return replace(self.recipe.model, **self.config.model.given())
 
-    def processor_settings(self):
-        return with_given(self.recipe.processor, self.config.processor_settings)
+    def processor_settings(self) -> ProcessorSettings:
+        return replace(self.recipe.processor, **self.config.processor_settings.given())
 
-    # -- folders
     def output_folder(self, stage: str) -> Path:
         """Where `stage` writes: its folder under the output folder (features: `--features` when given)."""
         if stage == "extract-features" and self.config.features:
@@ -45,8 +51,8 @@ class StageInputs:
         return self.output_dir / STAGES[stage].folder
 
     def input_folder(self, stage: str, needed_by: str) -> Path:
-        """Where `stage`'s output is read from (a folder given for it, else its output folder), checked."""
-        given = self.config.stage_folder_override(stage)
+        """Where `stage`'s output is read from (`--audio-model DIR` and the like, else its output folder), checked."""
+        given = getattr(self.config, f"{stage.replace('-', '_')}_model", None)
         folder = Path(given) if given else self.output_folder(stage)
         if not (folder / "config.json").is_file() and not (folder / "dataset_dict.json").is_file():
             flag = "--features" if stage == "extract-features" else f"--{stage}-model"
@@ -58,20 +64,14 @@ class StageInputs:
 
     def trained_model(self, stage: str, needed_by: str):
         """The model a finished stage saved (its own class, through `AutoModel`) and the folder it came from."""
-        from transformers import AutoModel
-
         folder = self.input_folder(stage, needed_by)
         return AutoModel.from_pretrained(str(folder)), folder
 
-    # -- data, encoders, processor
     def conversations(self, check_media: bool = True):
         """The run's conversations (`--data`), with `--train-dialogues` applied. `check_media=False` (a stage that
         reads no audio or video) builds a release folder from its label files alone."""
-        if check_media not in self._conversations:
-            self._conversations[check_media] = self._load_conversations(check_media)
-        return self._conversations[check_media]
-
-    def _load_conversations(self, check_media: bool):
+        if check_media in self._conversations:
+            return self._conversations[check_media]
         if not self.config.data:
             raise ValueError("stages 1-3 need --data: a MELD/IEMOCAP release folder or a saved DatasetDict")
         splits = load_conversations(self.config.data, self.recipe.dataset, self.config.on_missing, check_media)
@@ -82,6 +82,7 @@ class StageInputs:
             splits = with_running_speakers(splits)
         if self.config.train_dialogues is not None:
             splits["train"] = part_of_split(splits["train"], self.config.train_dialogues, self.recipe.seed)
+        self._conversations[check_media] = splits
         return splits
 
     def encoder(self, modality: str) -> str:
@@ -90,25 +91,18 @@ class StageInputs:
             raise ValueError(f"no {modality} encoder: give --{modality}-encoder (a Hub name or a folder)")
         return name
 
-    def encoder_overrides(self, modality: str) -> dict:
-        """The recipe's changes to an encoder's config (e.g. the released audio masking length)."""
-        return dict(self.recipe.encoder_config_overrides.get(modality, {}))
-
     def encoder_config(self, modality: str):
-        from transformers import AutoConfig
-
         name = self.encoder(modality)
         try:
-            return AutoConfig.from_pretrained(name, **self.encoder_overrides(modality))
+            return AutoConfig.from_pretrained(name, **self.recipe.encoder_config_overrides.get(modality, {}))
         except (OSError, ValueError) as error:
             hint = "" if modality == "text" else ", or --modalities text for a run from transcripts alone"
             raise OSError(f"the {modality} encoder {name!r} could not be loaded ({error}); give a local folder with "
                           f"--{modality}-encoder{hint}") from error
 
     def fusion_width(self) -> int:
-        """The width of the features the fusion reads: the model settings' `hidden_size`, else the audio encoder's
-        (the audio and video features enter the fusion unprojected), else, in a run without audio,
-        `DEFAULT_FUSION_WIDTH` (the paper's)."""
+        """The width of the fusion's features: `hidden_size`, else the audio encoder's (its features enter the fusion
+        unprojected), else `DEFAULT_FUSION_WIDTH`."""
         given = self.model_settings().hidden_size
         if given:
             return int(given)
@@ -125,10 +119,6 @@ class StageInputs:
         return self._processor
 
     def _load_or_build_processor(self):
-        from accelerate import PartialState
-
-        from .. import MagtkdProcessor
-
         saved = self.output_dir / "processor"
         if self.config.processor:
             return MagtkdProcessor.from_pretrained(self.config.processor)
@@ -144,7 +134,6 @@ class StageInputs:
             processor.save_pretrained(str(saved))
         return processor
 
-    # -- the frame cache (`magtkd-hf cache-frames`)
     def frame_cache_folder(self) -> Path | None:
         """--frame-cache DIR, else OUTPUT_DIR/frame-cache; None with --frame-cache none."""
         given = self.config.frame_cache
@@ -153,17 +142,13 @@ class StageInputs:
         return Path(given) if given else self.output_dir / FRAME_CACHE_FOLDER
 
     def frame_cache(self):
-        """The run's `FrameCache` (opened once), or None: none given and none in OUTPUT_DIR/frame-cache, or one built
-        with other frame settings than the processor's (then a one-line warning says so: its clips are decoded).
-        A folder given with --frame-cache that holds no cache raises `FileNotFoundError`; a damaged cache raises
-        `FrameCacheError` (naming the folder)."""
+        """The run's `FrameCache` (opened once), or None: none there, or one built with other frame settings than the
+        processor's (a warning says so). A --frame-cache folder without a cache raises `FileNotFoundError`."""
         if self._frame_cache is None:
             self._frame_cache = self._open_frame_cache() or False  # False: looked for, none usable
         return self._frame_cache or None
 
     def _open_frame_cache(self):
-        from ..processors.frame_cache import METADATA_FILE, FrameCache
-
         folder = self.frame_cache_folder()
         if folder is None:
             return None
@@ -182,9 +167,8 @@ class StageInputs:
         return cache
 
     def media_processor(self, modality: str):
-        """The processor a stage's collator calls for `modality`: for video (and extract-features, `"all"`), a copy
-        that reads the run's frame cache when there is a usable one; otherwise the run's processor. (The processor
-        saved beside the models is always the run's own: the cache is a runtime attribute.)"""
+        """The processor a collator calls for `modality`: for video (and extract-features, `"all"`) a copy that reads
+        the run's frame cache, when there is one (the processor saved beside the models stays the run's own)."""
         processor = self.processor()
         if modality not in ("video", "all"):
             return processor
@@ -196,10 +180,6 @@ def with_running_speakers(splits):
     """The processor's "released_iemocap" speaker mode numbers speakers by a list that runs through a whole split in
     its order: each split gets the `previous_speakers` column of that order (where it lacks one), so that shuffled
     batches, single utterances and processes that share out conversations number them as the split does."""
-    import datasets
-
-    from ..processors import released_iemocap_previous_speakers
-
     return datasets.DatasetDict({
         split: dataset if "previous_speakers" in dataset.column_names else
         dataset.add_column("previous_speakers", released_iemocap_previous_speakers(dataset["speakers"]))
@@ -209,8 +189,6 @@ def with_running_speakers(splits):
 
 def part_of_split(dataset, dialogues: float, seed: int):
     """`dialogues` (a number >= 1, or a fraction < 1) of a split's conversations, drawn with `seed`, in split order."""
-    import numpy as np
-
     count = int(dialogues) if dialogues >= 1 else max(1, round(dialogues * len(dataset)))
     if count > len(dataset):
         raise ValueError(f"train_dialogues {dialogues}: the train split has {len(dataset)} dialogues")

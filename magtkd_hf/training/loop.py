@@ -1,14 +1,6 @@
-"""The one training loop of every MAGTKD stage, top-down in the style of transformers'
-`examples/pytorch/text-classification/run_glue_no_trainer.py`:
-
-settings -> Accelerator -> data -> model -> optimiser and scheduler -> `accelerator.prepare(...)` -> epochs
-(`loss = model(**batch).loss`, dev evaluation, keep the best on dev weighted F1, checkpoint; resumable) -> test once,
-on the selected model as saved -> metrics JSON and confusion matrix.
-
-A stage hands the loop a [`StageJob`]: a model whose forward takes a batch and returns `.loss` and `.logits`, its
-datasets and its collator. Nothing else is stage-specific: the loss is the model's, predictions are
-`logits.argmax(-1)` against the batch's `labels`, the selected model ([`saved_model`]) is written with
-`save_pretrained`.
+"""The one training loop of every MAGTKD stage, in the style of transformers' `run_glue_no_trainer.py`: Accelerator
+-> a stage's [`StageJob`] (model, datasets, collator) -> AdamW and a linear schedule -> epochs (`model(**batch).loss`,
+dev evaluation, the best dev weighted F1 saved, a checkpoint; resumable) -> test once, on the selected model as saved.
 """
 
 from __future__ import annotations
@@ -18,17 +10,21 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..metrics import erc_scores
+from ..precision import default_inference_dtype
 from .checkpointing import find_resumable_checkpoint, load_checkpoint, save_checkpoint
 from .data import EpochSampler
 from .reporting import stage_metrics, write_stage_report
@@ -41,11 +37,9 @@ CHECKPOINTS = "checkpoints"
 
 @dataclass
 class StageJob:
-    """What one stage trains, on what: `model(**batch)` returns `.loss` (with `labels`) and `.logits`;
-    `eval_datasets` holds `"validation"` (model selection) and may hold `"test"` (evaluated once, on the selected
-    model); `collator` makes training batches, `eval_collator` those of the saved model ([`saved_model`], default
-    `collator`); `processor` is saved beside the model when given; `train_lengths` (per item) group batches by length;
-    `description` holds facts for the metrics JSON (input folders, sizes, loss weights)."""
+    """What one stage trains, on what: `model(**batch)` returns `.loss` and `.logits`; `eval_datasets` holds
+    "validation" (model selection) and may hold "test"; `eval_collator` (default `collator`) makes the batches of the
+    saved model ([`saved_model`]); `train_lengths` group batches by length; `description` goes into the metrics."""
 
     name: str
     model: nn.Module
@@ -81,21 +75,14 @@ def saved_model(model: nn.Module) -> nn.Module:
 def train_stage(build_job: Callable[[Any], StageJob], settings: StageSettings, output_dir: str | Path,
                 resume: bool | str | Path | None = False, stop_after_epochs: int | None = None,
                 cpu: bool = False) -> dict:
-    """
-    Train one stage into `output_dir`: the selected model, `metrics.json`, `confusion_matrix.png`, `checkpoints/`.
-
-    Args:
-        build_job: `(accelerator) -> StageJob`, called after seeding (model initialisation is reproducible).
-        resume: False/None; True or "latest" (the newest complete checkpoint, if any); or a checkpoint folder.
-        stop_after_epochs: stop (without testing) after this many epochs of this call, as if interrupted.
-    Returns:
-        the metrics (also in `metrics.json`), or `{"stopped_after_epoch": k}` when stopped early.
-    """
+    """Train one stage into `output_dir` (the selected model, `metrics.json`, `confusion_matrix.png`, `checkpoints/`);
+    `build_job(accelerator)` is called after seeding. `resume`: True or "latest" (the newest complete checkpoint, if
+    any) or a checkpoint folder. Returns the metrics, or `{"stopped_after_epoch": k}` after `stop_after_epochs`."""
     output_dir = Path(output_dir)
     stage = prepare_stage(build_job, settings, output_dir, cpu)
     state = restore(stage.accelerator, stage.scheduler, output_dir / CHECKPOINTS, resume, stage.job.name)
-    if settings.report_to != "none":
-        stage.accelerator.init_trackers(f"magtkd-{stage.job.name}", config=settings.to_dict())
+    # Accelerate's tracking calls (init_trackers, log) do nothing without a tracker (report_to "none").
+    stage.accelerator.init_trackers(f"magtkd-{stage.job.name}", config=asdict(settings))
     stopped = train_epochs(stage, settings, state, output_dir, stop_after_epochs)
     if stopped:
         result = {"stopped_after_epoch": stopped}
@@ -110,8 +97,6 @@ def train_stage(build_job: Callable[[Any], StageJob], settings: StageSettings, o
 
 def prepare_stage(build_job, settings: StageSettings, output_dir: Path, cpu: bool) -> PreparedStage:
     """The Accelerator, the seeded job, its loaders, AdamW and the linear schedule, prepared."""
-    from accelerate.utils import set_seed
-
     accelerator = make_accelerator(settings, output_dir, cpu)
     set_seed(settings.seed)
     job = build_job(accelerator)
@@ -143,9 +128,8 @@ def train_epochs(stage: PreparedStage, settings, state: dict, output_dir: Path, 
         dev = run_evaluations(stage, settings, entry)
         progress.set_postfix(epoch=f"{epoch + 1}/{epochs}", dev_f1=f"{dev['weighted_f1']:.1f}")
         record_epoch(stage, output_dir, state, entry, dev)
-        if settings.report_to != "none":
-            accelerator.log({"train/loss": entry["train_loss"], "dev/weighted_f1": dev["weighted_f1"],
-                             "dev/accuracy": dev["accuracy"], "learning_rate": entry["learning_rate"]}, step=epoch + 1)
+        accelerator.log({"train/loss": entry["train_loss"], "dev/weighted_f1": dev["weighted_f1"],
+                         "dev/accuracy": dev["accuracy"], "learning_rate": entry["learning_rate"]}, step=epoch + 1)
         save_checkpoint(accelerator, output_dir / CHECKPOINTS, epoch + 1,
                         {**state, "scheduler": stage.scheduler.state_dict()}, settings.keep_checkpoints)
         if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < epochs:
@@ -156,9 +140,7 @@ def train_epochs(stage: PreparedStage, settings, state: dict, output_dir: Path, 
 
 
 def train_epoch(accelerator, model, loader, optimizer, scheduler, settings, state, epoch, progress) -> dict:
-    """One epoch of `loss = model(**batch).loss` with accumulation, clipping after unscaling and the prepared
-    scheduler (stepped only when the optimiser stepped), advancing the stage's `progress` bar. Returns the epoch's
-    history entry."""
+    """One epoch of `loss = model(**batch).loss` with accumulation and clipping; returns its history entry."""
     started = time.perf_counter()
     loader.set_epoch(epoch)  # the EpochSampler's order: (seed, epoch) alone
     model.train()
@@ -201,10 +183,8 @@ def run_evaluations(stage: PreparedStage, settings, entry: dict) -> dict:
 
 @torch.no_grad()
 def evaluate(accelerator, model, loader, label_names: Sequence[str], description: str = "evaluating") -> tuple[dict, Any]:
-    """`saved_model(model)(**batch).logits.argmax(-1)` against `batch["labels"]` over `loader`, gathered from every
-    process (the duplicates that even out the last batch dropped) -> (metrics, (labels, predictions) numpy). The
-    metrics ([`~magtkd_hf.metrics.erc_scores`]) are computed once on the gathered utterances: they equal a
-    single-process evaluation."""
+    """`saved_model(model)(**batch).logits.argmax(-1)` against `batch["labels"]`, gathered from every process ->
+    (metrics of [`~magtkd_hf.metrics.erc_scores`], (labels, predictions)): those of a single-process evaluation."""
     evaluated = saved_model(accelerator.unwrap_model(model))
     evaluated.eval()
     all_predictions, all_labels = [], []
@@ -225,8 +205,7 @@ def evaluate(accelerator, model, loader, label_names: Sequence[str], description
 
 
 def record_epoch(stage: PreparedStage, output_dir: Path, state: dict, entry: dict, dev_metrics) -> None:
-    """Save the epoch's model (`save_pretrained`, main process, with the processor) when its dev weighted F1 is the
-    best so far (the first epoch's always), and add the epoch to the history."""
+    """Save the epoch's model (and the processor) when its dev weighted F1 is the best so far; add it to the history."""
     if state["best_dev_weighted_f1"] is None or dev_metrics["weighted_f1"] > state["best_dev_weighted_f1"]:
         state.update(best_dev_weighted_f1=dev_metrics["weighted_f1"], best_epoch=entry["epoch"],
                      best_validation=dev_metrics)
@@ -252,14 +231,13 @@ def test_selected(stage: PreparedStage, settings, state, output_dir) -> dict:
     metrics = stage_metrics(job, settings, state, split, final_metrics, accelerator.num_processes, stage.schedule)
     if accelerator.is_main_process:
         write_stage_report(output_dir, metrics, split, job.label_names)
-    if settings.report_to != "none":
-        accelerator.log({f"{split}/weighted_f1": metrics[split]["weighted_f1"]}, step=settings.epochs)
+    accelerator.log({f"{split}/weighted_f1": metrics[split]["weighted_f1"]}, step=settings.epochs)
     return metrics
 
 
 def restore(accelerator, scheduler, checkpoints_dir: Path, resume, name: str) -> dict:
-    """The loop's state: fresh, or restored with the model, optimiser, scheduler and random states from the
-    checkpoint `resume` names (True/"latest": the newest complete one, when there is one)."""
+    """The loop's state: fresh, or restored (with the model, optimiser, scheduler and random states) from the
+    checkpoint `resume` names (True/"latest": the newest complete one, if any)."""
     checkpoint = Path(resume) if resume and resume not in (True, "latest") else None
     if resume in (True, "latest"):
         checkpoint, skipped = find_resumable_checkpoint(checkpoints_dir)
@@ -276,16 +254,11 @@ def restore(accelerator, scheduler, checkpoints_dir: Path, resume, name: str) ->
     return state
 
 
-# ----------------------------------------------------------------------------------------------- the parts
-
-
 def reset_accelerator_state() -> None:
     """Forget the previous Accelerator's settings (keeping the distributed set-up): stages run one after another in
     one process (`train all`, tests) may differ in mixed precision, which Accelerate's `AcceleratorState` singleton
     refuses to change. Accelerate has no public call for this (transformers' Trainer uses the same private one);
     checked on accelerate 1.16.0, and tests/test_training_fusion.py fails if it changes."""
-    from accelerate.state import AcceleratorState
-
     AcceleratorState._reset_state(reset_partial_state=False)
 
 
@@ -298,17 +271,13 @@ def resolve_mixed_precision(mixed_precision: str, cpu: bool = False) -> str:
     `magtkd_hf.precision.default_inference_dtype`), else "no"; any other value as given."""
     if mixed_precision != "auto":
         return mixed_precision
-    from ..precision import default_inference_dtype
-
     device = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
     return "bf16" if default_inference_dtype(device) == torch.bfloat16 else "no"
 
 
 def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = False):
-    """An Accelerator for one stage. Every stage model uses all of its trainable parameters in every step (no
-    unused heads; a distillation's teacher is frozen), so DDP needs no search for unused parameters."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
+    """An Accelerator for one stage. DDP runs without `find_unused_parameters` (its default): every stage model uses
+    all of its trainable parameters in every step (a distillation's teacher is frozen)."""
     reset_accelerator_state()
     launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if launched > 1 and not cpu and not _has_accelerator_device():
@@ -320,14 +289,9 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
     if mixed_precision == "fp16" and (cpu or not _has_accelerator_device()):
         warnings.warn("fp16 mixed precision needs a GPU: this stage runs in full precision (use bf16 on CPU).")
         mixed_precision = "no"
-    accelerator = Accelerator(
-        mixed_precision=mixed_precision,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        cpu=cpu,
-        log_with=None if settings.report_to == "none" else settings.report_to,
-        project_dir=str(output_dir),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)],
-    )
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu, project_dir=str(output_dir),
+                              gradient_accumulation_steps=settings.gradient_accumulation_steps,
+                              log_with=None if settings.report_to == "none" else settings.report_to)
     if launched > 1 and accelerator.num_processes != launched:
         raise RuntimeError(
             f"{launched} processes were launched (WORLD_SIZE) but they did not form one group "
@@ -338,8 +302,7 @@ def make_accelerator(settings: StageSettings, output_dir: Path, cpu: bool = Fals
 
 
 def make_loaders(job: StageJob, settings: StageSettings) -> tuple[DataLoader, dict]:
-    """The training loader in the epoch-seeded order (resuming replays an epoch's batches) and one evaluation loader
-    per split."""
+    """The training loader in the epoch-seeded order (resuming replays an epoch's batches), one per evaluated split."""
     if "validation" not in job.eval_datasets:
         raise ValueError(f"stage {job.name!r}: a 'validation' split is needed for model selection")
     if len(job.train_dataset) == 0:
@@ -371,20 +334,14 @@ def make_optimizer(model: nn.Module, settings: StageSettings, device: torch.devi
 
 
 def schedule_lengths(settings: StageSettings, batches_per_epoch: int, num_samples: int) -> tuple[int, int]:
-    """(warm-up steps, total steps) of the linear schedule, in optimiser steps. `optimizer_steps` (default): the run's
-    steps (`epochs` of them, or `max_steps`), `warmup_ratio` of them warming up. `released`: the released scripts'
-    count in samples (utterances or conversations), warm-up one epoch's samples, stepped per optimiser step, so the
-    rate barely decays."""
+    """(warm-up steps, total steps) of the linear schedule, in optimiser steps: `warmup_ratio` of the run's steps
+    (every epoch's, or `max_steps` when fewer); with `schedule="released"`, the released scripts' count in samples
+    (warm-up one epoch's), stepped per optimiser step, so the rate barely decays."""
     if settings.schedule == "released":
         return num_samples, num_samples * settings.epochs
-    total = total_steps(settings, batches_per_epoch)
+    total = math.ceil(batches_per_epoch / settings.gradient_accumulation_steps) * settings.epochs
+    total = min(total, settings.max_steps) if settings.max_steps else total
     return round(settings.warmup_ratio * total), total
-
-
-def total_steps(settings: StageSettings, batches_per_epoch: int) -> int:
-    """The optimiser steps of the run: every epoch's, or `max_steps` when it is set and fewer."""
-    steps = math.ceil(batches_per_epoch / settings.gradient_accumulation_steps) * settings.epochs
-    return min(steps, settings.max_steps) if settings.max_steps else steps
 
 
 def planned_epochs(settings: StageSettings, batches_per_epoch: int) -> int:

@@ -16,13 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..configuration_magtkd import DATASETS, MODALITIES, dataset_facts
-from .settings import (
-    ModelSettings,
-    ProcessorSettings,
-    StageSettings,
-    check_setting_names,
-    check_stage_names,
-)
+from .settings import ModelSettings, ProcessorSettings, StageSettings, check_stage_names
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
@@ -43,13 +37,8 @@ class Recipe:
     def stage_settings(self, stage: str, overrides: Mapping[str, Any] | None = None) -> StageSettings:
         """The settings of `stage`: recipe defaults, the stage's entries, then `overrides` (None values ignored)."""
         overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
-        check_setting_names(overrides, f"stage {stage!r}")
-        return StageSettings(**{"seed": self.seed, **self.defaults, **self.stages.get(stage, {}), **overrides})
-
-
-def with_given(settings, overrides=None):
-    """`settings` (a `ModelSettings` or `ProcessorSettings`) with the set (not None) fields of `overrides` on top."""
-    return type(settings)(**{**settings.given(), **(overrides.given() if overrides else {})})
+        return StageSettings.from_dict({"seed": self.seed, **self.defaults, **self.stages.get(stage, {}), **overrides},
+                                       f"stage {stage!r}")
 
 
 def shipped_recipes() -> tuple[str, ...]:
@@ -79,11 +68,9 @@ def _recipe_from_dict(data: dict, path: Path) -> Recipe:
         raise ValueError(f"recipe file {path}: keys {missing} are missing")
     dataset_facts(data["dataset"])  # a known dataset
     check_stage_names(data["stages"], f"recipe file {path}")
-    check_setting_names(data.get("defaults", {}), f"{path} 'defaults'")
-    for stage, values in data["stages"].items():
-        check_setting_names(values, f"{path} 'stages.{stage}'")
-    check_setting_names(data.get("model", {}), f"{path} 'model'", ModelSettings)
-    check_setting_names(data.get("processor", {}), f"{path} 'processor'", ProcessorSettings)
+    for where, values in [("defaults", data.get("defaults", {})), *((f"stages.{stage}", values)
+                                                                    for stage, values in data["stages"].items())]:
+        StageSettings.from_dict(values, f"{path} '{where}'")  # checked here: the error names the file
     encoders, encoder_overrides = dict(data.get("encoders", {})), dict(data.get("encoder_config_overrides", {}))
     unknown_modalities = sorted((set(encoders) | set(encoder_overrides)) - set(MODALITIES))
     if unknown_modalities:
@@ -91,7 +78,8 @@ def _recipe_from_dict(data: dict, path: Path) -> Recipe:
     return Recipe(
         name=data.get("name", path.stem), dataset=str(data["dataset"]).lower(), seed=int(data.get("seed", 2024)),
         encoders=encoders, encoder_config_overrides=encoder_overrides,
-        model=ModelSettings(**data.get("model", {})), processor=ProcessorSettings(**data.get("processor", {})),
+        model=ModelSettings.from_dict(data.get("model", {}), f"{path} 'model'"),
+        processor=ProcessorSettings.from_dict(data.get("processor", {}), f"{path} 'processor'"),
         defaults=dict(data.get("defaults", {})),
         stages={stage: dict(values) for stage, values in data["stages"].items()},
         source=str(path),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -16,30 +17,26 @@ from ..metrics import confusion_matrix  # noqa: F401
 
 
 def save_confusion_matrix_png(matrix: Sequence[Sequence[int]], label_names: Sequence[str], path, title: str = "") -> Path:
-    """A row-normalised heat map with the counts written in the cells."""
+    """A row-normalised heat map (scikit-learn's `ConfusionMatrixDisplay`) with the counts written in the cells."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     counts = np.asarray(matrix, dtype=np.float64)
     totals = counts.sum(axis=1, keepdims=True)
-    rates = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     size = max(4.0, 0.7 * len(label_names) + 2)
     figure = Figure(figsize=(size, size * 0.9))
-    axes = figure.subplots()
-    image = axes.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
-    axes.set_xticks(range(len(label_names)), labels=list(label_names), rotation=45, ha="right")
-    axes.set_yticks(range(len(label_names)), labels=list(label_names))
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    for row in range(counts.shape[0]):
-        for column in range(counts.shape[1]):
-            axes.text(column, row, str(int(counts[row, column])), ha="center", va="center",
-                      color="white" if rates[row, column] > 0.5 else "black", fontsize=8)
-    if title:
-        axes.set_title(title, fontsize=9)
+    display = ConfusionMatrixDisplay(np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0),
+                                     display_labels=list(label_names))
+    display.plot(ax=figure.subplots(), cmap="Blues", xticks_rotation=45, im_kw={"vmin": 0.0, "vmax": 1.0},
+                 text_kw={"fontsize": 8}, colorbar=False)
+    for text, count in zip(display.text_.flat, counts.flat):
+        text.set_text(str(int(count)))
+    display.ax_.set(xlabel="predicted", ylabel="true")
+    display.ax_.set_title(title, fontsize=9)
+    figure.colorbar(display.im_, ax=display.ax_, fraction=0.046, pad=0.04, label="share of the true class")
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +90,7 @@ def stage_metrics(job, settings, state: dict, final_split: str, final_metrics: d
         final_split: final_metrics,
         "history": state["history"],
         "num_processes": num_processes,
-        "settings": settings.to_dict(),
+        "settings": asdict(settings),
         "schedule": {"warmup_steps": schedule[0], "total_steps": schedule[1], "optimizer_steps": state["global_step"]},
         **job.description,
     }

@@ -1,10 +1,7 @@
-"""Every stage ([`STAGES`]) and every training setting, declared once: [`StageSettings`] (one stage's
-hyper-parameters), [`ModelSettings`] (the `MagtkdFusionConfig` fields a run may set), [`ProcessorSettings`] (the text
-prompt), [`RunSettings`] (folders, encoders, how a run runs) and [`TrainingConfig`] (a run). The command line is built
-from these classes (`transformers.HfArgumentParser` reads their fields, types, choices and help) and recipe files are
-checked against them. A stage's settings: the recipe file (its `defaults`, then its `stages[NAME]`; what it omits
-keeps the defaults below), then the command line's options (every stage), then `--set STAGE.KEY=VALUE` (one stage).
-"""
+"""Every stage ([`STAGES`]) and every training setting, declared once: [`StageSettings`] (one stage's),
+[`ModelSettings`] (the fusion's), [`ProcessorSettings`] (the text prompt's), [`RunSettings`] and [`TrainingConfig`]
+(a run). `magtkd-hf train`'s options are their fields (`transformers.HfArgumentParser`); recipe files are checked
+against them."""
 
 from __future__ import annotations
 
@@ -47,20 +44,13 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("fusion", "fusion", folder="fusion", description="stage 4: the anchor gated fusion on the features"),
     )
 }
-STAGE_NAMES = tuple(STAGES)
 # The stage whose model fills each stage-3 feature column.
 FEATURE_STAGE = {spec.feature: name for name, spec in STAGES.items() if spec.feature}
 
 
-def _help(text: str, **extra) -> dict:
-    return {"help": text, **extra}
-
-
-def _option(default=None, help: str = "", default_factory=None, **extra):
+def _option(default=None, help: str = "", **extra):
     """A settings field: its default and its `--help` text (and any other `add_argument` keyword)."""
-    if default_factory is not None:
-        return field(default_factory=default_factory, metadata=_help(help, **extra))
-    return field(default=default, metadata=_help(help, **extra))
+    return field(default=default, metadata={"help": help, **extra})
 
 
 class _Settings:
@@ -76,6 +66,16 @@ class _Settings:
     def given(self) -> dict:
         """The settings that are set (not None)."""
         return {item.name: getattr(self, item.name) for item in fields(self) if getattr(self, item.name) is not None}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], where: str):
+        """`cls(**values)` of the values set (not None); a name that is no setting is refused, naming `where`."""
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(map(repr, unknown))}; known: {sorted(known)}")
+        return cls(**{name: value for name, value in values.items() if value is not None})
 
 
 def _as_type(name: str, value, kind):
@@ -145,31 +145,29 @@ class StageSettings(_Settings):
         if problems:
             raise ValueError("; ".join(problems))
 
-    def to_dict(self) -> dict:
-        return {item.name: getattr(self, item.name) for item in fields(self)}
-
     def distillation_loss_settings(self) -> dict:
         """The keyword arguments of `magtkd_hf.losses.distillation_loss` (and `MagtkdDistillationModel`)."""
-        names = ("logit_weight", "feature_weight", "logit_temperature", "inter_weight", "intra_weight",
-                 "feature_temperature")
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in ("logit_weight", "feature_weight", "logit_temperature",
+                                                       "inter_weight", "intra_weight", "feature_temperature")}
 
 
 # The `MagtkdFusionConfig` fields a run may set (the rest follow from the dataset and the features), with their help;
 # their types come from the config. None: the recipe's value, else the dataset preset's.
 FUSION_OPTIONS = {
-    "num_attention_heads": _help("fusion attention heads"),
-    "dropout": _help("fusion dropout"),
-    "hidden_size": _help("fusion width (default: the audio encoder's width, or the features')"),
-    "intermediate_size": _help("fusion feed-forward width (the width)"),
-    "share_text_anchor_block": _help("the text anchor's three paths share one block, as released"),
-    "causal": _help("every utterance attends only to itself and earlier ones (streaming)"),
-    "anchor_residual": _help("add the audio and video anchors to the text anchor before the prediction head (off: "
-                             "the paper's model)"),
-    "modality_dropout": _help("in training, the probability of treating an utterance's audio, and its video, as "
-                              "absent (0: the paper's training)"),
-    "audio_feature_source": _help("the stage-3 features of the fusion's audio input", aliases=["--audio-features"]),
-    "video_feature_source": _help("the stage-3 features of the fusion's video input", aliases=["--video-features"]),
+    "num_attention_heads": {"help": "fusion attention heads"},
+    "dropout": {"help": "fusion dropout"},
+    "hidden_size": {"help": "fusion width (default: the audio encoder's width, or the features')"},
+    "intermediate_size": {"help": "fusion feed-forward width (the width)"},
+    "share_text_anchor_block": {"help": "the text anchor's three paths share one block, as released"},
+    "causal": {"help": "every utterance attends only to itself and earlier ones (streaming)"},
+    "anchor_residual": {"help": "add the audio and video anchors to the text anchor before the prediction head (off: "
+                        "the paper's model)"},
+    "modality_dropout": {"help": "in training, the probability of treating an utterance's audio, and its video, as "
+                         "absent (0: the paper's training)"},
+    "audio_feature_source": {"help": "the stage-3 features of the fusion's audio input",
+                             "aliases": ["--audio-features"]},
+    "video_feature_source": {"help": "the stage-3 features of the fusion's video input",
+                             "aliases": ["--video-features"]},
 }
 
 
@@ -216,14 +214,14 @@ class RunSettings(_Settings):
 
     _argument_group_name = "run"
 
-    output_dir: str = field(metadata=_help("the run's folder; the stage folders go here"))
+    output_dir: str = field(metadata={"help": "the run's folder; the stage folders go here"})
     recipe: str = _option("meld", "'meld' or 'iemocap' (the released settings, shipped) or a recipe JSON file")
     data: Optional[str] = _option(None, "stages 1-3: a MELD/IEMOCAP release folder or a saved DatasetDict")
     on_missing: Literal["raise", "drop"] = _option(
         "raise", "building from a release folder: missing clips raise, or are dropped")
-    modalities: list[str] = _option(
-        default_factory=lambda: ["text", "audio", "video"], help="the modalities of the run: `text` alone trains "
-        "from transcripts (no media read, no audio or video encoder loaded; the fusion takes its missing embeddings)")
+    modalities: list[str] = field(default_factory=lambda: ["text", "audio", "video"], metadata={
+        "help": "the modalities of the run: `text` alone trains from transcripts (no media read, no audio or video "
+        "encoder loaded; the fusion takes its missing embeddings)"})
     train_dialogues: Optional[float] = _option(
         None, "train on part of the train split: a number (>= 1) or a fraction (< 1) of its dialogues, drawn with the "
         "recipe's seed")
@@ -249,12 +247,6 @@ class RunSettings(_Settings):
         None, "stop after N epochs of this call (as if interrupted); --resume continues")
     cpu: bool = _option(False, "train on CPU even when a GPU is present")
 
-    def stage_folder_override(self, stage: str) -> str | None:
-        """The folder given for a trained stage (`--audio-model DIR`) or for the features, or None."""
-        if stage == "extract-features":
-            return self.features
-        return getattr(self, f"{stage.replace('-', '_')}_model", None)
-
 
 @dataclass
 class TrainingConfig(RunSettings):
@@ -276,7 +268,7 @@ class TrainingConfig(RunSettings):
             raise ValueError(f"train_dialogues must be positive, got {self.train_dialogues}")
         check_stage_names(self.overrides, "overrides", "*")
         for stage, values in self.overrides.items():
-            check_setting_names(values, f"overrides[{stage!r}]")
+            StageSettings.from_dict(values, f"overrides[{stage!r}]")
 
     def stage_overrides(self, stage: str) -> dict:
         return {**self.overrides.get("*", {}), **self.overrides.get(stage, {})}
@@ -286,14 +278,6 @@ def check_stage_names(names, where: str, *extra: str) -> None:
     unknown = sorted(set(names) - {*extra, *STAGES})
     if unknown:
         raise ValueError(f"{where}: unknown stages {unknown}; stages: {', '.join(STAGES)}")
-
-
-def check_setting_names(values: Mapping[str, Any], where: str, cls=StageSettings) -> None:
-    known = {item.name for item in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(map(repr, unknown))}; known: {sorted(known)}")
 
 
 def parse_set_options(items: list[str] | None) -> dict[str, dict[str, Any]]:

@@ -1,26 +1,22 @@
-"""Running the stages of `settings.STAGES`: `run_stage(name, config)`, `run_all(config)`. Each stage's job says which
-model it trains (a stage-1 model on its pretrained encoder, a distillation of a student by the frozen text model, or
-the fusion), on which data (the run's utterances, or the stage-3 features) and with which collator; `train_stage`
-(loop.py) does the rest. Each stage reads the earlier stages' folders under the run's output folder (OUT/processor,
-OUT/frame-cache, OUT/text, ...) and writes its own; `all` ends with OUT/model, the end-to-end model.
-"""
+"""Running the stages of `settings.STAGES` (`run_stage`, `run_all`): each stage's [`StageJob`] says which model it
+trains on which data, reading the earlier stages' folders under the run's output folder; `train_stage` (loop.py) does
+the rest. `all` ends with OUT/model, the end-to-end model."""
 
 from __future__ import annotations
 
 import logging
 
+import datasets
 import numpy as np
 
-from .data import (
-    SPLITS,
-    DistillationCollator,
-    UtteranceCollator,
-    UtteranceItems,
-    class_weights,
-    fusion_feature_rows,
-    load_feature_splits,
-    shares_video_files,
-)
+from .. import (MagtkdAudioModel, MagtkdDistillationModel, MagtkdFusionConfig, MagtkdFusionModel, MagtkdTextModel,
+                MagtkdVideoModel)
+from ..configuration_magtkd import labels_to_maps
+from ..features import FusionFeatureCollator
+from .assemble import assemble_end_to_end
+from .data import (SPLITS, DistillationCollator, UtteranceCollator, UtteranceItems, class_weights, fusion_feature_rows,
+                   load_feature_splits, shares_video_files)
+from .extract import extract_features
 from .inputs import StageInputs
 from .loop import StageJob, saved_model, train_stage
 from .reporting import METRICS_FILE
@@ -30,11 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 def pretrained_stage_model(inputs: StageInputs, modality: str):
-    """A stage-1 model of the run's dataset (its labels) on the pretrained encoder, with a fresh head. The text
-    model's vocabulary is the processor's (the speaker tokens added) and its feature is projected to the fusion
-    width; the audio and video features are the encoders' own."""
-    from .. import MagtkdAudioModel, MagtkdTextModel, MagtkdVideoModel
-
+    """A stage-1 model of the run's dataset on the pretrained encoder, with a fresh head; the text model has the
+    processor's vocabulary (the speaker tokens added) and its feature is projected to the fusion width."""
     model_class = {"text": MagtkdTextModel, "audio": MagtkdAudioModel, "video": MagtkdVideoModel}[modality]
     encoder_config = inputs.encoder_config(modality)
     extra = {}
@@ -42,7 +35,8 @@ def pretrained_stage_model(inputs: StageInputs, modality: str):
         encoder_config.vocab_size = len(inputs.processor().tokenizer)
         extra["feature_size"] = inputs.fusion_width()
     config = model_class.config_class.from_preset(inputs.recipe.dataset, encoder_config=encoder_config, **extra)
-    return model_class.from_encoder(config, inputs.encoder(modality), **inputs.encoder_overrides(modality))
+    overrides = inputs.recipe.encoder_config_overrides.get(modality, {})  # e.g. the released audio masking length
+    return model_class.from_encoder(config, inputs.encoder(modality), **overrides)
 
 
 def utterance_items(inputs: StageInputs, check_media: bool = True) -> tuple[dict, bool]:
@@ -65,8 +59,6 @@ def unimodal_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) 
 def distillation_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) -> StageJob:
     """Stage 2: the student (from its stage-1 model or the encoder, `student_init`) learns from the frozen text
     model, with the stage's distillation loss settings."""
-    from .. import MagtkdDistillationModel
-
     items, use_time_window = utterance_items(inputs)
     if settings.student_init == "stage":
         student, initialised_from = inputs.trained_model(spec.modality, spec.name)
@@ -107,16 +99,12 @@ def fusion_config_for_features(inputs: StageInputs, splits, features_dir):
     """The fusion config for a features folder: the dataset preset with the run's model settings, the features'
     width and label names, and a speaker table large enough for the speaker ids found (9 by default, more for the
     released global ids)."""
-    from .. import MagtkdFusionConfig
-    from ..configuration_magtkd import labels_to_maps
-    from .data import feature_hidden_size, feature_label_names
-
     settings = inputs.model_settings().given()
-    settings["hidden_size"] = feature_hidden_size(splits, features_dir)
+    settings["hidden_size"] = int(splits["train"].features["text"].shape[-1])  # every split's (load_feature_splits)
     settings.setdefault("intermediate_size", settings["hidden_size"])
-    label_names = feature_label_names(splits)
-    if label_names is not None:
-        settings["id2label"], settings["label2id"] = labels_to_maps(label_names)
+    labels = getattr(splits["train"].features["labels"], "feature", None)
+    if isinstance(labels, datasets.ClassLabel):  # the label names the features were saved with
+        settings["id2label"], settings["label2id"] = labels_to_maps(labels.names)
     max_speaker = max((max(ids) for split in splits.values() for ids in split["speaker_ids"] if len(ids)), default=0)
     if max_speaker + 1 > 9:
         settings["num_speakers"] = int(max_speaker) + 1
@@ -125,9 +113,6 @@ def fusion_config_for_features(inputs: StageInputs, splits, features_dir):
 
 def fusion_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) -> StageJob:
     """Stage 4: the fusion on the stage-3 features of its sources, conversations batched by length."""
-    from .. import MagtkdFusionModel
-    from ..features import FusionFeatureCollator
-
     features_dir = inputs.input_folder("extract-features", spec.name)
     splits = load_feature_splits(features_dir)
     config = fusion_config_for_features(inputs, splits, features_dir)
@@ -153,8 +138,6 @@ def fusion_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) ->
 
 def run_stage(name: str, config: TrainingConfig | StageInputs) -> dict:
     """Run stage `name` of the stage table; returns its metrics (also in its folder's metrics.json)."""
-    from .extract import extract_features
-
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}, all")
     inputs = config if isinstance(config, StageInputs) else StageInputs(config)
@@ -173,8 +156,6 @@ def run_stage(name: str, config: TrainingConfig | StageInputs) -> dict:
 def run_all(config: TrainingConfig) -> dict:
     """Every stage in order, each reading the previous ones' folders, then the end-to-end model in OUT/model. With
     `config.resume`, finished stages (their metrics JSON written) are skipped and an interrupted one resumes."""
-    from .assemble import assemble_end_to_end
-
     inputs = StageInputs(config)
     results = {}
     for name in STAGES:
