@@ -7,19 +7,22 @@ import os
 import pickle
 import re
 import sys
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from transformers import AutoConfig, HfArgumentParser
 
-from .. import __version__
+from .. import __version__, inference
 from ..configuration_magtkd import DATASETS, FEATURE_SOURCES, dataset_facts
 from ..datasets_scripts.check import run_check_data
-from ..precision import DTYPE_CHOICES
+from ..precision import DTYPE_CHOICES, resolve_dtype
+from ..predict_dataset import predict_dataset, read_prediction_input
 from ..processors import MagtkdProcessor
 from ..released import import_released_features, load_released_end_to_end, load_released_fusion
+from ..streaming import MagtkdStream
 from ..training.assemble import evaluate_saved_fusion
 from .cli_cache import run_cache_frames
-from .cli_predict import run_predict, run_stream
 from .cli_train import add_train_command
 from .demo import print_demo_report, run_demo
 from .fusion_demo import print_fusion_demo_report, run_fusion_demo
@@ -27,8 +30,6 @@ from .fusion_demo import print_fusion_demo_report, run_fusion_demo
 # Errors a user can cause and fix (bad input, missing or damaged files, refused pickles, full disk, no memory): one
 # or two lines on stderr and exit status 1; `--debug` or MAGTKD_HF_DEBUG=1 shows the traceback instead.
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pickle.UnpicklingError)
-RELEASED_FILES = dict(zip(FEATURE_SOURCES, ("text.bin", "audio.bin", "video.bin", "text_KD_audio.bin",
-                                            "text_KD_video.bin")))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,20 +89,18 @@ def _run_fusion_demo(args) -> int:
 def _add_model_options(parser) -> None:
     """The options of the sub-commands that load a saved model for inference (`predict`, `stream`)."""
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument(
-        "--dtype", default="native", choices=DTYPE_CHOICES,
-        help="weights' dtype; native (default, the package's choice): bfloat16 on GPUs and CPUs that compute it "
-        "natively (AVX512-BF16/AMX), else float32; auto: the checkpoint's dtype (transformers' meaning)",
-    )
-    parser.add_argument(
-        "--trust-remote-code", action="store_true",
-        help="allow a folder whose model_type is not magtkd-hf's to run its own code (off: such folders are refused)",
-    )
+    parser.add_argument("--dtype", default="native", choices=DTYPE_CHOICES,
+                        help="weights' dtype; native (default, the package's choice): bfloat16 on GPUs and CPUs that "
+                        "compute it natively (AVX512-BF16/AMX), else float32; auto: the checkpoint's dtype "
+                        "(transformers' meaning)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a folder whose model_type is not "
+                        "magtkd-hf's to run its own code (off: such folders are refused)")
 
 
 def _add_predict(subparsers) -> None:
     parser = _command(
-        subparsers, "predict", run_predict, "an emotion for every utterance of a conversation, or of a whole dataset",
+        subparsers, "predict", _run_predict,
+        "an emotion for every utterance of a conversation, or of a whole dataset",
         "Loads MODEL_DIR (a folder saved by magtkd-hf: model and processor) and predicts INPUT. A CONVERSATION.json: a "
         "list of utterances (or {\"utterances\": [...]}), each with 'speaker', 'text', 'video' (a clip, or a longer "
         "video with 'start'/'end' seconds) and optionally 'audio' (WAV/FLAC; default: the video's sound track); "
@@ -128,9 +127,60 @@ def _add_predict(subparsers) -> None:
                          help="release folders: missing or unreadable media files are an error (default) or dropped")
 
 
+def _load_model_for_inference(args):
+    """(model, processor) of `args.model_dir` on `args.device` in `args.dtype`."""
+    model, processor = inference.load_emotion_model(args.model_dir, args.device,
+                                                    trust_remote_code=args.trust_remote_code)
+    dtype = resolve_dtype(args.dtype, args.device)
+    return (model if dtype is None else model.to(dtype)), processor
+
+
+def _run_predict(args) -> None:
+    if args.output is not None or Path(args.input).suffix != ".json":
+        return _run_predict_dataset(args)
+    conversation = inference.read_conversation_file(args.input)
+    model, processor = _load_model_for_inference(args)
+    rows = inference.predict_emotions(model, processor, conversation)
+    print(json.dumps(rows, indent=2, allow_nan=False) if args.json else inference.format_predictions(rows))
+
+
+def _default_decoding_workers(device: str) -> int:
+    """Media-decoding DataLoader workers for `predict --output`. Measured on 2 CPU cores at the paper's sizes
+    (`benchmarks/inference.py`, bf16): one worker made the run 1.26x slower than decoding in the main process
+    (21.3 s vs 16.9 s for 9 utterances), as it takes a core from the model's two threads."""
+    cpus = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return max(0, min(8, cpus - 1))
+    return 0 if cpus <= 2 else 2
+
+
+def _run_predict_dataset(args) -> None:
+    if args.output is None:
+        raise SystemExit(f"magtkd-hf predict: {args.input} is not a CONVERSATION.json: predicting a dataset needs "
+                         "--output FILE.jsonl or FILE.parquet.")
+    conversations = read_prediction_input(args.input, args.dataset, args.split, args.on_missing)
+    if args.device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per launched process
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    model, processor = _load_model_for_inference(args)
+    description = {"model": str(Path(args.model_dir).resolve()), "input": str(Path(args.input).resolve()),
+                   "splits": args.split, "dtype": str(resolve_dtype(args.dtype, args.device)),
+                   "max_utterances": args.max_utterances}
+    workers = _default_decoding_workers(args.device) if args.num_workers is None else args.num_workers
+    summary = predict_dataset(model, processor, conversations, args.output, max_utterances=args.max_utterances,
+                              num_workers=workers, overwrite=args.overwrite, run_description=description)
+    if not summary["main_process"]:
+        return
+    if summary["resumed_with"]:
+        print(f"Resumed: {summary['resumed_with']} conversations were already predicted.", file=sys.stderr)
+    utterances = sum(len(conversation) for conversation in conversations)
+    processes = f" ({summary['processes']} processes)" if summary["processes"] > 1 else ""
+    print(f"{summary['conversations']} conversations, {utterances} utterances -> {args.output}{processes}",
+          file=sys.stderr)
+
+
 def _add_stream(subparsers) -> None:
     parser = _command(
-        subparsers, "stream", run_stream,
+        subparsers, "stream", _run_stream,
         "the emotion of each new utterance as a conversation unfolds (JSON lines in, JSON lines out)",
         "Loads MODEL_DIR (a folder saved by magtkd-hf) and reads one utterance per line on stdin, a JSON object with "
         "'speaker', 'text', 'video' and/or 'audio' and optional 'start'/'end' seconds (as predict's conversation "
@@ -142,6 +192,41 @@ def _add_stream(subparsers) -> None:
     parser.add_argument("model_dir", metavar="MODEL_DIR")
     parser.add_argument("--base-dir", default=".", metavar="DIR", help="folder of relative media paths (default .)")
     _add_model_options(parser)
+
+
+def _run_stream(args) -> None:
+    model, processor = _load_model_for_inference(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # said once here, on stderr, in one line
+        stream = MagtkdStream(model, processor)
+    if not stream.causal:
+        print("magtkd-hf stream: the model's fusion is not causal: each emotion is computed from the conversation "
+              "so far (context 'prefix').", file=sys.stderr)
+    for number, line in enumerate(sys.stdin, start=1):
+        if not line.strip():
+            continue
+        utterance = _utterance_from_line(line, number, Path(args.base_dir))
+        try:
+            row = stream.add(utterance)
+        except ValueError as error:
+            raise ValueError(f"stdin line {number}: {error}") from error
+        sys.stdout.write(json.dumps(row, allow_nan=False) + "\n")
+        sys.stdout.flush()  # the caller reads each emotion as soon as it exists, not when the buffer fills
+
+
+def _utterance_from_line(line: str, number: int, base_dir: Path) -> dict:
+    """One JSON line -> an utterance mapping, checked as predict's files are, media paths resolved in `base_dir`."""
+    where = f"stdin line {number}"
+    try:
+        utterance = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not JSON ({error}).") from None
+    if not isinstance(utterance, Mapping) or not {"speaker", "text"} <= set(utterance):
+        raise ValueError(f"{where}: expected a JSON object with at least 'speaker' and 'text'.")
+    try:
+        return inference.conversation_from_json([utterance], "stdin", base_dir)[0]
+    except ValueError as error:  # "stdin: utterance 0: ..." / "...utterance 0 has ..." -> "stdin line N: ..."
+        raise ValueError(re.sub(r"^stdin: utterance 0(:| has)", f"{where}:", str(error))) from None
 
 
 def _add_evaluate(subparsers) -> None:
@@ -184,8 +269,8 @@ def _add_convert_released(subparsers) -> None:
     parser.add_argument("--dataset", required=True, choices=tuple(DATASETS), help="dataset it was trained on")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
     unimodal = parser.add_argument_group("end-to-end conversion (released stage-1/2 state dicts)")
-    for source, released_name in RELEASED_FILES.items():
-        unimodal.add_argument(_flag(source), metavar="FILE.bin", help=f"released {released_name}")
+    for source, released_name in zip(FEATURE_SOURCES, ("text", "audio", "video", "text_KD_audio", "text_KD_video")):
+        unimodal.add_argument(_flag(source), metavar="FILE.bin", help=f"released {released_name}.bin")
     for modality, default, reads in (
         ("text", "FacebookAI/roberta-large", " (Hub name or folder): its config and tokenizer"),
         ("audio", "facebook/data2vec-audio-base-960h", ": its config and feature extractor"),
@@ -193,10 +278,8 @@ def _add_convert_released(subparsers) -> None:
     ):
         unimodal.add_argument(f"--{modality}-encoder", default=default, metavar="NAME_OR_PATH",
                               help=f"{modality} encoder checkpoint{reads} (default %(default)s)")
-    unimodal.add_argument(
-        "--speaker-map", metavar="FILE.json",
-        help="MELD: the released speaker2id.json (MELD/feature/ in the released scripts), for speaker_mode='global_map'",
-    )
+    unimodal.add_argument("--speaker-map", metavar="FILE.json", help="MELD: the released speaker2id.json "
+                          "(MELD/feature/ in the released scripts), for speaker_mode='global_map'")
 
 
 def _run_convert_released(args) -> None:
@@ -235,10 +318,9 @@ def _convert_released_end_to_end(args, given: dict) -> None:
 
 
 def _released_processor(args, speaker_mode: str, video_config) -> MagtkdProcessor:
-    settings = dict(
-        video_size=int(video_config.image_size), num_frames=int(video_config.num_frames), speaker_mode=speaker_mode,
-        tokenization_mode="released", frame_selection="released", audio_mode="released",
-    )
+    settings = dict(video_size=int(video_config.image_size), num_frames=int(video_config.num_frames),
+                    speaker_mode=speaker_mode, tokenization_mode="released", frame_selection="released",
+                    audio_mode="released")
     if speaker_mode == "global_map":
         settings["speaker_map"] = args.speaker_map
     try:
@@ -255,17 +337,13 @@ def _add_import_released_features(subparsers) -> None:
         "strings and numpy arrays (anything else is refused, naming the offending global, and nothing is executed), "
         "and saves one row per conversation with datasets' save_to_disk.",
     )
-    parser.add_argument(
-        "files", nargs="+", metavar="FILE.pkl",
-        help="one pickle per split; the split is read from the file name (train/dev/test) or given as SPLIT=FILE",
-    )
+    parser.add_argument("files", nargs="+", metavar="FILE.pkl", help="one pickle per split; the split is read from "
+                        "the file name (train/dev/test) or given as SPLIT=FILE")
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--dataset", choices=tuple(DATASETS), help="names the labels (ClassLabel) when given")
-    parser.add_argument(
-        "--speaker-indexing", choices=("conversation", "released"), default="conversation",
-        help="'conversation' (default): speakers numbered by first appearance in each conversation; 'released': the "
-        "released ids (MELD: a global map of 304 names)",
-    )
+    parser.add_argument("--speaker-indexing", choices=("conversation", "released"), default="conversation",
+                        help="'conversation' (default): speakers numbered by first appearance in each conversation; "
+                        "'released': the released ids (MELD: a global map of 304 names)")
 
 
 def _run_import_released_features(args) -> None:
@@ -298,7 +376,8 @@ def _split_files(arguments: list[str]) -> dict[str, str]:
 
 def _add_check_data(subparsers) -> None:
     parser = _command(
-        subparsers, "check-data", run_check_data, "check a MELD or IEMOCAP release folder before building the dataset",
+        subparsers, "check-data", run_check_data,
+        "check a MELD or IEMOCAP release folder before building the dataset",
         "Prints utterance counts per split and class, every missing or unreadable media file (container header opened "
         "with PyAV; --decode decodes everything), label faults (EndTime < StartTime, repeated rows, empty splits) and "
         "clips longer than a limit, all in one run. Exit status: 0 usable as asked, 1 media files missing, unreadable "
@@ -308,21 +387,17 @@ def _add_check_data(subparsers) -> None:
     parser.add_argument("dataset", choices=tuple(DATASETS), help="which release ROOT holds")
     parser.add_argument("root", metavar="ROOT", help="the MELD release folder or the IEMOCAP_full_release folder")
     parser.add_argument("--no-media", action="store_true", help="check the label files only, not the media files")
-    parser.add_argument(
-        "--on-missing", choices=("raise", "drop"), default="raise",
-        help="'raise' (default): any missing/unreadable file makes the data unusable; 'drop': the utterances that "
-        "need them would be left out",
-    )
+    parser.add_argument("--on-missing", choices=("raise", "drop"), default="raise",
+                        help="'raise' (default): any missing/unreadable file makes the data unusable; 'drop': the "
+                        "utterances that need them would be left out")
     parser.add_argument("--max-duration", type=float, default=30.0, metavar="SECONDS",
                         help="report utterance clips longer than this (default 30; 0 turns it off)")
     parser.add_argument("--split-file", help="IEMOCAP split.json (default: the one shipped with the package)")
     parser.add_argument("--num-workers", type=int, default=8,
                         help="threads opening (with --decode, decoding) media files (default 8)")
-    parser.add_argument(
-        "--decode", action="store_true",
-        help="decode every media file fully with PyAV (every video frame and the whole sound track) instead of "
-        "opening its header, to find files cut or damaged after a good header (about 0.05-0.5 s CPU per 3 s 720p clip)",
-    )
+    parser.add_argument("--decode", action="store_true", help="decode every media file fully with PyAV (every video "
+                        "frame and the whole sound track) instead of opening its header, to find files cut or damaged "
+                        "after a good header (about 0.05-0.5 s CPU per 3 s 720p clip)")
 
 
 def _add_cache_frames(subparsers) -> None:

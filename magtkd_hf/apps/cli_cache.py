@@ -19,11 +19,9 @@ def run_cache_frames(args) -> None:
 
 
 def cache_run_frames(config, num_workers: int = 0, rebuild: bool = False, progress: bool = True) -> dict:
-    """Build the frame cache of a run (a `TrainingConfig`): its processor, its conversations, its cache folder
-    (`StageInputs.frame_cache_folder`), the time-window choices of its video stages and of extract-features.
-    Returns `build_frame_cache`'s summary."""
+    """Build the frame cache of a run (a `TrainingConfig`): its processor, its conversations, its cache folder, the
+    time-window choices of its video stages and of extract-features ("auto"). Returns `build_frame_cache`'s summary."""
     inputs = StageInputs(config)
-    # The utterances and the time-window choice of the video stages (and "auto", extract-features' choice).
     items, use_time_window = utterance_items(inputs)
     rows = [row for split_items in items.values() for row in split_items.rows]
     return build_frame_cache(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..configuration_magtkd import MODALITIES
 from ..datasets_scripts.sample import SAMPLE_CONVERSATIONS, SAMPLE_MELD_ROOT
 from ..inference import format_predictions, load_emotion_model, predict_emotions
 from ..loading import quiet_loading
@@ -30,9 +31,9 @@ STAGE_HEADS = {"text": "text", "audio": "audio", "video": "video", "distill-audi
                "distill-video": "video, distilled", "fusion": "fused (MAGTKD)"}
 
 
-def run_demo(output_dir: str | Path, **run_settings) -> dict:
-    """Runs the miniature recipe into `output_dir` and predicts; returns the paths, every stage's metrics and the
-    predictions. `run_settings`: more `RunSettings` fields (e.g. `cpu=True`)."""
+def run_demo(output_dir: str | Path) -> dict:
+    """Runs the miniature recipe into `output_dir` and predicts: the model folder, every stage's metrics, the
+    predictions and the true emotions."""
     run_dir = Path(output_dir) / "run"
     texts = [text for conversations in SAMPLE_CONVERSATIONS.values() for dialogue in conversations
              for _, text, _ in dialogue]
@@ -42,8 +43,8 @@ def run_demo(output_dir: str | Path, **run_settings) -> dict:
         components = write_tiny_components(Path(output_dir) / "tiny-encoders", texts)
         run_all(TrainingConfig(
             output_dir=str(run_dir), data=str(SAMPLE_MELD_ROOT), processor=str(components["processor"]),
-            **{f"{modality}_encoder": str(components[f"{modality}-encoder"]) for modality in ("text", "audio", "video")},
-            model=DEMO_MODEL, overrides=DEMO_OVERRIDES, **run_settings,
+            **{f"{modality}_encoder": str(components[f"{modality}-encoder"]) for modality in MODALITIES},
+            model=DEMO_MODEL, overrides=DEMO_OVERRIDES,
         ))
         model, processor = load_emotion_model(run_dir / "model")
     clips = SAMPLE_MELD_ROOT / "output_repeated_splits_test"
@@ -78,8 +79,8 @@ def print_demo_report(result: dict) -> None:
 def demo_conclusion(metrics: dict, predictions: list[dict], true_emotions: list[str]) -> str:
     """The fused head against the best single (unimodal or distilled) head, dev and test, and the right emotions."""
     fused = {split: metrics["fusion"][split]["weighted_f1"] for split in ("validation", "test")}
-    best = {split: max((stage for stage in metrics if stage != "fusion"), key=lambda s: metrics[s][split]["weighted_f1"])
-            for split in fused}
+    unimodal = [stage for stage in metrics if stage != "fusion"]
+    best = {split: max(unimodal, key=lambda stage: metrics[stage][split]["weighted_f1"]) for split in fused}
     best_f1 = {split: metrics[stage][split]["weighted_f1"] for split, stage in best.items()}
     correct = sum(row["label"] == emotion for row, emotion in zip(predictions, true_emotions))
     chance = 100.0 / len(metrics["fusion"]["validation"]["per_class_f1"])

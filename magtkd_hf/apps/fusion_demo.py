@@ -61,8 +61,8 @@ def evaluate_fusion(model: MagtkdFusionModel, loader: DataLoader) -> dict:
         logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
         labels.append(batch["labels"].flatten())
         predictions.append(logits.argmax(-1).flatten())
-    label_names = [model.config.id2label[index] for index in range(model.config.num_labels)]
-    metrics = classification_metrics(torch.cat(labels).numpy(), torch.cat(predictions).numpy(), label_names)
+    labels, predictions = torch.cat(labels).numpy(), torch.cat(predictions).numpy()
+    metrics = classification_metrics(labels, predictions, model.config.label_names)
     return {"weighted_f1": metrics["weighted_f1"], "accuracy": metrics["accuracy"]}
 
 

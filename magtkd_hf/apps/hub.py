@@ -108,14 +108,12 @@ def eval_results(metrics: Mapping | None, datasets: Sequence[str], task_type: st
 
 
 def _is_hub_model_id(name_or_path: str) -> bool:
-    """False for a local folder or no name (tiny test encoders, folders)."""
-    if not name_or_path or Path(name_or_path).exists():
-        return False
+    """False for no name, a local folder (tiny test encoders) and absolute or deeper paths (no repo ids)."""
     try:
-        validate_repo_id(name_or_path)  # absolute and deeper paths are not repo ids
+        validate_repo_id(name_or_path)
     except HFValidationError:
         return False
-    return True
+    return not Path(name_or_path).exists()
 
 
 def base_models(config) -> list[str]:
@@ -152,12 +150,10 @@ def install_command(repository_url: str | None = None) -> str:
 def build_model_card(model_dir: str | Path, repo_id: str | None = None, metrics: Mapping | None = None,
                      recipe: Mapping | None = None, datasets: Sequence[str] = (), model_name: str | None = None,
                      repository_url: str | None = None) -> ModelCard:
-    """
-    The model card of a saved model folder. `metrics` ({"validation": {...}, "test": {...}} with `weighted_f1`,
+    """The model card of a saved model folder. `metrics` ({"validation": {...}, "test": {...}} with `weighted_f1`,
     `accuracy`, `per_class_f1`) defaults to the folder's `metrics.json`; a `confusion_matrix.png` in the folder is
     shown; `recipe` (training settings) and `datasets` ("meld", "iemocap", "sample") are listed. `model_name` names
-    the model (default: see [`card_model_name`]); `repository_url`, the git URL of magtkd-hf, gives the install line.
-    """
+    the model (default: see [`card_model_name`]); `repository_url`, the git URL of magtkd-hf, gives the install line."""
     model_dir = Path(model_dir)
     config = load_config(model_dir)  # the package's config classes: no code from the folder runs
     if metrics is None and (model_dir / METRICS_FILE).exists():
@@ -165,8 +161,7 @@ def build_model_card(model_dir: str | Path, repo_id: str | None = None, metrics:
     unknown = [name for name in datasets if name not in DATASET_NOTES]
     if unknown:
         raise ValueError(f"Unknown datasets {unknown}; known: {sorted(DATASET_NOTES)}.")
-    label_names = [config.id2label[index] for index in range(config.num_labels)]
-    metrics_table, per_class_table = _metrics_tables(metrics, label_names)
+    metrics_table, per_class_table = _metrics_tables(metrics, config.label_names)
     pipeline_tag, architecture_note, call_example = _MODEL_KINDS[config.model_type]
     name = card_model_name(model_dir, repo_id, model_name, config.model_type, datasets)
     card_data = ModelCardData(
@@ -181,7 +176,7 @@ def build_model_card(model_dir: str | Path, repo_id: str | None = None, metrics:
         architecture_note += "\n\nThis model was not trained for missing modalities (its `modality_dropout` is 0)."
     return ModelCard.from_template(
         card_data, template_path=str(MODEL_CARD_TEMPLATE), model_name=name, repo_id=repo_id or str(model_dir),
-        num_labels=config.num_labels, label_list=", ".join(label_names), architecture_note=architecture_note,
+        num_labels=config.num_labels, label_list=", ".join(config.label_names), architecture_note=architecture_note,
         has_processor=(model_dir / "processor_config.json").exists(), call_example=call_example,
         install_command=install_command(repository_url), from_repository_url=bool(repository_url),
         metrics_table=metrics_table, per_class_table=per_class_table,

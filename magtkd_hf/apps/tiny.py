@@ -1,20 +1,13 @@
 """Tiny random-weight MAGTKD components built offline (nothing downloaded) for the demo, the tests and the benchmarks:
-the real architectures (RoBERTa, data2vec-audio, TimeSformer), a few layers 32-48 wide, so the recipe runs in seconds."""
+the real architectures (RoBERTa, data2vec-audio, TimeSformer), a few layers 32-48 wide: the recipe runs in seconds."""
 
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import ByteLevelBPETokenizer
-from transformers import (
-    Data2VecAudioConfig,
-    Data2VecAudioModel,
-    RobertaConfig,
-    RobertaModel,
-    RobertaTokenizer,
-    TimesformerConfig,
-    TimesformerModel,
-)
+from transformers import Data2VecAudioConfig, Data2VecAudioModel, RobertaConfig, RobertaModel, RobertaTokenizer
+from transformers import TimesformerConfig, TimesformerModel
 
 from ..processors import MagtkdProcessor
 
