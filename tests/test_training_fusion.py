@@ -230,6 +230,11 @@ def test_recipe_files_hold_hyper_parameters_only(tmp_path):
     bad.write_text(json.dumps({"dataset": "meld", "stages": {"fusion": {"epoch": 3}}}))
     with pytest.raises(ValueError, match=r"bad.json 'stages.fusion': unknown setting 'epoch'"):
         load_recipe(bad)
+    bad.write_text(json.dumps({"dataset": "meld", "stages": {"fusion": {"batch_size": 0}}}))
+    with pytest.raises(ValueError, match=r"bad.json 'stages.fusion': batch_size must be at least 1, got 0"):
+        load_recipe(bad)
+    with pytest.raises(ValueError, match=r"overrides\['text'\]: warmup_ratio must be between 0 and 1"):
+        TrainingConfig(output_dir=str(tmp_path), overrides={"text": {"warmup_ratio": 2}})
     bad.write_text(json.dumps({"dataset": "friends", "stages": {}}))
     with pytest.raises(ValueError, match="Unknown dataset 'friends'"):
         load_recipe(bad)

@@ -69,13 +69,16 @@ class _Settings:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str):
-        """`cls(**values)` of the values set (not None); a name that is no setting is refused, naming `where`."""
+        """`cls(**values)` of the values set (not None); an unknown name or a bad value is refused, naming `where`."""
         known = {item.name for item in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} "
                              f"{', '.join(map(repr, unknown))}; known: {sorted(known)}")
-        return cls(**{name: value for name, value in values.items() if value is not None})
+        try:
+            return cls(**{name: value for name, value in values.items() if value is not None})
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
 
 
 def _as_type(name: str, value, kind):
