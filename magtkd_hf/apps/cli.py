@@ -24,7 +24,6 @@ from ..streaming import MagtkdStream
 from ..training.assemble import evaluate_saved_fusion
 from .cli_cache import run_cache_frames
 from .cli_train import add_train_command
-from .demo import print_demo_report, run_demo
 from .fusion_demo import print_fusion_demo_report, run_fusion_demo
 
 # Errors a user can cause and fix (bad input, missing or damaged files, refused pickles, full disk, no memory): one
@@ -56,7 +55,7 @@ def _flag(source: str) -> str:
 
 def _add_demo(subparsers) -> None:
     parser = _command(
-        subparsers, "demo", lambda args: print_demo_report(run_demo(args.output_dir)),
+        subparsers, "demo", _run_demo,
         "the whole recipe in miniature on the shipped sample data, then a prediction",
         "Builds tiny random-weight encoders (the real RoBERTa, data2vec-audio and TimeSformer architectures) and a "
         "tokenizer offline, runs `train all` on the sample conversations shipped with the package, reloads the model "
@@ -64,6 +63,12 @@ def _add_demo(subparsers) -> None:
         "downloads nothing.",
     )
     parser.add_argument("--output-dir", default="magtkd-demo", help="where the run and its models are written")
+
+
+def _run_demo(args) -> None:
+    from .demo import print_demo_report, run_demo  # loads the tiny encoders' model classes: not on every start
+
+    print_demo_report(run_demo(args.output_dir))
 
 
 def _add_fusion_demo(subparsers) -> None:

@@ -1,6 +1,5 @@
-"""`magtkd-hf demo`: tiny random-weight encoders (real architectures) and a tokenizer trained on the sample transcripts
-are built offline, `train all` runs every stage on the shipped sample conversations, and the final model, reloaded
-with `AutoModel`/`AutoProcessor`, predicts the sample test conversation."""
+"""`magtkd-hf demo`: `train all` with tiny random-weight encoders (real architectures) on the shipped sample
+conversations; the saved model, reloaded with `AutoModel`/`AutoProcessor`, predicts the sample test conversation."""
 
 from pathlib import Path
 

@@ -47,9 +47,8 @@ def synthetic_feature_split(num_conversations: int, hidden_size: int, prototypes
 def synthetic_feature_splits(hidden_size: int = 64, num_labels: int = 7, seed: int = 0) -> datasets.DatasetDict:
     rng = np.random.default_rng(seed)
     prototypes = {source: rng.standard_normal((num_labels, hidden_size)).astype(np.float32) for source in _SIGNAL}
-    sizes = {"train": 400, "validation": 80, "test": 80}
     return datasets.DatasetDict({split: synthetic_feature_split(size, hidden_size, prototypes, rng, split)
-                                 for split, size in sizes.items()})
+                                 for split, size in {"train": 400, "validation": 80, "test": 80}.items()})
 
 
 @torch.inference_mode()
