@@ -26,7 +26,9 @@ from pathlib import Path
 import torch
 
 from .inference import conversation_from_json
-from .pipeline_magtkd import emotion_rows, refuse_non_finite_media, row_utterances, utterance_modalities
+from .pipeline_magtkd import (
+    ROW_MEDIA_COLUMNS, emotion_rows, refuse_non_finite_media, row_utterances, utterance_modalities,
+)
 from .prediction_files import (
     ProcessGroup,
     completed_conversations,
@@ -114,7 +116,7 @@ def _json_lines_conversations(path: Path) -> list[ConversationToPredict]:
 def _utterances_to_row(utterances: Sequence[Mapping], identifier: str) -> dict:
     """Utterance mappings -> a dataset row (errors then name the conversation by its id, as for dataset rows)."""
     row = {"dialogue_id": identifier, "speakers": [u["speaker"] for u in utterances], "texts": [u["text"] for u in utterances]}
-    for column, key in (("video_paths", "video"), ("audio_paths", "audio"), ("start_times", "start"), ("end_times", "end")):
+    for column, key in ROW_MEDIA_COLUMNS.items():
         if any(u.get(key) is not None for u in utterances):
             row[column] = [u.get(key) for u in utterances]
     return row

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +94,7 @@ def write_output(rows: Sequence[Mapping], output: Path) -> None:
 
 
 def remove_partial(partial: Path) -> None:
-    for path in partial.iterdir():
-        path.unlink()
-    partial.rmdir()
+    shutil.rmtree(partial)
 
 
 # ------------------------------------------------------------------------------------------------------- processes
