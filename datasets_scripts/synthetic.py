@@ -1,8 +1,6 @@
-"""
-Small synthetic release trees in the official MELD and IEMOCAP layouts, with tiny real media files: for tests, demos,
+"""Small synthetic release trees in the official MELD and IEMOCAP layouts, with tiny real media files: for tests, demos,
 and trying the pipeline without the licensed data. `write_mp4` is the project's one MP4 writer (tests, the shipped
-sample data, benchmarks).
-"""
+sample data, benchmarks)."""
 
 from __future__ import annotations
 
@@ -55,10 +53,8 @@ def _write_video(
     sample_rate: int = 16000, channels: int = 1, stamped: bool = True, encoder_options=None, header_first=False,
     codec: str = "libx264", container_format: str = "mp4",
 ) -> Path:
-    """
-    `pictures` (RGB) as `codec` video and, unless `samples` is None, the mono float32 `samples` (copied to every
-    channel) as an AAC track in blocks of 1024, with timestamps when `stamped`. Returns `path`.
-    """
+    """`pictures` (RGB) as `codec` video and, unless `samples` is None, the mono float32 `samples` (copied to every
+    channel) as an AAC track in blocks of 1024, with timestamps when `stamped`. Returns `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "faststart"} if header_first else {}
@@ -110,16 +106,14 @@ def write_mp4(
     encoder_options: Optional[Mapping[str, str]] = None,
     header_first: bool = False,
 ) -> Path:
-    """
-    A real H.264 (+ AAC) MP4, deterministic. Video: `num_frames` frames (default `duration * fps`, at least 1) of
-    `size` x `height` pixels (`height` defaults to `size`) at `fps` in a pattern: "grey" (changing with the index,
-    with a `colour` RGB square in the middle when given), "colours" (frame i filled with `colours[i % len(colours)]`)
-    or "gradient" (moving, with noise). `encoder_options` go to libx264 (e.g. {"g": "8", "crf": "10"}). Audio, when
+    """A real H.264 (+ AAC) MP4, deterministic. Video: `num_frames` frames (default `duration * fps`, at least 1) of
+    `size` x `height` pixels (`height` defaults to `size`) at `fps` in a pattern: "grey" (changing with the index, with
+    a `colour` RGB square in the middle when given), "colours" (frame i filled with `colours[i % len(colours)]`) or
+    "gradient" (moving, with noise). `encoder_options` go to libx264 (e.g. {"g": "8", "crf": "10"}). Audio, when
     `audio`: `audio_seconds` (default `duration`) of a `tone_hz` sine of `amplitude` plus white noise of standard
     deviation `noise`, AAC at `sample_rate` Hz with `channels` (1 or 2). With `audio_pts` the audio frames carry
-    timestamps, so the muxer trims AAC's priming and the track declares exactly `audio_seconds`. `header_first` puts
-    the header (moov) before the data, so that a file cut short still opens.
-    """
+    timestamps, so the muxer trims AAC's priming and the track declares exactly `audio_seconds`. `header_first` puts the
+    header (moov) before the data, so that a file cut short still opens."""
     height = height or size
     rng = np.random.default_rng(0)
     count = max(1, round(duration * fps)) if num_frames is None else num_frames
@@ -164,10 +158,8 @@ def write_tiny_wav(path: PathLike, duration: float = 0.2, sample_rate: int = 160
 def write_meld_tree(
     root: PathLike, rows: Mapping[str, Sequence[Mapping[str, str]]], clip: Optional[PathLike] = None
 ) -> Path:
-    """
-    The official MELD layout under `root`: for each split its CSV with `rows` (dicts with MELD's column names, e.g.
-    copied from a real CSV) and its clip folder, holding, when `clip` is given, a copy of it as every row's clip.
-    """
+    """The official MELD layout under `root`: for each split its CSV with `rows` (dicts with MELD's column names, e.g.
+    copied from a real CSV) and its clip folder, holding, when `clip` is given, a copy of it as every row's clip."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for split, (csv_name, clip_folder) in MELD_SPLIT_FILES.items():
@@ -205,11 +197,9 @@ def write_iemocap_dialogue(
     wav: Optional[PathLike] = None,
     video: Optional[PathLike] = None,
 ) -> dict[str, Path]:
-    """
-    One dialogue in the `IEMOCAP_full_release` layout: its EmoEvaluation file (header, then the utterance lines in
-    the given order, each with annotator lines), its transcription (by start time, plus `extra_transcript_lines`),
-    and, when given, a copy of `wav` per utterance and of `video` as the dialogue's AVI. Returns the dialogue's paths.
-    """
+    """One dialogue in the `IEMOCAP_full_release` layout: its EmoEvaluation file (header, then the utterance lines in
+    the given order, each with annotator lines), its transcription (by start time, plus `extra_transcript_lines`), and,
+    when given, a copy of `wav` per utterance and of `video` as the dialogue's AVI. Returns the dialogue's paths."""
     files = iemocap_dialogue_files(root, dialogue)
     for kind in ("evaluation", "transcription", "video"):
         files[kind].parent.mkdir(parents=True, exist_ok=True)

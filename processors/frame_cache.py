@@ -1,15 +1,6 @@
-"""A frame cache (`magtkd-hf cache-frames`): the kept, resized frames of every video clip, decoded once.
-
-Decoding is what a video epoch costs (~170-200 ms of CPU per 3 s 720p MELD clip). The cache stores what the
-processor's torch image path computes from a clip before normalising it, the kept frames after the uint8 resize and
-center crop, (K, 3, h, w) uint8, so the pixel values of a cached clip equal those of the decoded clip exactly. With
-`image_backend="image_processor"` it is not read.
-
-A cache folder holds `frame_cache.json` (format, frame settings, their fingerprint) and `frames/<key>.npy`, one file
-per clip, each written whole (an interrupted build keeps every clip it wrote). The frame settings are everything that
-decides a clip's frames besides its file and window; a processor with other settings does not read the cache. A clip's
-key hashes them with the video's resolved path, size and mtime and the utterance's time window: a file replaced or
-touched since is a miss (decoded again), never stale frames.
+"""A frame cache (`magtkd-hf cache-frames`, docs/recipe.md): the kept, resized frames (K, 3, h, w) uint8 of every
+video clip, decoded once, equal to what the processor's torch image path computes before normalising. A clip's key
+hashes the frame settings with the video's resolved path, size and mtime and the time window: a changed file misses.
 """
 
 from __future__ import annotations
@@ -157,9 +148,8 @@ def build_frame_cache(rows: Iterable[Mapping], processor, folder: str | Path, *,
     with. Clips that fail to decode are reported, not cached (training then decodes them and raises as it would
     without a cache). `num_workers`: DataLoader worker processes decoding clips.
 
-    Returns {"folder", "clips", "added", "reused", "failed" (messages), "frame_bytes_per_clip",
-    "disk_bytes_per_clip", "seconds", "folder_state" ("new", "kept", "rebuilt"), "changed_settings" (the settings
-    that differed from those of the cache found)}."""
+    Returns {"folder", "clips", "added", "reused", "failed", "frame_bytes_per_clip", "disk_bytes_per_clip", "seconds",
+    "folder_state" ("new", "kept", "rebuilt"), "changed_settings"}."""
     started = time.perf_counter()
     if processor.image_backend != "torch" or not torch_path_supported(processor.image_processor):
         raise ValueError("the frame cache serves the torch image path (image_backend='torch' with a resize it "

@@ -1,17 +1,9 @@
-"""Audio and video loading for the MAGTKD processor. Every failure raises `MediaError`, which names the file; the
-processor adds the conversation and utterance.
+"""Audio and video loading for the MAGTKD processor. Every failure raises `MediaError`, which names the file.
 
-Audio: a WAV/FLAC/OGG file (soundfile), an in-memory array with its rate, or a container's sound track (PyAV, cut to
-the stream's declared duration, which drops the AAC encoder padding), mixed down to mono and resampled with soxr.
-
-Video: PyAV with frame threads, decoding in presentation order and converting only the kept frames to RGB; a frame's
-index is its position in that order (what the released scripts' sequential OpenCV reading counts). When the first
-kept frame lies seconds into the file (an utterance of a long IEMOCAP dialogue video), the decoder seeks to a keyframe
-before it and numbers frames by their rank among the stream's packet timestamps; any inconsistency falls back to
-decoding from the start.
-
-Time windows: one that starts at or past the end of the media is an error; one that ends past it is cut there, with a
-warning.
+Audio: soundfile, an in-memory array, or a container's sound track (PyAV, cut to the stream's declared duration, which
+drops the AAC encoder padding), mixed to mono and resampled with soxr. Video: PyAV; a frame's index is its position in
+presentation order (what the released scripts' OpenCV reading counts). A first kept frame seconds into the file is
+reached by a seek, frames numbered by their rank among the packet timestamps; any inconsistency decodes from the start.
 """
 
 from __future__ import annotations
