@@ -62,11 +62,8 @@ def load_model(folder, trust_remote_code: bool = False, **kwargs) -> PreTrainedM
         )
     except (SafetensorError, OSError) as error:  # a truncated or missing checkpoint
         raise ModelFolderError(f"{_weights_file(folder)}: cannot read the weights ({error}).") from error
-    problems = {
-        kind: sorted(str(key) for key in info.get(kind, ()))
-        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-    }
-    problems = {kind: keys for kind, keys in problems.items() if keys}
+    kinds = ("missing_keys", "unexpected_keys", "mismatched_keys")
+    problems = {kind: sorted(map(str, info[kind])) for kind in kinds if info.get(kind)}
     if problems:
         details = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(keys[:5])}" for kind, keys in problems.items())
         raise ModelFolderError(

@@ -1,15 +1,6 @@
-"""ERC metrics computed offline: weighted F1 (the headline), accuracy, per-class F1, the confusion matrix, over the
-utterances whose label is not -100.
-
-One implementation, three ways in:
-
-- [`classification_metrics`] / [`erc_scores`]: plain functions (the training loop, the fusion demo);
-- the `evaluate` module shipped in the package, `evaluate.load(ERC_METRIC_PATH)` or [`load_erc_metric`] (loaded
-  from its file: no Hub, works offline); its `_compute` is [`erc_scores`];
-- [`erc_compute_metrics`]: a `compute_metrics` for `transformers.Trainer`.
-
-scikit-learn computes the scores directly (not `evaluate.load("f1")`, which needs the Hub).
-"""
+"""ERC metrics computed offline with scikit-learn: weighted F1 (the headline), accuracy, per-class F1, the confusion
+matrix, over the utterances whose label is not -100. One implementation ([`erc_scores`]) behind the plain functions,
+the package's `evaluate` module ([`load_erc_metric`]) and Trainer's `compute_metrics` ([`erc_compute_metrics`])."""
 
 from __future__ import annotations
 
@@ -99,11 +90,8 @@ def load_erc_metric(**kwargs):
 def erc_compute_metrics(label_names: Sequence[str] | None = None, per_class: bool = True) -> Callable[..., dict]:
     """
     A `compute_metrics` for `transformers.Trainer`: `trainer.evaluate()` then reports `eval_weighted_f1`,
-    `eval_accuracy`, `eval_num_utterances` and, with `per_class`, `eval_f1_<label name>` (percent).
-
-    It takes the `EvalPrediction` of [`MagtkdForEmotionRecognition`] (or a fusion model): logits (conversations,
-    utterances, classes) and labels (conversations, utterances), both padded by Trainer across batches (-100), or
-    already arg-maxed predictions (`preprocess_logits_for_metrics`). The labels' -100 mask says which utterances count.
+    `eval_accuracy`, `eval_num_utterances` and, with `per_class`, `eval_f1_<label name>` (percent). It takes logits
+    (conversations, utterances, classes) or arg-maxed predictions, and labels padded with -100 (not counted).
 
     Args:
         label_names: class names in index order, e.g. `model.config.label_names`; default: the class indices.

@@ -97,15 +97,12 @@ def released_fusion_config(state_dict: Mapping[str, torch.Tensor], dataset: str)
     num_labels, hidden_size = state_dict["w_t.weight"].shape
     if num_labels != len(labels):
         raise ValueError(f"Key 'w_t.weight' has {num_labels} classes but released {dataset} models have {len(labels)}.")
-    speaker_rows = state_dict["speaker_embeddings.weight"].shape[0]
-    num_heads = MagtkdFusionConfig().num_attention_heads
     return MagtkdFusionConfig.from_preset(
         dataset,
         released_speaker_table=True,
         hidden_size=hidden_size,
         intermediate_size=state_dict["t_t.transformer_inter.0.feed_forward.w_1.weight"].shape[0],
-        num_attention_heads=num_heads,
-        num_speakers=speaker_rows - 1,
+        num_speakers=state_dict["speaker_embeddings.weight"].shape[0] - 1,
         share_text_anchor_block=True,
     )
 
@@ -114,13 +111,9 @@ def convert_released_fusion_state_dict(
     state_dict: Mapping[str, torch.Tensor], model: MagtkdFusionModel
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """
-    Rename a released fusion state dict to `model`'s keys, checking every shape.
-
-    Returns:
-        `(converted_state_dict, unused_keys)`: the unused keys are the released model's dead weights (`a_t`, `v_t`,
-        their gates, `fc`, the per-block second LayerNorm) and its fixed positional buffers.
-    Raises:
-        `ValueError` naming the key, for a missing, unexpected or wrongly shaped key.
+    Rename a released fusion state dict to `model`'s keys, checking every shape (a `ValueError` names a missing,
+    unexpected or wrongly shaped key). Returns `(converted_state_dict, unused_keys)`: the released model's dead weights
+    (`a_t`, `v_t`, their gates, `fc`, the per-block second LayerNorm) and its fixed positional buffers.
     """
     key_map = released_fusion_key_map()
     expected = model.state_dict()
@@ -140,10 +133,8 @@ def convert_released_fusion_state_dict(
 
 
 def load_released_fusion(path: str | Path, dataset: str) -> tuple[MagtkdFusionModel, list[str]]:
-    """
-    A released `multimodal_fusion_best.bin` -> (`MagtkdFusionModel` computing what the released model computes,
-    the released keys that were dropped as unused).
-    """
+    """A released `multimodal_fusion_best.bin` -> (`MagtkdFusionModel` computing what the released model computes,
+    the released keys that were dropped as unused)."""
     state_dict = load_torch_state_dict(path)
     model = MagtkdFusionModel(released_fusion_config(state_dict, dataset))
     converted, unused = convert_released_fusion_state_dict(state_dict, model)
@@ -229,31 +220,16 @@ def convert_released_unimodal_state_dict(
 def _with_settings(config, **settings):
     """A copy of an encoder config (a `PreTrainedConfig` or a dict) with `settings` set."""
     config = copy.deepcopy(config)
-    if isinstance(config, dict):
-        config.update(settings)
-    else:
-        for name, value in settings.items():
-            setattr(config, name, value)
+    config.update(settings)  # `PreTrainedConfig.update` sets the attributes
     return config
 
 
-def released_end_to_end_config(
-    fusion_state_dict: Mapping[str, torch.Tensor],
-    dataset: str,
-    text_config,
-    audio_config,
-    video_config,
-    text_state_dict: Mapping[str, torch.Tensor] | None = None,
-) -> MagtkdConfig:
-    """
-    The end-to-end config of a released MAGTKD: the fusion read from the fusion checkpoint (as
-    [`released_fusion_config`]) and stage configs over the three encoder configs (`PreTrainedConfig`s or dicts).
-    The text encoder's vocabulary is taken from the released text checkpoint (roberta-large resized to 50,274 rows)
-    and the audio encoder gets the released `mask_time_length=3`.
-    """
-    fusion_config = released_fusion_config(fusion_state_dict, dataset)
+def _end_to_end_config(fusion_config, text_state_dict, text_config, audio_config, video_config) -> MagtkdConfig:
+    """Stage configs over the encoder configs (`PreTrainedConfig`s or dicts) beside the released fusion's: the text
+    vocabulary of the released text checkpoint (roberta-large resized to 50,274 rows), the released audio
+    `mask_time_length=3`."""
     embeddings_key = "text_model.embeddings.word_embeddings.weight"
-    if text_state_dict is not None and embeddings_key in text_state_dict:
+    if embeddings_key in text_state_dict:
         text_config = _with_settings(text_config, vocab_size=text_state_dict[embeddings_key].shape[0])
     labels = dict(id2label=dict(fusion_config.id2label), label2id=dict(fusion_config.label2id))
     return MagtkdConfig(
@@ -299,10 +275,9 @@ def load_released_end_to_end(
             f"for {needed} are missing ({flags})."
         )
     states = {modality: load_torch_state_dict(unimodal[source]) for modality, source in sources.items()}
-    config = released_end_to_end_config(
-        fusion_state, dataset, text_config, audio_config, video_config, text_state_dict=states["text"]
+    model = MagtkdForEmotionRecognition(
+        _end_to_end_config(config, states["text"], text_config, audio_config, video_config)
     )
-    model = MagtkdForEmotionRecognition(config)
     fusion_converted, unused_fusion = convert_released_fusion_state_dict(fusion_state, model.fusion)
     model.fusion.load_state_dict(fusion_converted, strict=True)
     unused = {"fusion": unused_fusion}

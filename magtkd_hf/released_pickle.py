@@ -1,15 +1,10 @@
 """
 Read pickles of plain data (containers, numbers, strings and numpy arrays) without running code from them.
 
-[`PlainDataUnpickler`] admits only the globals such a pickle names, so no other function can be called. A few bytes
-of pickle can still ask for terabytes (a declared length, a memo index, an array shape) or expand to billions of
-objects through shared references, so [`load_plain_pickle`] loads in a child process under a memory limit
-(`RLIMIT_AS`) and a wall-clock limit, and the child checks what it built (no numpy object arrays, no reference cycles,
-bounded nesting and expanded size) before handing it back. Every refusal is an [`UnsafePickleError`] naming the file
-and the reason.
-
-The child runs this very file as a script, so it imports only the standard library and numpy (importing `magtkd_hf`
-would cost the child torch and transformers). It needs Linux (`/proc` and an enforced `RLIMIT_AS`).
+[`PlainDataUnpickler`] admits only the globals such a pickle names. A few bytes of pickle can still ask for terabytes
+or expand to billions of objects through shared references, so [`load_plain_pickle`] loads in a child process under
+memory (`RLIMIT_AS`, Linux) and wall-clock limits, and the child checks what it built before handing it back. The
+child runs this very file as a script: it imports only the standard library and numpy, not torch.
 """
 
 import dataclasses

@@ -1,11 +1,5 @@
-"""The ERC metric as an `evaluate` module: weighted F1 (the headline), accuracy, per-class F1 (percent) and the
-confusion matrix, over the utterances whose label is not -100.
-
-Load it by path, offline: `evaluate.load(magtkd_hf.metrics.ERC_METRIC_PATH)` or `magtkd_hf.metrics.load_erc_metric()`.
-`evaluate` copies this file into its modules cache before importing it, so it imports the installed package
-absolutely (a relative import would not resolve there); the figures are `magtkd_hf.metrics.erc_scores`, the one
-implementation the training loop uses too.
-"""
+"""The ERC metric as an `evaluate` module, loaded by path (`magtkd_hf.metrics.load_erc_metric()`). `evaluate` copies
+this file into its modules cache, so the import of `erc_scores` must be absolute."""
 
 import datasets
 import evaluate
@@ -38,15 +32,12 @@ Example:
     (100.0, [[1, 0], [0, 1]])
 """
 
-_CITATION = ""
-
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class ErcMetric(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
-            citation=_CITATION,
+            citation="",
             inputs_description=_KWARGS_DESCRIPTION,
             # Flat utterances, or one list per conversation (ragged: conversations differ in length).
             features=[
