@@ -26,15 +26,13 @@ from .cli_cache import run_cache_frames
 from .cli_train import add_train_command
 from .fusion_demo import print_fusion_demo_report, run_fusion_demo
 
-# Errors a user can cause and fix (bad input, missing or damaged files, refused pickles, full disk, no memory): one
-# or two lines on stderr and exit status 1; `--debug` or MAGTKD_HF_DEBUG=1 shows the traceback instead.
+# Errors a user can cause and fix: a short message and exit status 1 (`--debug`/MAGTKD_HF_DEBUG=1: the traceback).
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pickle.UnpicklingError)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magtkd-hf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"magtkd-hf {__version__}")
-    # HfArgumentParser: a sub-command can declare its options as dataclasses (`train`); the others add them as usual.
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HfArgumentParser)
     for add_command in (_add_demo, _add_predict, _add_fusion_demo, _add_convert_released, _add_import_released_features,
                         _add_check_data, add_train_command, _add_cache_frames, _add_stream, _add_evaluate):
@@ -43,7 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command(subparsers, name: str, run, help: str, description: str) -> argparse.ArgumentParser:
-    """A sub-command: `run(args)` returns its exit status (None: 0)."""
     parser = subparsers.add_parser(name, help=help, description=description)
     parser.set_defaults(func=run)
     return parser
@@ -92,7 +89,6 @@ def _run_fusion_demo(args) -> int:
 
 
 def _add_model_options(parser) -> None:
-    """The options of the sub-commands that load a saved model for inference (`predict`, `stream`)."""
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="native", choices=DTYPE_CHOICES,
                         help="weights' dtype; native (default, the package's choice): bfloat16 on GPUs and CPUs that "
@@ -133,7 +129,6 @@ def _add_predict(subparsers) -> None:
 
 
 def _load_model_for_inference(args):
-    """(model, processor) of `args.model_dir` on `args.device` in `args.dtype`."""
     model, processor = inference.load_emotion_model(args.model_dir, args.device,
                                                     trust_remote_code=args.trust_remote_code)
     dtype = resolve_dtype(args.dtype, args.device)
@@ -150,13 +145,9 @@ def _run_predict(args) -> None:
 
 
 def _default_decoding_workers(device: str) -> int:
-    """Media-decoding DataLoader workers for `predict --output`. Measured on 2 CPU cores at the paper's sizes
-    (`benchmarks/inference.py`, bf16): one worker made the run 1.26x slower than decoding in the main process
-    (21.3 s vs 16.9 s for 9 utterances), as it takes a core from the model's two threads."""
+    """On 2 CPU cores a decoding worker takes a core from the model: 1.26x slower (`benchmarks/inference.py`)."""
     cpus = os.cpu_count() or 1
-    if device.startswith("cuda"):
-        return max(0, min(8, cpus - 1))
-    return 0 if cpus <= 2 else 2
+    return max(0, min(8, cpus - 1)) if device.startswith("cuda") else (0 if cpus <= 2 else 2)
 
 
 def _run_predict_dataset(args) -> None:
@@ -220,7 +211,6 @@ def _run_stream(args) -> None:
 
 
 def _utterance_from_line(line: str, number: int, base_dir: Path) -> dict:
-    """One JSON line -> an utterance mapping, checked as predict's files are, media paths resolved in `base_dir`."""
     where = f"stdin line {number}"
     try:
         utterance = json.loads(line)
@@ -300,10 +290,8 @@ def _run_convert_released(args) -> None:
 def _convert_released_end_to_end(args, given: dict) -> None:
     speaker_mode = dataset_facts(args.dataset)["released_speaker_mode"]
     if speaker_mode == "global_map" and args.speaker_map is None:
-        raise SystemExit(
-            "--dataset meld: the released MELD models index speakers with a global map; pass --speaker-map "
-            "speaker2id.json (MELD/feature/speaker2id.json of the released scripts)."
-        )
+        raise SystemExit("--dataset meld: the released MELD models index speakers with a global map; pass "
+                         "--speaker-map speaker2id.json (MELD/feature/speaker2id.json of the released scripts).")
     configs = [AutoConfig.from_pretrained(name) for name in (args.text_encoder, args.audio_encoder, args.video_encoder)]
     model, unused = load_released_end_to_end(args.fusion, given, args.dataset, *configs)
     processor = _released_processor(args, speaker_mode, configs[2])
@@ -352,16 +340,14 @@ def _add_import_released_features(subparsers) -> None:
 
 
 def _run_import_released_features(args) -> None:
-    splits = import_released_features(
-        _split_files(args.files), args.output, dataset=args.dataset, speaker_indexing=args.speaker_indexing
-    )
+    splits = import_released_features(_split_files(args.files), args.output, dataset=args.dataset,
+                                      speaker_indexing=args.speaker_indexing)
     for split, dataset in splits.items():
         print(f"{split}: {len(dataset)} conversations, {sum(map(len, dataset['labels']))} utterances")
     print(f"Saved to {args.output}")
 
 
 def _split_files(arguments: list[str]) -> dict[str, str]:
-    """`SPLIT=FILE` or a file whose name says train/dev/valid/test -> {split: file}."""
     names = {"train": "train", "dev": "validation", "valid": "validation", "validation": "validation", "test": "test"}
     splits = {}
     for argument in arguments:

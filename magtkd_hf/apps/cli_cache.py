@@ -1,5 +1,4 @@
-"""`magtkd-hf cache-frames`: decode every clip of a dataset once into the run's frame cache (processors/frame_cache.py),
-which the video stages and extract-features then read instead of decoding the clips every epoch."""
+"""`magtkd-hf cache-frames`: decode every clip of a dataset once into the run's frame cache (see frame_cache.py)."""
 
 import sys
 
@@ -19,8 +18,7 @@ def run_cache_frames(args) -> None:
 
 
 def cache_run_frames(config, num_workers: int = 0, rebuild: bool = False, progress: bool = True) -> dict:
-    """Build the frame cache of a run (a `TrainingConfig`): its processor, its conversations, its cache folder, the
-    time-window choices of its video stages and of extract-features ("auto"). Returns `build_frame_cache`'s summary."""
+    """Build the frame cache of a run (a `TrainingConfig`): `build_frame_cache`'s summary."""
     inputs = StageInputs(config)
     items, use_time_window = utterance_items(inputs)
     rows = [row for split_items in items.values() for row in split_items.rows]
@@ -31,7 +29,6 @@ def cache_run_frames(config, num_workers: int = 0, rebuild: bool = False, progre
 
 
 def print_cache_summary(summary: dict, num_workers: int) -> None:
-    """Where the cache is, its clips, bytes per clip and the seconds taken; failures on stderr."""
     state = {"new": "new", "kept": "added to", "rebuilt": "rebuilt"}[summary["folder_state"]]
     changed = summary["changed_settings"] if summary["folder_state"] == "rebuilt" else []
     reason = f" (other frame settings: {', '.join(changed)})" if changed else ""

@@ -1,5 +1,4 @@
-"""`magtkd-hf train STAGE`: its options are the fields of the settings dataclasses (magtkd_hf/training/settings.py),
-read by `transformers.HfArgumentParser`; the command builds a `TrainingConfig` and calls `run_stage` / `run_all`."""
+"""`magtkd-hf train STAGE`: its options are the fields of the settings dataclasses (magtkd_hf/training/settings.py)."""
 
 import argparse
 from dataclasses import fields
@@ -32,14 +31,13 @@ def add_train_command(subparsers) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="[STAGE.]KEY=VALUE", dest="set_options",
                         help="any stage setting, for one stage (fusion.epochs=5) or all (epochs=5, as the option), or "
                         "a fusion model setting (fusion.causal=true); repeatable")
-    # Not given: the recipe decides (the dataclass defaults are the last fallback, applied by the recipe).
+    # Not given: the recipe decides.
     parser.set_defaults(func=_run_train, **{item.name: None for cls in (ProcessorSettings, ModelSettings, StageSettings)
                                             for item in fields(cls)})
 
 
 def training_config_from_args(args):
-    """The parsed `train` options -> a `TrainingConfig`: stage settings given as options (or `--set KEY=VALUE`) apply
-    to every stage, `--set STAGE.KEY=VALUE` to one; model settings may be set either way too."""
+    """The parsed `train` options -> a `TrainingConfig` (`--set STAGE.KEY=VALUE`: one stage's setting)."""
 
     def given(cls) -> dict:  # the options given (not None: the recipe decides)
         return {item.name: getattr(args, item.name) for item in fields(cls) if getattr(args, item.name) is not None}
@@ -53,7 +51,7 @@ def training_config_from_args(args):
                           processor_settings=ProcessorSettings(**given(ProcessorSettings)), overrides=overrides)
 
 
-def _run_train(args) -> int:
+def _run_train(args) -> None:
     config = training_config_from_args(args)
     try:
         result = run_all(config) if args.stage == "all" else run_stage(args.stage, config)
@@ -62,7 +60,6 @@ def _run_train(args) -> int:
         PartialState().destroy_process_group()
     if PartialState().is_main_process:
         _print_train_summary(args.stage, result, Path(config.output_dir))
-    return 0
 
 
 def _print_train_summary(stage: str, result: dict, output_dir: Path) -> None:

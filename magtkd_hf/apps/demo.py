@@ -1,5 +1,4 @@
-"""`magtkd-hf demo`: `train all` with tiny random-weight encoders (real architectures) on the shipped sample
-conversations; the saved model, reloaded with `AutoModel`/`AutoProcessor`, predicts the sample test conversation."""
+"""`magtkd-hf demo`: `train all` with tiny random-weight encoders on the sample conversations, then a prediction."""
 
 from pathlib import Path
 
@@ -14,25 +13,20 @@ from ..training.reporting import load_metrics
 from .tiny import write_tiny_components
 
 DEMO_SEED = 2024
-# Small models learn from few utterances only with larger steps than the paper's; every stage runs a few epochs,
-# the fusion (a few thousand parameters per conversation) more.
+# Small models learn from few utterances only with larger steps than the paper's.
 DEMO_OVERRIDES = {
     "*": {"epochs": 4, "learning_rate": 5e-4, "batch_size": 4, "eval_batch_size": 8, "num_workers": 0,
           "mixed_precision": "no"},
     "fusion": {"epochs": 20, "learning_rate": 3e-3, "batch_size": 2},
 }
-# The sample's transcripts cannot teach 2-layer text encoders anything from 31 utterances, so the paper's fusion,
-# whose prediction head sees an utterance's own audio and video only through the text anchor's attention over the
-# conversation, predicts the same emotion for every utterance of a conversation (chance) even when its audio anchor is
-# perfect. The anchor residual hands the head each utterance's anchors (see MagtkdFusionConfig.anchor_residual).
+# The transcripts teach the tiny text encoder nothing: the anchor residual lets the fusion see audio and video.
 DEMO_MODEL = ModelSettings(num_attention_heads=4, dropout=0.1, anchor_residual=True)
 STAGE_HEADS = {"text": "text", "audio": "audio", "video": "video", "distill-audio": "audio, distilled",
                "distill-video": "video, distilled", "fusion": "fused (MAGTKD)"}
 
 
 def run_demo(output_dir: str | Path) -> dict:
-    """Runs the miniature recipe into `output_dir` and predicts: the model folder, every stage's metrics, the
-    predictions and the true emotions."""
+    """Runs the miniature recipe into `output_dir`: the model folder, stage metrics, predictions, true emotions."""
     run_dir = Path(output_dir) / "run"
     texts = [text for conversations in SAMPLE_CONVERSATIONS.values() for dialogue in conversations
              for _, text, _ in dialogue]

@@ -1,7 +1,5 @@
-"""A small real fusion job: train `MagtkdFusionModel` on synthetic utterance features whose labels depend on them.
-Each utterance's emotion is drawn per conversation with some persistence (emotions carry over between turns, as in real
-dialogue); its text feature holds a faint class prototype, its audio and video features fainter ones, all under noise,
-so the fusion has to combine modalities and context to beat chance."""
+"""A small real fusion job: `MagtkdFusionModel` on synthetic features holding faint class prototypes under noise,
+emotions persisting between turns, so the fusion has to combine modalities and context to beat chance."""
 
 from itertools import chain, islice, repeat
 from pathlib import Path
@@ -55,12 +53,9 @@ def synthetic_feature_splits(hidden_size: int = 64, num_labels: int = 7, seed: i
 def evaluate_fusion(model: MagtkdFusionModel, loader: DataLoader) -> dict:
     """Weighted F1 and accuracy (percent) of `model` over `loader`."""
     model.eval()
-    labels, predictions = [], []
-    for batch in loader:
-        logits = model(**{key: value for key, value in batch.items() if key != "labels"}).logits
-        labels.append(batch["labels"].flatten())
-        predictions.append(logits.argmax(-1).flatten())
-    labels, predictions = torch.cat(labels).numpy(), torch.cat(predictions).numpy()
+    batches = list(loader)
+    labels = torch.cat([batch.pop("labels").flatten() for batch in batches]).numpy()
+    predictions = torch.cat([model(**batch).logits.argmax(-1).flatten() for batch in batches]).numpy()
     metrics = classification_metrics(labels, predictions, model.config.label_names)
     return {"weighted_f1": metrics["weighted_f1"], "accuracy": metrics["accuracy"]}
 
@@ -86,13 +81,11 @@ def run_fusion_demo(output_dir: str | Path, steps: int = 300, eval_every: int = 
 
 
 def train_fusion(model, train_loader: DataLoader, dev_loader: DataLoader, steps: int, eval_every: int):
-    """`steps` AdamW steps (linear schedule, 10% warm-up) over passes of `train_loader`, on dev every `eval_every`
-    steps and at the end -> (the dev history, the best dev weighted F1, the state dict that reached it)."""
+    """`steps` AdamW steps -> (the dev history, the best dev weighted F1, the state dict that reached it)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
     scheduler = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=steps // 10, num_training_steps=steps)
     history = [{"step": 0, **evaluate_fusion(model, dev_loader)}]
     best_f1, best_state = -1.0, None
-    # `steps` batches over as many passes as that takes, each pass in the sampler's next order
     progress = tqdm(islice(chain.from_iterable(repeat(train_loader)), steps), total=steps, desc="fusion demo")
     for step, batch in enumerate(progress, start=1):
         model.train()

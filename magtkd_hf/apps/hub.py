@@ -23,23 +23,17 @@ DATASET_NOTES = {
     "sample": "* **magtkd-hf sample conversations**: a few short conversations written for the package, with "
     "generated clips; shipped for the demo only, not a benchmark.",
 }
-# Only MELD has a public Hub dataset; IEMOCAP may not be redistributed and the sample ships inside the package, so the
-# card's `datasets` lists none for them (a made-up id would link to nothing, or to someone else's upload).
+# Only MELD has a public Hub dataset (IEMOCAP may not be redistributed; the sample ships in the package).
 _HUB_DATASET_IDS = {"meld": "declare-lab/MELD"}
 _DATASET_NAMES = {"meld": "MELD", "iemocap": "IEMOCAP", "sample": "magtkd-hf sample conversations"}
-# A model-index result names its dataset by Hub id, else by a short name: the sample's says whose sample it is.
 _RESULT_DATASET_TYPES = {**_HUB_DATASET_IDS, "iemocap": "iemocap", "sample": "magtkd-hf-sample"}
-# The sample is no corpus anyone searches for: it gets no tag.
 _DATASET_TAGS = {"meld": "meld", "iemocap": "iemocap"}
 BASE_TAGS = ["magtkd", "emotion-recognition-in-conversation", "erc", "multimodal", "custom_code"]
 TASK_NAME = "Emotion Recognition in Conversation"
-# `train all` saves the end-to-end model as OUT/model: such folder names say nothing about the model.
 _GENERIC_FOLDER_NAMES = {"model", "models", "output", "outputs", "final", "best", "checkpoint", "run", "."}
 
 # Per model type: the Hub pipeline tag, what the model is, and (no processor) how to call it. The Hub has no task for
-# classifying a conversation's utterances from text, audio and video; "text-classification", the Hub's task of emotion
-# classifiers, is the closest for the end-to-end and fusion models: MAGTKD anchors its fusion on the text and predicts
-# one label per utterance transcript, in context ("video-classification" is one label per clip, without the dialogue).
+# conversations; "text-classification" is the closest: the fusion is anchored on the text, one label per transcript.
 _MODEL_KINDS = {
     "magtkd": ("text-classification", "RoBERTa text encoder with prompt learning, data2vec-audio and TimeSformer "
                "encoders, and the anchor-gated fusion.", ""),
@@ -91,11 +85,10 @@ def _metrics_tables(metrics: Mapping | None, label_names: Sequence[str]) -> tupl
 
 
 def eval_results(metrics: Mapping | None, datasets: Sequence[str], task_type: str) -> list[EvalResult] | None:
-    """The card's `model-index`: weighted F1 and accuracy (percent) per evaluated split. Only with exactly one dataset:
-    a Hub result must name its dataset, and with none or several recorded, which one was evaluated is unknown."""
+    """The card's `model-index`: weighted F1 and accuracy (percent) per evaluated split, with exactly one dataset."""
     if len(datasets) != 1:
         return None
-    results = [
+    return [
         EvalResult(task_type=task_type, task_name=TASK_NAME, dataset_type=_RESULT_DATASET_TYPES[datasets[0]],
                    dataset_name=_DATASET_NAMES[datasets[0]], dataset_split=split, metric_type=metric_type,
                    metric_name=metric_name, metric_value=metrics[split][key], metric_args=args)
@@ -103,12 +96,10 @@ def eval_results(metrics: Mapping | None, datasets: Sequence[str], task_type: st
         for key, metric_type, metric_name, args in (("weighted_f1", "f1", "Weighted F1 (%)", {"average": "weighted"}),
                                                     ("accuracy", "accuracy", "Accuracy (%)", None))
         if isinstance(metrics[split].get(key), (int, float))
-    ]
-    return results or None
+    ] or None
 
 
 def _is_hub_model_id(name_or_path: str) -> bool:
-    """False for no name, a local folder (tiny test encoders) and absolute or deeper paths (no repo ids)."""
     try:
         validate_repo_id(name_or_path)
     except HFValidationError:
@@ -117,9 +108,7 @@ def _is_hub_model_id(name_or_path: str) -> bool:
 
 
 def base_models(config) -> list[str]:
-    """The Hub encoders the model was fine-tuned from, text, audio, video: each encoder config's `_name_or_path`, which
-    `from_pretrained` of a Hub name records and `save_pretrained` keeps. Default-architecture configs hold no name, so
-    an encoder is left out rather than guessed from its shape."""
+    """The Hub encoders (text, audio, video) the model was fine-tuned from: their configs' `_name_or_path`, if any."""
     stages = [config] if hasattr(config, "encoder_config") else [  # a stage model, or the end-to-end model's stages
         getattr(config, name, None) for name in ("text_config", "audio_config", "video_config")]
     names = [str(getattr(getattr(stage, "encoder_config", None), "_name_or_path", "") or "") for stage in stages]
@@ -128,8 +117,7 @@ def base_models(config) -> list[str]:
 
 def card_model_name(model_dir: Path, repo_id: str | None, model_name: str | None, model_type: str,
                     datasets: Sequence[str]) -> str:
-    """The name the card gives the model: `model_name`, else the repository's name, else the folder's, unless that is a
-    generic one (OUT/model), then e.g. "magtkd-meld" from the model type and the datasets."""
+    """`model_name`, else the repository's name, else the folder's unless generic (then e.g. "magtkd-meld")."""
     if model_name or repo_id:
         return model_name or repo_id.split("/")[-1]
     folder = model_dir.resolve().name
@@ -137,8 +125,7 @@ def card_model_name(model_dir: Path, repo_id: str | None, model_name: str | None
 
 
 def install_command(repository_url: str | None = None) -> str:
-    """How to install magtkd-hf, which is not on PyPI: from `repository_url` (a git URL) if given, else from a clone.
-    torch is pinned in the same command, as the README does, or pip resolves the newest CUDA build."""
+    """The pip line installing magtkd-hf (not on PyPI) from `repository_url` or a clone, with torch pinned."""
     if not repository_url:
         return 'pip install "torch==2.13.0" -e .'
     url = repository_url.removeprefix("git+")
@@ -150,10 +137,8 @@ def install_command(repository_url: str | None = None) -> str:
 def build_model_card(model_dir: str | Path, repo_id: str | None = None, metrics: Mapping | None = None,
                      recipe: Mapping | None = None, datasets: Sequence[str] = (), model_name: str | None = None,
                      repository_url: str | None = None) -> ModelCard:
-    """The model card of a saved model folder. `metrics` ({"validation": {...}, "test": {...}} with `weighted_f1`,
-    `accuracy`, `per_class_f1`) defaults to the folder's `metrics.json`; a `confusion_matrix.png` in the folder is
-    shown; `recipe` (training settings) and `datasets` ("meld", "iemocap", "sample") are listed. `model_name` names
-    the model (default: see [`card_model_name`]); `repository_url`, the git URL of magtkd-hf, gives the install line."""
+    """The model card of a saved model folder. `metrics` defaults to the folder's `metrics.json`; `datasets`: "meld",
+    "iemocap", "sample"; `model_name`: see [`card_model_name`]; `repository_url`: magtkd-hf's git URL."""
     model_dir = Path(model_dir)
     config = load_config(model_dir)  # the package's config classes: no code from the folder runs
     if metrics is None and (model_dir / METRICS_FILE).exists():
@@ -196,10 +181,8 @@ def save_model_card(model_dir: str | Path, **kwargs) -> Path:
 
 def push_to_hub(model_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None,
                 **card_kwargs) -> str:
-    """Uploads a saved folder (model, processor, metrics, confusion matrix) with a freshly written model card to the Hub
-    repository `repo_id`, creating it if needed. `card_kwargs` go to [`build_model_card`]. Returns the commit URL."""
+    """Uploads a saved folder with a fresh model card (`card_kwargs`: see [`build_model_card`]) to `repo_id`."""
     save_model_card(model_dir, repo_id=repo_id, **card_kwargs)
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
-    commit = api.upload_folder(repo_id=repo_id, folder_path=str(model_dir), commit_message="Upload MAGTKD model")
-    return str(commit)
+    return str(api.upload_folder(repo_id=repo_id, folder_path=str(model_dir), commit_message="Upload MAGTKD model"))

@@ -1,5 +1,4 @@
-"""Tiny random-weight MAGTKD components built offline (nothing downloaded) for the demo, the tests and the benchmarks:
-the real architectures (RoBERTa, data2vec-audio, TimeSformer), a few layers 32-48 wide: the recipe runs in seconds."""
+"""Tiny random-weight MAGTKD components (real architectures, 32-48 wide) built offline for demo, tests, benchmarks."""
 
 import json
 from collections.abc import Iterable
@@ -12,14 +11,11 @@ from transformers import TimesformerConfig, TimesformerModel
 from ..processors import MagtkdProcessor
 
 TINY_HIDDEN, TINY_HEADS, TINY_IMAGE_SIZE = 32, 4, 32
-# A few sentences: the benchmarks train their tokenizer on them (x 4, vocabulary 300) and build prompts of their words.
 SMALL_TALK = ("how are you doing today", "I am fine thanks", "what a day it was")
 
 
 def train_tiny_roberta_tokenizer(texts: Iterable[str], vocab_size: int = 400) -> RobertaTokenizer:
-    """A byte-level BPE RoBERTa tokenizer trained on `texts`: the project's one tiny-tokenizer builder (demo, tests,
-    benchmarks). (Built from vocab and merges objects: transformers 5 silently ignores `vocab_file`/`merges_file`
-    passed to the constructor.)"""
+    """A byte-level BPE RoBERTa tokenizer trained on `texts` (transformers 5 ignores `vocab_file`/`merges_file`)."""
     trainer = ByteLevelBPETokenizer()
     trainer.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1, show_progress=False,
                                 special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
@@ -58,8 +54,7 @@ def tiny_processor(tokenizer: RobertaTokenizer, **settings) -> MagtkdProcessor:
 
 
 def write_tiny_components(folder: str | Path, texts: Iterable[str]) -> dict[str, Path]:
-    """Saves a tiny processor (tokenizer trained on `texts`) and random tiny text, audio and video encoders under
-    `folder`, as the recipe takes them (`--processor`, `--text-encoder`, ...). Returns their paths."""
+    """Saves a tiny processor (tokenizer trained on `texts`) and random tiny encoders under `folder`: their paths."""
     paths = {name: Path(folder) / name for name in ("processor", "text-encoder", "audio-encoder", "video-encoder")}
     processor = tiny_processor(train_tiny_roberta_tokenizer(texts))
     processor.save_pretrained(str(paths["processor"]))
