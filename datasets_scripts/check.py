@@ -1,6 +1,8 @@
-"""`magtkd-hf check-data {meld,iemocap} ROOT`: is a release folder usable as asked? One run reports the counts per split
+"""
+`magtkd-hf check-data {meld,iemocap} ROOT`: is a release folder usable as asked? One run reports the counts per split
 and class, the label-file faults, the rows a build refuses, empty splits, the missing and unreadable files and the
-duration outliers; the exit status says whether a build would succeed."""
+duration outliers; the exit status says whether a build would succeed.
+"""
 
 from __future__ import annotations
 
@@ -28,9 +30,11 @@ EXIT_USABLE, EXIT_MEDIA_PROBLEMS, EXIT_LABEL_PROBLEMS = 0, 1, 2
 
 @dataclass
 class DataCheckReport:
-    """The outcome of `check_data`: the release as its label files give it (`corpus`), what a build under `on_missing`
+    """
+    The outcome of `check_data`: the release as its label files give it (`corpus`), what a build under `on_missing`
     gives (`built`), the media findings (`num_media_files` is `None` when media were not checked) and the splits of
-    `built` without any utterance."""
+    `built` without any utterance.
+    """
 
     corpus: Corpus
     built: Corpus
@@ -82,9 +86,11 @@ def check_data(
     decode: bool = False,
     progress: Optional[bool] = False,
 ) -> DataCheckReport:
-    """Reads the label files of `dataset` (`"meld"` or `"iemocap"`) under `root` and, with `check_media`, checks every
+    """
+    Reads the label files of `dataset` (`"meld"` or `"iemocap"`) under `root` and, with `check_media`, checks every
     media file of every readable row (`load_meld` documents the options; `progress`: a tqdm bar, `None`: only on a
-    terminal), so that one run reports both. Raises only when IEMOCAP's split file cannot be read."""
+    terminal), so that one run reports both. Raises only when IEMOCAP's split file cannot be read.
+    """
     validate_options(on_missing, max_clip_duration)
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")

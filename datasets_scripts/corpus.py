@@ -1,5 +1,7 @@
-"""What the MELD and IEMOCAP builders share: a release's conversations as its label files give them, the label and media
-checks, the missing-file policy, and the `datasets.DatasetDict` with one row per conversation."""
+"""
+What the MELD and IEMOCAP builders share: a release's conversations as its label files give them, the label and media
+checks, the missing-file policy, and the `datasets.DatasetDict` with one row per conversation.
+"""
 
 from __future__ import annotations
 
@@ -42,8 +44,10 @@ def count_utterances(problems) -> int:
 
 @dataclass(frozen=True)
 class LabelProblem:
-    """Label-file rows (end before start, repeated) or a split without utterances, which a build refuses unless
-    `on_missing="drop"`: `source` is the file (and lines); `utterance_ids` the utterances a drop leaves out."""
+    """
+    Label-file rows (end before start, repeated) or a split without utterances, which a build refuses unless
+    `on_missing="drop"`: `source` is the file (and lines); `utterance_ids` the utterances a drop leaves out.
+    """
 
     split: str
     source: str
@@ -123,11 +127,13 @@ class LabelRow(NamedTuple):
 
 @dataclass
 class Corpus:
-    """A release as its label files give it, before any media check. `splits`: split -> {dialogue id: utterances}, each
-    utterance a dict of the per-utterance columns plus `media` (its `MediaFile`s). `label_faults` make the label files
-    unreadable (a build raises on them); `label_problems` are rows left out that a build refuses unless
-    `on_missing="drop"`; `excluded_labels`: per split, the labels outside the classes; `split_sources`: per split, where
-    it comes from."""
+    """
+    A release as its label files give it, before any media check. `splits`: split -> {dialogue id: utterances}, each
+    utterance a dict of the per-utterance columns plus `media` (its `MediaFile`s). `label_faults` make the label
+    files unreadable (a build raises on them); `label_problems` are rows left out that a build refuses unless
+    `on_missing="drop"`; `excluded_labels`: per split, the labels outside the classes; `split_sources`: per split,
+    where it comes from.
+    """
 
     name: str
     root: str
@@ -146,9 +152,11 @@ class Corpus:
                     yield split, dialogue_id, utterance
 
     def add_split(self, split: str, rows: Sequence[LabelRow], sort: bool = False) -> None:
-        """The dialogues of `split` from its label rows (in file order; with `sort`, dialogues and utterances in id
-        order). Left out as `LabelProblem`s: a row whose end is before its start, and an utterance on several rows (of
-        identical rows the first is kept; of rows that differ none, as which one is right is unknown)."""
+        """
+        The dialogues of `split` from its label rows (in file order; with `sort`, dialogues and utterances in id
+        order). Left out as `LabelProblem`s: a row whose end is before its start, and an utterance on several rows
+        (of identical rows the first is kept; of rows that differ none, as which one is right is unknown).
+        """
         copies = {}
         for row in rows:
             utterance_id = row.utterance["utterance_ids"]
@@ -201,8 +209,10 @@ def find_empty_splits(corpus: Corpus) -> list[LabelProblem]:
 def check_media_files(
     corpus: Corpus, max_clip_duration: Optional[float], num_workers: int = 8, decode: bool = False, progress=False
 ) -> tuple[int, list[MediaProblem], list[MediaProblem]]:
-    """Checks every file of `corpus` once (`probe_many`). Returns the number of files, the missing and unreadable ones
-    and the utterance clips longer than `max_clip_duration` seconds, each with the utterances needing it."""
+    """
+    Checks every file of `corpus` once (`probe_many`). Returns the number of files, the missing and unreadable ones
+    and the utterance clips longer than `max_clip_duration` seconds, each with the utterances needing it.
+    """
     probes = probe_many((m for _, _, u in corpus.utterances() for m in u["media"]), num_workers, decode, progress)
     needing = {}
     for split, dialogue_id, utterance in corpus.utterances():
@@ -266,9 +276,11 @@ def build_dataset_dict(
     num_workers: int = 8,
     decode: bool = False,
 ) -> DatasetDict:
-    """The `DatasetDict` of `corpus` under the checks and the missing-file policy that `load_meld`/`load_iemocap`
-    document. Label-file problems are refused before any media is opened; clips over the limit are logged; a tqdm bar
-    shows the media checks on a terminal."""
+    """
+    The `DatasetDict` of `corpus` under the checks and the missing-file policy that `load_meld`/`load_iemocap`
+    document. Label-file problems are refused before any media is opened; clips over the limit are logged; a tqdm
+    bar shows the media checks on a terminal.
+    """
     validate_options(on_missing, max_clip_duration)
     if corpus.label_faults:
         raise LabelFilesError(corpus.name, corpus.label_faults)
@@ -298,8 +310,10 @@ def build_dataset_dict(
 
 
 def decode_text_file(path: Union[str, Path]) -> str:
-    """The text of `path` as UTF-8, else cp1252, else Latin-1 (which decodes anything), characters kept as they are
-    (MELD's CSVs hold cp1252 punctuation stored as C1 control characters, e.g. `\\x92` for an apostrophe)."""
+    """
+    The text of `path` as UTF-8, else cp1252, else Latin-1 (which decodes anything), characters kept as they are
+    (MELD's CSVs hold cp1252 punctuation stored as C1 control characters, e.g. `\\x92` for an apostrophe).
+    """
     raw = Path(path).read_bytes()
     for encoding in ("utf-8-sig", "cp1252"):
         try:

@@ -137,8 +137,10 @@ def _read_iemocap_dialogue(corpus: Corpus, split: str, dialogue: str) -> list[La
 
 
 def read_iemocap_corpus(root: Union[str, Path], split_file: Union[str, Path, None] = None) -> Corpus:
-    """The label and transcription files of every split.json dialogue, every fault in `label_faults` (the faulty
-    utterances left out). A split file that cannot be read raises (`ValueError`, `OSError`)."""
+    """
+    The label and transcription files of every split.json dialogue, every fault in `label_faults` (the faulty
+    utterances left out). A split file that cannot be read raises (`ValueError`, `OSError`).
+    """
     split_file = Path(split_file) if split_file is not None else DEFAULT_IEMOCAP_SPLIT_FILE
     dialogues = read_iemocap_split_file(split_file)
     corpus = Corpus("IEMOCAP", str(Path(root).expanduser().absolute()), IEMOCAP_FEATURES)
@@ -161,7 +163,8 @@ def load_iemocap(
     num_workers: int = 8,
     decode: bool = False,
 ):
-    r"""Builds IEMOCAP (6 classes) from the `IEMOCAP_full_release` folder.
+    r"""
+    Builds IEMOCAP (6 classes) from the `IEMOCAP_full_release` folder.
 
     Reads `SessionK/dialog/EmoEvaluation/<dialog>.txt` (labels, times) and `SessionK/dialog/transcriptions/<dialog>.txt`
     for every dialogue of the split file. Returns a `DatasetDict` with `train`, `validation` (split.json's `dev`) and

@@ -1,5 +1,7 @@
-"""Readability and duration checks of media files: the container header by default (about 1-2 ms a file), or with
-`decode=True` a full decode of the streams used (50-500x dearer), which finds files cut after a good header."""
+"""
+Readability and duration checks of media files: the container header by default (about 1-2 ms a file), or with
+`decode=True` a full decode of the streams used (50-500x dearer), which finds files cut after a good header.
+"""
 
 from __future__ import annotations
 
@@ -77,10 +79,12 @@ def probe_media(media: MediaFile) -> MediaProbe:
 
 
 def decode_media(media: MediaFile, tolerance: float = DECODE_TOLERANCE_SECONDS) -> MediaProbe:
-    """`probe_media`, then a full decode of the streams `media.required_streams` names. `"truncated"`: a stream's frames
-    end more than `tolerance` seconds before the end its header declares (a file cut after a good header stops early or
-    fails on its last, partial packet), or a WAV's data chunk declares more bytes than the file holds; `"unreadable"`:
-    decoding fails otherwise or a stream yields no frame."""
+    """
+    `probe_media`, then a full decode of the streams `media.required_streams` names. `"truncated"`: a stream's frames
+    end more than `tolerance` seconds before the end its header declares (a file cut after a good header stops early
+    or fails on its last, partial packet), or a WAV's data chunk declares more bytes than the file holds;
+    `"unreadable"`: decoding fails otherwise or a stream yields no frame.
+    """
     probe = probe_media(media)
     if not probe.is_usable:
         return probe
@@ -109,9 +113,11 @@ def decode_media(media: MediaFile, tolerance: float = DECODE_TOLERANCE_SECONDS) 
 
 
 def _decode_streams(media: MediaFile):
-    """Decodes the first stream of each required kind, one codec thread each (files run in parallel instead), until the
+    """
+    Decodes the first stream of each required kind, one codec thread each (files run in parallel instead), until the
     data ends or an error. Returns `{kind: (frames, seconds decoded from the stream start, seconds the header
-    declares)}` and the error that stopped decoding (`None` at the end of the data)."""
+    declares)}` and the error that stopped decoding (`None` at the end of the data).
+    """
     with av.open(media.path) as container:
         first_of_type = {stream.type: stream for stream in list(container.streams)[::-1]}
         streams = {kind: first_of_type[kind] for kind in media.required_streams if kind in first_of_type}
@@ -146,8 +152,10 @@ def _frame_seconds(frame, stream) -> float:
 
 
 def _wav_data_shortfall(path: str) -> Optional[tuple[int, int]]:
-    """`(declared, available)` bytes for a RIFF/WAVE file whose `data` chunk declares more than the file holds, else
-    `None` (FFmpeg sizes a WAV by the file, so a cut WAV decodes without error and reports the cut length)."""
+    """
+    `(declared, available)` bytes for a RIFF/WAVE file whose `data` chunk declares more than the file holds, else
+    `None` (FFmpeg sizes a WAV by the file, so a cut WAV decodes without error and reports the cut length).
+    """
     size = os.path.getsize(path)
     with open(path, "rb") as handle:
         head = handle.read(12)
@@ -168,9 +176,11 @@ def _wav_data_shortfall(path: str) -> Optional[tuple[int, int]]:
 def probe_many(
     media_files: Iterable[MediaFile], num_workers: int = 8, decode: bool = False, progress: Optional[bool] = False
 ) -> dict[str, MediaProbe]:
-    """Checks every distinct path once, `num_workers` threads at a time (PyAV works without the GIL, so threads use the
-    cores and hide slow storage): a full decode with `decode`, else the header. `progress`: a tqdm bar (`None`: only on
-    a terminal). Returns `{path: MediaProbe}`."""
+    """
+    Checks every distinct path once, `num_workers` threads at a time (PyAV works without the GIL, so threads use the
+    cores and hide slow storage): a full decode with `decode`, else the header. `progress`: a tqdm bar (`None`: only
+    on a terminal). Returns `{path: MediaProbe}`.
+    """
     unique_files = list({media.path: media for media in media_files}.values())
     probes = thread_map(
         decode_media if decode else probe_media, unique_files, max_workers=max(num_workers, 1),

@@ -126,7 +126,8 @@ def load_meld(
     num_workers: int = 8,
     decode: bool = False,
 ):
-    r"""Builds MELD from the official release folder.
+    r"""
+    Builds MELD from the official release folder.
 
     `root` holds `train_sent_emo.csv`, `dev_sent_emo.csv`, `test_sent_emo.csv` and the clip folders `train_splits/`,
     `dev_splits_complete/`, `output_repeated_splits_test/`. Returns a `DatasetDict` with `train`, `validation` and

@@ -1,8 +1,10 @@
-"""The sample data shipped with magtkd-hf, so that the demo runs anywhere: a few short conversations in the official
-MELD layout (`sample_meld/`), with original transcripts (not MELD's). Each clip is 1 s of 64 x 64 video at 8 fps with an
+"""
+The sample data shipped with magtkd-hf, so that the demo runs anywhere: a few short conversations in the official MELD
+layout (`sample_meld/`), with original transcripts (not MELD's). Each clip is 1 s of 64 x 64 video at 8 fps with an
 AAC sound track; its coloured square and its tone depend on the utterance's emotion, so the media carry a learnable
-signal. Every emotion occurs in every split. The shipped CSVs are the source: `write_sample_meld(root)` writes the whole
-tree from them, deterministically."""
+signal. Every emotion occurs in every split. The shipped CSVs are the source: `write_sample_meld(root)` writes the
+whole tree from them, deterministically.
+"""
 
 from __future__ import annotations
 
@@ -59,10 +61,12 @@ def write_sample_meld(root: str | Path) -> Path:
 
 
 def write_conversation_files(folder: Path, test_rows: list[dict[str, str]]) -> None:
-    """The conversation files of `magtkd-hf predict` and `stream` (README): the first test conversation as its clips,
-    one utterance per line, and as `start`/`end` cuts of one video (`write_scenes_mp4`): utterance k speaks from 3k + 1
-    to 3k + 2 s, and its picture fills the second before and after as well, the video context the processor reads around
-    a cut (`time_window_padding`, 1 s)."""
+    """
+    The conversation files of `magtkd-hf predict` and `stream` (README): the first test conversation as its clips,
+    one utterance per line, and as `start`/`end` cuts of one video (`write_scenes_mp4`): utterance k speaks from
+    3k + 1 to 3k + 2 s, and its picture fills the second before and after as well, the video context the processor
+    reads around a cut (`time_window_padding`, 1 s).
+    """
     rows = [row for row in test_rows if row["Dialogue_ID"] == "0"]
     clip_folder = MELD_SPLIT_FILES["test"][1]
     clips = [{"speaker": row["Speaker"], "text": row["Utterance"],

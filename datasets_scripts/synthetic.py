@@ -1,6 +1,8 @@
-"""Small synthetic release trees in the official MELD and IEMOCAP layouts, with tiny real media files: for tests, demos,
-and trying the pipeline without the licensed data. `write_mp4` is the project's one MP4 writer (tests, the shipped
-sample data, benchmarks)."""
+"""
+Small synthetic release trees in the official MELD layout, with tiny real media files: for tests, demos, and trying
+the pipeline without the licensed data. `write_mp4` is the project's one MP4 writer (tests, the shipped sample data,
+benchmarks); the tests' IEMOCAP trees are written by tests/iemocap_fixtures.py.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +10,11 @@ import csv
 import shutil
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import av
 import numpy as np
-import soundfile
 
-from .iemocap import iemocap_dialogue_files
 from .meld import MELD_SPLIT_FILES, meld_clip_path
 
 PathLike = Union[str, Path]
@@ -53,8 +53,10 @@ def _write_video(
     sample_rate: int = 16000, channels: int = 1, stamped: bool = True, encoder_options=None, header_first=False,
     codec: str = "libx264", container_format: str = "mp4",
 ) -> Path:
-    """`pictures` (RGB) as `codec` video and, unless `samples` is None, the mono float32 `samples` (copied to every
-    channel) as an AAC track in blocks of 1024, with timestamps when `stamped`. Returns `path`."""
+    """
+    `pictures` (RGB) as `codec` video and, unless `samples` is None, the mono float32 `samples` (copied to every
+    channel) as an AAC track in blocks of 1024, with timestamps when `stamped`. Returns `path`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"movflags": "faststart"} if header_first else {}
@@ -106,14 +108,16 @@ def write_mp4(
     encoder_options: Optional[Mapping[str, str]] = None,
     header_first: bool = False,
 ) -> Path:
-    """A real H.264 (+ AAC) MP4, deterministic. Video: `num_frames` frames (default `duration * fps`, at least 1) of
-    `size` x `height` pixels (`height` defaults to `size`) at `fps` in a pattern: "grey" (changing with the index, with
-    a `colour` RGB square in the middle when given), "colours" (frame i filled with `colours[i % len(colours)]`) or
-    "gradient" (moving, with noise). `encoder_options` go to libx264 (e.g. {"g": "8", "crf": "10"}). Audio, when
+    """
+    A real H.264 (+ AAC) MP4, deterministic. Video: `num_frames` frames (default `duration * fps`, at least 1) of
+    `size` x `height` pixels (`height` defaults to `size`) at `fps` in a pattern: "grey" (changing with the index,
+    with a `colour` RGB square in the middle when given), "colours" (frame i filled with `colours[i % len(colours)]`)
+    or "gradient" (moving, with noise). `encoder_options` go to libx264 (e.g. {"g": "8", "crf": "10"}). Audio, when
     `audio`: `audio_seconds` (default `duration`) of a `tone_hz` sine of `amplitude` plus white noise of standard
     deviation `noise`, AAC at `sample_rate` Hz with `channels` (1 or 2). With `audio_pts` the audio frames carry
-    timestamps, so the muxer trims AAC's priming and the track declares exactly `audio_seconds`. `header_first` puts the
-    header (moov) before the data, so that a file cut short still opens."""
+    timestamps, so the muxer trims AAC's priming and the track declares exactly `audio_seconds`. `header_first` puts
+    the header (moov) before the data, so that a file cut short still opens.
+    """
     height = height or size
     rng = np.random.default_rng(0)
     count = max(1, round(duration * fps)) if num_frames is None else num_frames
@@ -141,25 +145,13 @@ def write_scenes_mp4(
     return _write_video(path, pictures, fps, size, size, samples.astype(np.float32), sample_rate)
 
 
-def write_tiny_avi(path: PathLike, duration: float = 1.0, size: int = 16, fps: int = 10) -> Path:
-    """A real MPEG-4 AVI (video only) of `duration` seconds."""
-    pictures = (_picture("grey", index, size, size) for index in range(max(1, round(duration * fps))))
-    return _write_video(path, pictures, fps, size, size, codec="mpeg4", container_format="avi")
-
-
-def write_tiny_wav(path: PathLike, duration: float = 0.2, sample_rate: int = 16000) -> Path:
-    """A 16-bit mono WAV holding a quiet sine."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), _tone(duration, sample_rate, 440.0).astype(np.float32), sample_rate, subtype="PCM_16")
-    return path
-
-
 def write_meld_tree(
     root: PathLike, rows: Mapping[str, Sequence[Mapping[str, str]]], clip: Optional[PathLike] = None
 ) -> Path:
-    """The official MELD layout under `root`: for each split its CSV with `rows` (dicts with MELD's column names, e.g.
-    copied from a real CSV) and its clip folder, holding, when `clip` is given, a copy of it as every row's clip."""
+    """
+    The official MELD layout under `root`: for each split its CSV with `rows` (dicts with MELD's column names, e.g.
+    copied from a real CSV) and its clip folder, holding, when `clip` is given, a copy of it as every row's clip.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for split, (csv_name, clip_folder) in MELD_SPLIT_FILES.items():
@@ -172,48 +164,3 @@ def write_meld_tree(
             target = meld_clip_path(root / clip_folder, int(row["Dialogue_ID"]), int(row["Utterance_ID"]))
             shutil.copyfile(clip, target)
     return root
-
-
-# What follows each utterance line of an EmoEvaluation file: the dimensional rating, then annotators' lines.
-VAD = "[2.5000, 2.5000, 2.5000]"
-ANNOTATOR_LINES = ("C-E2:\tNeutral;\t()", "C-E3:\tNeutral;\t()", "A-E3:\tval 3; act 2; dom  2;\t()", "")
-
-
-class SyntheticIemocapUtterance(NamedTuple):
-    """One line of an EmoEvaluation file and its transcript."""
-
-    utterance_id: str
-    label: str
-    start_time: float
-    end_time: float
-    text: str
-
-
-def write_iemocap_dialogue(
-    root: PathLike,
-    dialogue: str,
-    utterances: Sequence[SyntheticIemocapUtterance],
-    extra_transcript_lines: Sequence[str] = (),
-    wav: Optional[PathLike] = None,
-    video: Optional[PathLike] = None,
-) -> dict[str, Path]:
-    """One dialogue in the `IEMOCAP_full_release` layout: its EmoEvaluation file (header, then the utterance lines in
-    the given order, each with annotator lines), its transcription (by start time, plus `extra_transcript_lines`), and,
-    when given, a copy of `wav` per utterance and of `video` as the dialogue's AVI. Returns the dialogue's paths."""
-    files = iemocap_dialogue_files(root, dialogue)
-    for kind in ("evaluation", "transcription", "video"):
-        files[kind].parent.mkdir(parents=True, exist_ok=True)
-    evaluation = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
-    for u in utterances:
-        evaluation += [f"[{u.start_time:.4f} - {u.end_time:.4f}]\t{u.utterance_id}\t{u.label}\t{VAD}", *ANNOTATOR_LINES]
-    files["evaluation"].write_text("\n".join(evaluation) + "\n", encoding="utf-8")
-    transcript = [f"{u.utterance_id} [{u.start_time:08.4f}-{u.end_time:08.4f}]: {u.text}"
-                  for u in sorted(utterances, key=lambda u: u.start_time)]
-    files["transcription"].write_text("\n".join([*transcript, *extra_transcript_lines]) + "\n", encoding="utf-8")
-    if wav is not None:
-        files["wav_dir"].mkdir(parents=True, exist_ok=True)
-        for utterance in utterances:
-            shutil.copyfile(wav, files["wav_dir"] / f"{utterance.utterance_id}.wav")
-    if video is not None:
-        shutil.copyfile(video, files["video"])
-    return files

@@ -12,13 +12,8 @@ from media_fixtures import write_mp4
 from magtkd_hf.apps.cli import build_parser, main
 from magtkd_hf.datasets_scripts import check_data, synthetic
 from magtkd_hf.datasets_scripts.media import TRUNCATED, UNREADABLE, MediaFile, decode_media, probe_media
-from magtkd_hf.datasets_scripts.synthetic import (
-    SyntheticIemocapUtterance as U,
-    write_iemocap_dialogue,
-    write_meld_tree,
-    write_tiny_avi,
-    write_tiny_wav,
-)
+from magtkd_hf.datasets_scripts.synthetic import write_meld_tree
+from iemocap_fixtures import SyntheticIemocapUtterance as U, write_iemocap_dialogue, write_tiny_avi, write_tiny_wav
 
 TEST_DATA = Path(__file__).resolve().parent / "data"  # the official MELD label CSVs (tests/data/meld/LICENSE.md)
 MELD_CSVS = {"train": "train_sent_emo.csv", "validation": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}

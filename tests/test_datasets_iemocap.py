@@ -18,12 +18,7 @@ from magtkd_hf.datasets_scripts import (
 )
 from magtkd_hf.datasets_scripts.media import TRUNCATED
 from magtkd_hf.datasets_scripts.iemocap import parse_emo_evaluation, parse_transcription
-from magtkd_hf.datasets_scripts.synthetic import (
-    SyntheticIemocapUtterance as U,
-    write_iemocap_dialogue,
-    write_tiny_avi,
-    write_tiny_wav,
-)
+from iemocap_fixtures import SyntheticIemocapUtterance as U, write_iemocap_dialogue, write_tiny_avi, write_tiny_wav
 
 # sha256 of `json.dumps(splits, sort_keys=True)` of the standard MAGTKD/TelME split.json (the dialogue lists).
 STANDARD_SPLIT_SHA256 = "01a9d2df65a7451a003ed1a8e94882e9ffeb8b7096b29ab8e43c563e05901149"
