@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..datasets_scripts import load_iemocap, load_meld
+from ..losses import IGNORE_INDEX
 
 # The processor's output names -> each stage model's keyword arguments (the audio model's `attention_mask` is the
 # processor's audio mask, not the text one).
@@ -44,7 +45,7 @@ def class_weights(labels: Sequence[int], num_labels: int, weighting: str) -> lis
     "balanced"), "inverse_sqrt" its square root, "none" None. A class absent from the split counts once."""
     if weighting == "none":
         return None
-    labels = np.asarray([label for label in labels if label != -100], dtype=np.int64)
+    labels = np.asarray([label for label in labels if label != IGNORE_INDEX], dtype=np.int64)
     counts = np.maximum(np.bincount(labels, minlength=num_labels), 1)
     weights = len(labels) / (num_labels * counts)
     return [float(w) for w in (np.sqrt(weights) if weighting == "inverse_sqrt" else weights)]
@@ -215,7 +216,7 @@ def _checked_feature_row(row: Mapping, columns: Sequence[str], num_labels: int, 
         raise ValueError(f"{where} has no utterance")
     if len(labels) != length:
         raise ValueError(f"{where} has {len(labels)} labels for {length} utterances")
-    bad = np.nonzero(~((labels == -100) | ((labels >= 0) & (labels < num_labels))))[0].tolist()
+    bad = np.nonzero(~((labels == IGNORE_INDEX) | ((labels >= 0) & (labels < num_labels))))[0].tolist()
     if bad:
         raise ValueError(f"{where}, utterance(s) {bad}: labels {labels[bad].tolist()} are outside 0..{num_labels - 1}")
     if speakers.min() < 0:

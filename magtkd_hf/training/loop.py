@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from ..losses import IGNORE_INDEX
 from ..metrics import erc_scores
 from ..precision import default_inference_dtype
 from .checkpointing import find_resumable_checkpoint, load_checkpoint, save_checkpoint
@@ -194,8 +195,8 @@ def evaluate(accelerator, model, loader, label_names: Sequence[str], description
         with accelerator.autocast():
             predictions = evaluated(**batch).logits.argmax(-1)
         if predictions.dim() == 2:  # (B, N): conversations of different lengths on different processes
-            predictions = accelerator.pad_across_processes(predictions, dim=1, pad_index=-100)
-            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=-100)
+            predictions = accelerator.pad_across_processes(predictions, dim=1, pad_index=IGNORE_INDEX)
+            labels = accelerator.pad_across_processes(labels, dim=1, pad_index=IGNORE_INDEX)
         predictions, labels = accelerator.gather_for_metrics((predictions.contiguous(), labels.contiguous()))
         all_predictions.append(predictions.flatten().cpu())
         all_labels.append(labels.flatten().cpu())
