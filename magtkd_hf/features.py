@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from .configuration_magtkd import FEATURE_SOURCES
+from .data_collator import check_columns, class_indices, conversation_name
 from .losses import IGNORE_INDEX
 
 
@@ -33,7 +34,7 @@ def conversation_lengths(dataset: datasets.Dataset) -> list[int]:
 
 class FusionFeatureCollator:
     """
-    Rows of a features dataset (numpy-formatted or plain lists) -> `MagtkdFusionModel` inputs, padded to the longest
+    Rows of a features dataset (in python, numpy or torch format) -> `MagtkdFusionModel` inputs, padded to the longest
     conversation of the batch:
 
     - `text_features`, `audio_features`, `video_features`: (B, N, H) float32, from the `text` column and the columns
@@ -52,6 +53,7 @@ class FusionFeatureCollator:
         return cls(config.audio_feature_source, config.video_feature_source)
 
     def __call__(self, rows: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        check_columns(rows[0], "text", type(self).__name__)
         lengths = [len(row["speaker_ids"]) for row in rows]
         batch_size, max_length = len(rows), max(lengths)
         width = np.asarray(rows[0]["text"]).shape[-1]
@@ -66,7 +68,8 @@ class FusionFeatureCollator:
             batch[input_name] = torch.from_numpy(padded)
         batch["speaker_ids"] = self._pad_integers([row["speaker_ids"] for row in rows], max_length, 0)
         batch["attention_mask"] = self._pad_integers([[1] * length for length in lengths], max_length, 0)
-        batch["labels"] = self._pad_integers([row["labels"] for row in rows], max_length, IGNORE_INDEX)
+        labels = [class_indices(np.asarray(row["labels"]), conversation_name(row, index)) for index, row in enumerate(rows)]
+        batch["labels"] = self._pad_integers(labels, max_length, IGNORE_INDEX)
         return batch
 
     @staticmethod
