@@ -44,6 +44,13 @@ def encoder_without_pooler(load, *args, **kwargs) -> PreTrainedModel:
         return load(*args, **kwargs)
 
 
+def new_encoder(config) -> PreTrainedModel:
+    """A randomly initialised encoder of `config.encoder_config`, in the dtype the model is being built in (the default
+    dtype, which `from_pretrained(dtype=...)` sets while it builds): `from_config` would take the dtype recorded in
+    the encoder config, which `from_pretrained` updates on first-level sub-configs only."""
+    return encoder_without_pooler(AutoModel.from_config, config.encoder_config, dtype=torch.get_default_dtype())
+
+
 def _parameter_dtype(module: nn.Module) -> torch.dtype:
     return next(module.parameters()).dtype
 
@@ -65,7 +72,7 @@ class MagtkdTextEncoder(nn.Module):
 
     def __init__(self, config: MagtkdTextConfig, encoder: PreTrainedModel | None = None):
         super().__init__()
-        self.encoder = encoder if encoder is not None else encoder_without_pooler(AutoModel.from_config, config.encoder_config)
+        self.encoder = encoder if encoder is not None else new_encoder(config)
         self.projection = nn.Linear(self.encoder.config.hidden_size, config.feature_size)
         self.positions_from_padding = numbers_positions_from_padding(self.encoder)
 
@@ -91,7 +98,7 @@ class MagtkdAudioEncoder(nn.Module):
 
     def __init__(self, config: MagtkdAudioConfig, encoder: PreTrainedModel | None = None):
         super().__init__()
-        self.encoder = encoder if encoder is not None else encoder_without_pooler(AutoModel.from_config, config.encoder_config)
+        self.encoder = encoder if encoder is not None else new_encoder(config)
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(U, S) waveforms, with their (U, S) sample mask -> (U, hidden_size)."""
@@ -128,7 +135,7 @@ class MagtkdVideoEncoder(nn.Module):
 
     def __init__(self, config: MagtkdVideoConfig, encoder: PreTrainedModel | None = None):
         super().__init__()
-        self.encoder = encoder if encoder is not None else encoder_without_pooler(AutoModel.from_config, config.encoder_config)
+        self.encoder = encoder if encoder is not None else new_encoder(config)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(U, frames, 3, height, width) -> (U, hidden_size)."""
