@@ -9,8 +9,11 @@ reached by a seek, frames numbered by their rank among the packet timestamps; an
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
+import itertools
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -23,8 +26,16 @@ from .media_frames import uniform_frame_indices, window_frame_range  # noqa: F40
 from .media_pixels import frames_to_pixel_values_processor, frames_to_pixel_values_torch  # noqa: F401
 
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif")
-SEEK_AFTER_SECONDS = 3.0  # decode from the start when the first kept frame comes earlier than this
-SEEK_MARGIN_SECONDS = 1.0  # seek this much before the first kept frame (keyframe flags can be late)
+SEEK_AFTER_SECONDS = 3.0  # decode from the start when the first kept frame or sample comes earlier than this
+SEEK_MARGIN_SECONDS = 1.0  # seek this much before it (keyframe flags can be late; AAC needs a frame of history)
+RESAMPLE_MARGIN_SECONDS = 0.25  # read this much past a crop: the resampler's filter then sees what the whole gives
+BLOCK_SAMPLES = 65536  # sound file frames read (and mixed down) at a time
+# Below 4 kHz the second formant of speech (up to ~2.5 kHz) is above the Nyquist frequency, so words cannot be told
+# apart; 768 kHz is the highest rate audio hardware records (a larger "rate" is a corrupt header or a time base).
+AUDIO_RATE_RANGE = (4_000, 768_000)
+# Above 1,000 fps a declared "frame rate" is a time base (e.g. 90,000), not frames; beyond 8K (8,192 pixels a side)
+# a frame is a corrupt header, and the kept frames alone would take gigabytes.
+VIDEO_MAX_FPS, VIDEO_MAX_SIDE = 1_000, 8_192
 IN_MEMORY = "<in-memory audio>"
 
 logger = logging.getLogger(__name__)
@@ -83,63 +94,163 @@ def load_audio(source, target_rate: int, max_samples: int | None = None, window:
     `source`: a path (soundfile formats directly, anything else as a container's sound track), `(array, rate)`, or a
     mapping with `array` and `sampling_rate` (decoded `datasets` Audio) or with `path` (undecoded). Arrays may be
     (T,), (T, channels) or (channels, T). `window` cuts [start, end] seconds before resampling; warnings about it are
-    prefixed with `context`."""
+    prefixed with `context`. A file is read in blocks from (a seek near) the window's start up to the crop, never whole
+    unless the whole is wanted."""
     if isinstance(source, Mapping) and "array" not in source and source.get("path") is not None:
         source = source["path"]
     if isinstance(source, (str, os.PathLike)):
-        label = os.fspath(source)
-        read = read_sound_file if label.lower().endswith(SOUNDFILE_SUFFIXES) else read_sound_track
-        waveform, rate = read(label)
+        source = label = os.fspath(source)
+        require_file(label)
+        reader = _SoundFile if label.lower().endswith(SOUNDFILE_SUFFIXES) else _SoundTrack
     else:
-        (waveform, rate), label = _array_and_rate(source), IN_MEMORY
-    if window is not None:
-        check_window(window, len(waveform) / rate, label, "audio", context)
-        end = None if window.end is None else int(round(window.end * rate))
-        waveform = waveform[int(round(window.start * rate)) : end]
+        label, reader = IN_MEMORY, _InMemoryAudio
+    with _reading(label), reader(source) as audio:
+        check_sampling_rate(label, audio.rate)
+        # enough source samples that the first max_samples resampled ones are those of the whole span
+        crop = None if max_samples is None else math.ceil((max_samples / target_rate + RESAMPLE_MARGIN_SECONDS)
+                                                          * audio.rate)
+        waveform = _read_span(audio, label, window, crop, context)
     if waveform.size == 0:
         raise MediaError(label, "the audio is empty")
-    if rate != target_rate:
+    if audio.rate != target_rate:
         import soxr
 
-        waveform = soxr.resample(waveform, rate, target_rate, quality="HQ")
+        waveform = soxr.resample(waveform, audio.rate, target_rate, quality="HQ")
     return waveform.astype(np.float32, copy=False)[:max_samples]
 
 
-def read_sound_file(path: str) -> tuple[np.ndarray, int]:
-    """A WAV/FLAC/OGG file -> (mono float32 (T,), sampling rate)."""
-    import soundfile
+def check_sampling_rate(label: str, rate) -> None:
+    """Refuse a sampling rate that cannot be audio of speech (see AUDIO_RATE_RANGE)."""
+    low, high = AUDIO_RATE_RANGE
+    if not low <= rate <= high:
+        raise MediaError(label, f"the sampling rate {rate:g} Hz cannot be speech (allowed: {low:,} to {high:,} Hz)")
 
-    require_file(path)
+
+@contextlib.contextmanager
+def _reading(label: str):
+    """Any error of the decoding libraries (av.error.*, soundfile's, OSError) as a MediaError naming the file."""
     try:
-        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except Exception as error:  # LibsndfileError, RuntimeError, ...
-        raise MediaError(path, f"unreadable audio ({error})") from error
-    return samples.mean(axis=1), int(rate)
-
-
-def read_sound_track(path: str) -> tuple[np.ndarray, int]:
-    """A container's first sound track -> (mono float32 (T,), rate), cut to the stream's declared duration."""
-    import av
-
-    require_file(path)
-    try:
-        with av.open(path) as container:
-            if not container.streams.audio:
-                raise MissingSoundTrack(path, "the file has no audio track (give the utterance an audio file)")
-            stream = container.streams.audio[0]
-            rate = int(stream.rate or stream.sample_rate)
-            chunks = [_frame_to_mono(frame) for frame in container.decode(stream)]
-            declared = None
-            if stream.duration is not None and stream.time_base is not None:
-                declared = int(round(float(stream.duration * stream.time_base) * rate))
+        yield
     except MediaError:
         raise
-    except Exception as error:  # av.error.*, OSError
-        raise MediaError(path, f"unreadable media ({error})") from error
-    if not chunks:
-        raise MediaError(path, "the audio track holds no samples")
-    waveform = np.concatenate(chunks).astype(np.float32, copy=False)
-    return (waveform[:declared] if declared and declared < len(waveform) else waveform), rate
+    except Exception as error:
+        raise MediaError(label, f"unreadable audio ({error})") from error
+
+
+def _read_span(audio, label: str, window: TimeWindow | None, crop: int | None, context: str | None) -> np.ndarray:
+    """The mono samples of `window` (all without one), at most `crop` of them, checking the window against the length
+    (the declared one, or where decoding ended when that came first)."""
+    first = 0 if window is None else int(round(window.start * audio.rate))
+    window_end = None if window is None or window.end is None else int(round(window.end * audio.rate))
+    stop = _smallest(audio.length, window_end, None if crop is None else first + crop)
+    parts = [block[max(first - position, 0) : None if stop is None else stop - position]
+             for position, block in (audio.blocks(first, stop) if stop is None or stop > first else ())]
+    length = _smallest(audio.length, audio.end)
+    if window is not None and length is not None:
+        check_window(window, length / audio.rate, label, "audio", context)
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def _smallest(*counts: int | None) -> int | None:
+    return min((count for count in counts if count is not None), default=None)
+
+
+class _InMemoryAudio:
+    """An array with its rate (see `load_audio`) as the readers below: `rate`, `length`, `end`, `blocks(first)`."""
+
+    def __init__(self, source):
+        self.samples, self.rate = _array_and_rate(source)
+        self.length = self.end = len(self.samples)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def blocks(self, first: int, stop: int | None):
+        """(position, mono samples) from one holding sample `first` on, up to one holding sample `stop - 1`."""
+        yield 0, self.samples
+
+
+class _SoundFile(_InMemoryAudio):
+    """A WAV/FLAC/OGG file (soundfile) read in blocks, each mixed down to mono float32 (never the whole file at once).
+    `length`: its frame count; `end`: where reading ended at the end of the file (None before)."""
+
+    def __init__(self, path: str):
+        import soundfile
+
+        self.file = soundfile.SoundFile(path)
+        self.rate, self.length, self.end = int(self.file.samplerate), int(self.file.frames), None
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def blocks(self, first: int, stop: int | None):
+        position = self.file.seek(min(first, self.length))
+        while stop is None or position < stop:
+            count = BLOCK_SAMPLES if stop is None else min(BLOCK_SAMPLES, stop - position)
+            samples = self.file.read(count, dtype="float32", always_2d=True)
+            if not len(samples):
+                self.end = position
+                return
+            yield position, samples.mean(axis=1)
+            position += len(samples)
+
+
+class _SoundTrack(_InMemoryAudio):
+    """A container's first sound track (PyAV), decoded from a seek near the first wanted sample (from the start when
+    that is early, the seek lands past it, or timestamps are missing). `length`: the stream's declared duration in
+    samples (None when undeclared; decoding beyond it is dropped: AAC's encoder padding); `end` as `_SoundFile`."""
+
+    def __init__(self, path: str):
+        self.path, self.end, self.container = path, None, None
+        self._open()
+        self.rate = int(self.stream.rate or self.stream.sample_rate or 0)
+        self.length = None
+        if self.stream.duration is not None and self.stream.time_base is not None:
+            self.length = int(round(float(self.stream.duration * self.stream.time_base) * self.rate))
+
+    def _open(self):
+        import av
+
+        if self.container is not None:
+            self.container.close()
+        self.container = av.open(self.path)
+        if not self.container.streams.audio:
+            self.container.close()
+            raise MissingSoundTrack(self.path, "the file has no audio track (give the utterance an audio file)")
+        self.stream = self.container.streams.audio[0]
+
+    def __exit__(self, *exc):
+        self.container.close()
+
+    def blocks(self, first: int, stop: int | None):
+        frames, position = self._frames_from(first)
+        for frame in frames:
+            if stop is not None and position >= stop:
+                return
+            samples = _frame_to_mono(frame)
+            yield position, samples
+            position += len(samples)
+        self.end = position
+
+    def _frames_from(self, first: int):
+        """(decoded frames, sample position of the first): after a seek SEEK_MARGIN_SECONDS before sample `first`
+        (positions from the timestamps, relative to the track's first frame), or from the start."""
+        if first > SEEK_AFTER_SECONDS * self.rate:
+            origin = next(self.container.decode(self.stream), None)
+            if origin is not None and origin.pts is not None:
+                seconds = first / self.rate - SEEK_MARGIN_SECONDS
+                self.container.seek(origin.pts + int(seconds / self.stream.time_base), stream=self.stream)
+                frames = self.container.decode(self.stream)
+                head = next(frames, None)
+                if head is not None and head.pts is not None:
+                    position = int(round(float((head.pts - origin.pts) * self.stream.time_base) * self.rate))
+                    if 0 <= position <= first:
+                        return itertools.chain([head], frames), position
+            self._open()  # a fresh container: the seek went wrong
+        return self.container.decode(self.stream), 0
 
 
 def _frame_to_mono(frame) -> np.ndarray:
@@ -223,6 +334,16 @@ def _plan_frames(video, count, num_frames, selection, window, padding, context) 
     return indices
 
 
+def check_video_properties(path: str, fps: float, width: int, height: int) -> None:
+    """Refuse a frame rate or frame size that cannot be a video of people talking (see VIDEO_MAX_FPS, VIDEO_MAX_SIDE)."""
+    if not 0 < fps <= VIDEO_MAX_FPS:
+        raise MediaError(path, f"the frame rate {fps:g} fps cannot be a video (allowed: above 0, at most "
+                               f"{VIDEO_MAX_FPS:,} fps)")
+    if not (0 < width <= VIDEO_MAX_SIDE and 0 < height <= VIDEO_MAX_SIDE):
+        raise MediaError(path, f"the frame size {width} x {height} cannot be a video (allowed: 1 to {VIDEO_MAX_SIDE:,} "
+                               "pixels a side)")
+
+
 class _Video:
     """A video file opened with PyAV: `fps`, `num_frames` (by the header, else by packets), `decode(sorted indices)`."""
 
@@ -235,6 +356,7 @@ class _Video:
             if not rate:
                 raise MediaError(path, "the video track declares no frame rate")
             self.fps = float(rate)
+            check_video_properties(path, self.fps, stream.width, stream.height)
             self.num_frames = int(stream.frames or 0) or len(_packet_timestamps(path))
         except MediaError:
             self.close()
