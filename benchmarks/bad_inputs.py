@@ -26,12 +26,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = os.path.join(WORK, "hf-home")  # before transformers is imported
 
 import contextlib  # noqa: E402
-import csv  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import pickle  # noqa: E402
+import signal  # noqa: E402
 import statistics  # noqa: E402
 import struct  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -260,13 +261,117 @@ CASES = {
 }
 
 
+# --- the cases of issue 23: files that are not files, text that is not text, settings out of range, outputs -------
+
+
+def raw_case(name: str, raw: bytes, names):
+    """A conversation file holding exactly `raw` (JSON escapes such as a lone surrogate survive)."""
+    def build():
+        path = ROOT / f"{name}.json"
+        path.write_bytes(raw)
+        return predict(path), [path.name, *names]
+    return build
+
+
+def surrogate_json(field: str) -> bytes:
+    text = json.dumps([GOOD, {**GOOD, "speaker": "Bob", field: "LONE"}])
+    return text.replace("LONE", "\\ud800 oh").encode()
+
+
+def fifo_case():
+    path = ROOT / "fifo.json"
+    os.mkfifo(path)
+    return predict(path), [path.name]
+
+
+def low_rate_wav_case():
+    soundfile.write(ROOT / "one-hertz.wav", np.zeros(4, np.float32), 1, subtype="FLOAT")
+    return predict(conversation("one-hertz.json", {"audio": "one-hertz.wav"})), ["one-hertz.wav"]
+
+
+def config_list(folder: Path) -> None:
+    (folder / "config.json").write_text("[1, 2, 3]")
+
+
+def set_processor_setting(key: str, value):
+    """Sets `key` wherever it occurs in the saved processor's JSON files (nested dicts included)."""
+    def edit(node):
+        if isinstance(node, dict):
+            found = key in node
+            if found:
+                node[key] = value
+            return any([found] + [edit(child) for child in node.values()])
+        return False
+
+    def damage(folder: Path) -> None:
+        hits = 0
+        for file in folder.glob("*.json"):
+            if file.name in ("config.json", "tokenizer.json", "model.safetensors.index.json"):
+                continue
+            data = json.loads(file.read_text())
+            if edit(data):
+                file.write_text(json.dumps(data))
+                hits += 1
+        if not hits:
+            raise SystemExit(f"no processor file of the model holds {key!r}")
+    return damage
+
+
+def processor_case(key: str, value):
+    return model_case(f"processor-{key}-{value}", set_processor_setting(key, value), [key, str(value)])
+
+
+def release_folder(name: str) -> Path:
+    rows = {split: [dict(MELD_ROW), {**MELD_ROW, "Sr No.": "2", "Utterance_ID": "1"}]
+            for split in ("train", "validation", "test")}
+    return write_meld_tree(ROOT / name, rows, CLIP)
+
+
+def output_directory_case():
+    root, output = release_folder("meld-good"), ROOT / "output-dir.jsonl"
+    output.mkdir()
+    return ["predict", str(MODEL), str(root), "--dataset", "meld", "--output", str(output), "--overwrite"], \
+        [output.name]
+
+
+def stream_case(stdin: bytes):
+    return lambda: (["stream", str(MODEL), "--base-dir", str(ROOT)], ["line 1"], stdin)
+
+
+GOOD_LINE = json.dumps(GOOD).encode() + b"\n"
+CASES_23 = {
+    "conversation: a lone surrogate in a transcript": raw_case("surrogate-text", surrogate_json("text"),
+                                                                [UTTERANCE_1]),
+    "conversation: a lone surrogate in a speaker name": raw_case("surrogate-speaker", surrogate_json("speaker"),
+                                                                  [UTTERANCE_1]),
+    "conversation: JSON nested 200,000 levels": raw_case("deep", b"[" * 200_000 + b"]" * 200_000, []),
+    "conversation: a FIFO": fifo_case,
+    "conversation: /dev/zero": lambda: (predict(Path("/dev/zero")), ["/dev/zero"]),
+    "conversation: a 4-sample WAV at 1 Hz": low_rate_wav_case,
+    "model: config.json is a JSON list": model_case("config-list", config_list, ["config.json"]),
+    **{f"model: processor {key} = {value}": processor_case(key, value) for key, value in (
+        ("num_frames", 100_000), ("num_frames", 1), ("size", 20_000), ("sampling_rate", 0), ("sampling_rate", 8000),
+        ("max_audio_samples", 0), ("max_text_tokens", 100_000))},
+    "predict --output: an existing directory, --overwrite": output_directory_case,
+    "predict --device cuda without CUDA": lambda: (predict(conversation("good.json")) + ["--device", "cuda"],
+                                                   ["cuda"]),
+    "check-data: a missing root": lambda: (["check-data", "meld", str(ROOT / "no-release")], ["no-release"]),
+    "stream: a line that is not JSON, then a good line": stream_case(b"not json\n" + GOOD_LINE),
+    "stream: invalid UTF-8 on stdin, then a good line": stream_case(b"\xff\xfe" + GOOD_LINE + GOOD_LINE),
+}
+
+
 # --- running and reporting -------------------------------------------------------------------------------------------
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str, float]:
-    """(exit status, stdout, stderr, seconds) of `main(argv)` in-process; an escaping exception is printed as Python
-    would print it (a traceback on stderr, exit status 1)."""
+def run_cli(argv: list[str], stdin: bytes = b"", limit: int = 60) -> tuple[int, str, str, float]:
+    """(exit status, stdout, stderr, seconds) of `main(argv)` in-process, `stdin` on its standard input; an escaping
+    exception is printed as Python would print it (a traceback on stderr, exit status 1), and a run still going after
+    `limit` seconds (a FIFO read that blocks) is stopped and reported as a traceback."""
     out, err = io.StringIO(), io.StringIO()
+    saved_stdin, sys.stdin = sys.stdin, io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+    signal.signal(signal.SIGALRM, _took_too_long)
+    signal.alarm(limit)
     start = time.perf_counter()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -278,7 +383,17 @@ def run_cli(argv: list[str]) -> tuple[int, str, str, float]:
         except BaseException:  # noqa: BLE001 - reported as "not clean", never hidden
             traceback.print_exc(file=err)
             code = 1
+        finally:
+            signal.alarm(0)
+            sys.stdin = saved_stdin
     return code, out.getvalue(), err.getvalue(), time.perf_counter() - start
+
+
+TIMED_OUT = "still running after the time limit"
+
+
+def _took_too_long(signum, frame):
+    raise TimeoutError(TIMED_OUT)
 
 
 def message_of(argv: list[str], stdout: str, stderr: str, names) -> str:
@@ -286,21 +401,26 @@ def message_of(argv: list[str], stdout: str, stderr: str, names) -> str:
     if argv[0] == "check-data" and not stderr.strip():
         first = names[0] if isinstance(names[0], str) else names[0][0]
         return next((line.strip() for line in stdout.splitlines() if first in line), stdout.strip()[:1] or "")
+    if argv[0] == "stream":  # its first stderr line may be the notice about a non-causal fusion
+        return next((line.strip() for line in (stderr + stdout).splitlines() if "line 1" in line), "(no line 1)")
     return stderr.strip().splitlines()[0] if stderr.strip() else "(nothing on stderr)"
 
 
 def judge(argv, code: int, stdout: str, stderr: str, names) -> tuple[bool, str]:
     message = message_of(argv, stdout, stderr, names)
-    report = stdout + stderr if argv[0] == "check-data" else stderr
+    report = stdout + stderr if argv[0] in ("check-data", "stream") else stderr
     named = all(any(n in report for n in ((item,) if isinstance(item, str) else item)) for item in names)
     clean = code in (1, 2) and "Traceback" not in stderr and named and not (ROOT / "code-ran").exists()
+    clean = clean and TIMED_OUT not in stderr
+    if argv[0] == "stream":  # it goes on after the bad line: the good line after it gets its emotion
+        clean = clean and '"label"' in stdout
     return clean, message
 
 
 def run_case(name: str, build) -> dict:
-    argv, names = build()
+    argv, names, *stdin = build()
     repeats = BOMB_REPEATS if name in BOMBS else 1
-    runs = [run_cli(argv) for _ in range(repeats)]
+    runs = [run_cli(argv, *stdin) for _ in range(repeats)]
     code, stdout, stderr, _ = runs[0]
     clean, message = judge(argv, code, stdout, stderr, names)
     clean = clean and all(run[:3] == runs[0][:3] for run in runs)
@@ -323,6 +443,7 @@ def main_script(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--markdown", metavar="FILE", help="also write the table to FILE")
     args = parser.parse_args(argv)
+    sys.stdout.reconfigure(errors="backslashreplace")  # a message may quote a lone surrogate from a bad input
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # no "Writing model shards" bar while building the inputs
@@ -332,7 +453,7 @@ def main_script(argv=None) -> int:
         warm = run_cli(["predict", str(MODEL), str(conversation("good.json"))])  # warm-up; must predict
         if warm[0] != 0:
             raise SystemExit(f"the good conversation does not predict (exit {warm[0]}):\n{warm[2]}")
-        results = [run_case(name, build) for name, build in CASES.items()]
+        results = [run_case(name, build) for name, build in {**CASES, **CASES_23}.items()]
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
     table = markdown_table(results)
