@@ -12,7 +12,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_magtkd import MagtkdFusionConfig
 from .fusion_layout import ConversationLayout, check_all, sinusoidal_positions  # noqa: F401 (importable from here)
-from .losses import fusion_loss, labelled_positions
+from .losses import fusion_loss
 
 
 @dataclass
@@ -343,13 +343,9 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         return sinusoidal_positions(layout.positions, self.config.hidden_size, speakers.dtype) + speakers
 
     def _loss(self, labels, logits, audio_logits, video_logits, text_anchor, audio_anchor, video_anchor):
-        labelled = labelled_positions(labels)
-        if labelled is None:
-            return logits.sum() * 0.0
         config = self.config
         return fusion_loss(
-            *(tensor[labelled] for tensor in (logits, audio_logits, video_logits, text_anchor, audio_anchor, video_anchor)),
-            labels[labelled],
+            logits, audio_logits, video_logits, text_anchor, audio_anchor, video_anchor, labels,
             audio_weight=config.audio_anchor_loss_weight,
             video_weight=config.video_anchor_loss_weight,
             feature_loss=config.anchor_feature_loss,

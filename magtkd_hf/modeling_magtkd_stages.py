@@ -10,7 +10,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_magtkd import MagtkdAudioConfig, MagtkdTextConfig, MagtkdVideoConfig
-from .losses import classification_loss, distillation_loss, labelled_positions
+from .losses import classification_loss, distillation_loss
 from .modeling_magtkd_fusion import MagtkdPreTrainedModel, check_all
 
 
@@ -307,11 +307,9 @@ class MagtkdDistillationModel(nn.Module):
             teacher = self.teacher(**teacher_inputs, return_dict=True)
         loss = None
         if labels is not None:
-            labels = labels.to(student.logits.device)
-            labelled = labelled_positions(labels)
-            loss = student.logits.sum() * 0.0 if labelled is None else distillation_loss(
-                student.logits[labelled].float(), teacher.logits[labelled].float(), labels[labelled],
-                student.features[labelled].float(), teacher.features[labelled].float(), **self.loss_settings,
+            loss = distillation_loss(
+                student.logits.float(), teacher.logits.float(), labels.to(student.logits.device),
+                student.features.float(), teacher.features.float(), **self.loss_settings,
                 class_weights=self.student.config.class_weights,
             )
         return MagtkdDistillationOutput(loss=loss, logits=student.logits, teacher_logits=teacher.logits)

@@ -287,6 +287,19 @@ def test_torch_export_gives_the_eager_outputs():
         torch.testing.assert_close(output[name], expected[name], atol=1e-5, rtol=1e-5)
 
 
+def test_torch_export_with_labels_gives_the_eager_loss():
+    """The training graph exports: the loss is a masked mean, without a branch on which labels are ignored."""
+    torch.manual_seed(0)
+    model = MagtkdFusionModel(tiny_config(anchor_feature_loss=True)).eval()
+    batch = make_batch([3, 2], seed=7)
+    exported = torch.export.export(model, args=(), kwargs=batch)
+    for labels in (batch["labels"], batch["labels"].masked_fill(batch["labels"] != 0, -100),
+                   torch.full_like(batch["labels"], -100)):
+        inputs = {**batch, "labels": labels}
+        with torch.no_grad():
+            torch.testing.assert_close(exported.module()(**inputs)["loss"], model(**inputs).loss)
+
+
 def test_a_causal_fusion_gives_each_utterance_the_output_of_its_prefix():
     """With `causal=True` utterance i's outputs depend only on utterances 0..i: equal to the model run on the prefix
     (and on the conversation with later utterances changed); the paper's model reads the whole conversation."""

@@ -104,7 +104,7 @@ def test_classification_loss_is_cross_entropy_over_the_labelled_samples():
     torch.testing.assert_close(classification_loss(logits, labels), expected)
     # Every label ignored: 0 with a graph (not F.cross_entropy's NaN), so `backward` still works.
     ignored = torch.full_like(labels, IGNORE_INDEX)
-    assert labelled_positions(ignored) is None
+    assert not labelled_positions(ignored).any()
     zero = classification_loss(logits, ignored)
     assert zero.item() == 0.0 and zero.requires_grad
     zero.backward()
@@ -116,3 +116,28 @@ def test_classification_loss_refuses_labels_of_another_shape():
     for labels in (torch.zeros(2, 2, dtype=torch.long), torch.zeros(3, dtype=torch.long)):
         with pytest.raises(ValueError, match=r"expected \(4,\)"):
             classification_loss(logits, labels)
+
+
+@pytest.mark.parametrize("labels", [[3, -100, 1, -100, -100, 6, 0, -100, 2], [-100] * 8 + [4], [5, 0, 1, 2, 3, 4, 6, 1, 2]])
+@pytest.mark.parametrize("class_weights", [None, [0.5, 1.0, 2.0, 1.0, 1.0, 3.0, 1.0]])
+def test_ignored_labels_are_masked_as_if_their_rows_were_removed(labels, class_weights):
+    """The masked losses (exportable: no branch, no data-dependent shape) equal the losses of the labelled rows alone,
+    values and gradients."""
+    generator = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(9, size, generator=generator, requires_grad=True) for size in (7, 7, 7, 16, 16, 16)]
+    labels = torch.tensor(labels)
+    keep = labels != IGNORE_INDEX
+    settings = dict(audio_weight=0.3, video_weight=0.5, feature_loss=True, class_weights=class_weights)
+    masked = fusion_loss(*tensors, labels, **settings)
+    masked_grads = torch.autograd.grad(masked, tensors)
+    removed = fusion_loss(*(tensor[keep] for tensor in tensors), labels[keep], **settings)
+    torch.testing.assert_close(masked, removed)
+    for masked_grad, removed_grad in zip(masked_grads, torch.autograd.grad(removed, tensors)):
+        torch.testing.assert_close(masked_grad, removed_grad)
+
+
+def test_no_labelled_row_gives_a_zero_loss_with_zero_gradients():
+    tensors = [torch.randn(4, size, requires_grad=True) for size in (7, 7, 7, 16, 16, 16)]
+    loss = fusion_loss(*tensors, torch.full((4,), IGNORE_INDEX), 0.3, 0.5, True)
+    assert loss.item() == 0.0
+    assert all(grad.abs().sum() == 0 for grad in torch.autograd.grad(loss, tensors))
