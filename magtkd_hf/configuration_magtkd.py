@@ -24,6 +24,33 @@ def labels_to_maps(labels):
     return id2label, {label: index for index, label in id2label.items()}
 
 
+def check_setting(config, name: str, allowed: str, holds, integer: bool = False, value=None) -> None:
+    """Raise a one-line ValueError naming `config`'s class, the setting `name`, its value and the `allowed` range unless
+    the value is a number (an integer where `integer`) for which `holds(value)` is true. `value` defaults to the
+    attribute `name`."""
+    value = getattr(config, name) if value is None else value
+    number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if not number or not holds(value):
+        raise ValueError(f"{type(config).__name__}: `{name}` = {value!r} is invalid: it must be {allowed}.")
+
+
+AT_LEAST_ONE = ("an integer >= 1", lambda value: value >= 1, True)
+POSITIVE = ("a number > 0", lambda value: value > 0)
+NOT_NEGATIVE = ("a number >= 0", lambda value: value >= 0)
+PROBABILITY = ("in [0, 1)", lambda value: 0 <= value < 1)
+
+
+def check_encoder_widths(config) -> None:
+    """The encoder config's width and heads (a RoBERTa-, data2vec- or TimeSformer-family config), at build time rather
+    than as a tensor error in the first forward."""
+    encoder = config.encoder_config
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
+        check_setting(config, f"encoder_config.{name}", *AT_LEAST_ONE, value=getattr(encoder, name, None))
+    heads = encoder.num_attention_heads
+    check_setting(config, "encoder_config.hidden_size", f"a multiple of encoder_config.num_attention_heads ({heads})",
+                  lambda value: value % heads == 0, integer=True, value=encoder.hidden_size)
+
+
 # Imported as the package (not as a folder's remote-code copy): `import magtkd_hf` registers the conversation pipeline
 # task, so a loaded config leaves out the folder's own entry for that task (see `MagtkdConfig.__post_init__`).
 IS_PACKAGE = __name__.startswith("magtkd_hf.")
@@ -41,6 +68,8 @@ class MagtkdLabelsMixin:
         if self.label2id is None:
             self.label2id = {label: index for index, label in self.id2label.items()}
         id2label = {int(index): label for index, label in self.id2label.items()}
+        check_setting(self, "num_labels", "an integer >= 2 (classes to tell apart)", lambda value: value >= 2,
+                      integer=True, value=len(id2label))
         if sorted(id2label) != list(range(len(id2label))):
             raise ValueError(f"`id2label` keys must be 0..{len(id2label) - 1}, got {sorted(id2label)}.")
         label2id = {label: int(index) for label, index in self.label2id.items()}
@@ -105,8 +134,8 @@ class MagtkdTextConfig(MagtkdLabelsMixin, PreTrainedConfig):
         self._default_labels(kwargs)
         super().__post_init__(**kwargs)
         self._complete_labels()
-        if self.feature_size <= 0:
-            raise ValueError(f"`feature_size` must be positive, got {self.feature_size}.")
+        check_setting(self, "feature_size", *AT_LEAST_ONE)
+        check_encoder_widths(self)
 
     def get_text_config(self, decoder=None, encoder=None) -> PreTrainedConfig:
         """The encoder's config: where `resize_token_embeddings` records the vocabulary size."""
@@ -124,6 +153,7 @@ class _MagtkdMediaConfig(MagtkdLabelsMixin, PreTrainedConfig):
         self._default_labels(kwargs)
         super().__post_init__(**kwargs)
         self._complete_labels()
+        check_encoder_widths(self)
 
     @property
     def feature_size(self) -> int:
@@ -162,6 +192,14 @@ class MagtkdVideoConfig(_MagtkdMediaConfig):
 
     model_type: ClassVar[str] = "magtkd_video"
     sub_configs_defaults = {"encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="timesformer")}
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        encoder = self.encoder_config
+        for name in ("num_frames", "patch_size", "image_size"):
+            check_setting(self, f"encoder_config.{name}", *AT_LEAST_ONE, value=getattr(encoder, name, None))
+        check_setting(self, "encoder_config.image_size", f">= encoder_config.patch_size ({encoder.patch_size})",
+                      lambda value: value >= encoder.patch_size, integer=True, value=encoder.image_size)
 
 
 class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
@@ -253,30 +291,27 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
         return self.num_speakers + 1
 
     def _check_values(self):
-        if self.hidden_size <= 0 or self.num_attention_heads <= 0:
-            raise ValueError("`hidden_size` and `num_attention_heads` must be positive.")
-        if self.hidden_size % self.num_attention_heads != 0:
-            raise ValueError(
-                f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
-                f"({self.num_attention_heads})."
-            )
-        if self.hidden_size % 2 != 0:
-            raise ValueError(f"`hidden_size` ({self.hidden_size}) must be even for the sinusoidal positions.")
-        for name in ("dropout", "modality_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}.")
-        if self.num_speakers < 1 or not 0 <= self.speaker_padding_index <= self.num_speakers:
-            raise ValueError(
-                f"`speaker_padding_index` ({self.speaker_padding_index}) must lie in [0, num_speakers="
-                f"{self.num_speakers}] and `num_speakers` must be positive."
-            )
-        for name in ("logit_loss_temperature", "feature_loss_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        integers = ("hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings", "num_speakers")
+        for name in integers:
+            check_setting(self, name, *AT_LEAST_ONE)
+        for ranges, names in (
+            (PROBABILITY, ("dropout", "modality_dropout")),
+            (POSITIVE, ("layer_norm_eps", "logit_loss_temperature", "feature_loss_temperature")),
+            (NOT_NEGATIVE, ("speaker_init_std", "audio_anchor_loss_weight", "video_anchor_loss_weight",
+                            "logit_loss_inter_weight", "logit_loss_intra_weight")),
+        ):
+            for name in names:
+                check_setting(self, name, *ranges)
+        heads = self.num_attention_heads
+        check_setting(self, "hidden_size", f"an even multiple of num_attention_heads ({heads}) (sinusoidal positions)",
+                      lambda value: value % heads == 0 and value % 2 == 0, integer=True)
+        check_setting(self, "speaker_padding_index", f"an integer in [0, num_speakers={self.num_speakers}]",
+                      lambda value: 0 <= value <= self.num_speakers, integer=True)
         for name, choices in (("audio_feature_source", ("audio", "audio_kd")),
                               ("video_feature_source", ("video", "video_kd"))):
             if getattr(self, name) not in choices:
-                raise ValueError(f"`{name}` must be one of {choices}, got {getattr(self, name)!r}.")
+                raise ValueError(f"{type(self).__name__}: `{name}` = {getattr(self, name)!r} is invalid: it "
+                                 f"must be one of {choices}.")
 
     @classmethod
     def from_preset(cls, name: str, released_speaker_table: bool = False, **overrides):

@@ -59,7 +59,8 @@ def pearson_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> 
 
 
 def dist_logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0,
-                    inter_weight: float = 1.0, intra_weight: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+                    inter_weight: float = 1.0, intra_weight: float = 1.0,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """
     The DIST logit-relation loss (Huang et al. 2022) of (n, C) logits, a scalar:
     `tau^2 * (inter_weight * inter + intra_weight * intra)`, where `inter = 1 - mean_n Pearson(p_s[n, :], p_t[n, :])`

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, TimesformerConfig
@@ -158,16 +160,49 @@ def test_bad_inputs_raise_clear_errors():
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (dict(hidden_size=30, num_attention_heads=4), "divisible"),
+        (dict(hidden_size=30, num_attention_heads=4), r"`hidden_size` = 30 is invalid: it must be an even multiple"),
         (dict(id2label={0: "a", 1: "b"}, label2id={"a": 1, "b": 0}), "disagrees"),
         (dict(dropout=1.5), "dropout"),
         (dict(num_speakers=3, speaker_padding_index=7), "speaker_padding_index"),
         (dict(video_feature_source="audio"), "video_feature_source"),
+        (dict(id2label={0: "only"}), r"`num_labels` = 1 is invalid: it must be an integer >= 2"),
+        (dict(hidden_size=0), r"`hidden_size` = 0 is invalid: it must be an integer >= 1"),
+        (dict(hidden_size="768"), r"`hidden_size` = '768' is invalid"),
+        (dict(intermediate_size=-1), r"`intermediate_size` = -1 is invalid"),
+        (dict(max_position_embeddings=0), r"`max_position_embeddings` = 0 is invalid"),
+        (dict(layer_norm_eps=0.0), r"`layer_norm_eps` = 0.0 is invalid: it must be a number > 0"),
+        (dict(modality_dropout=-0.1), r"`modality_dropout` = -0.1 is invalid: it must be in \[0, 1\)"),
+        (dict(audio_anchor_loss_weight=-1.0), r"`audio_anchor_loss_weight` = -1.0 is invalid: it must be a number >="),
+        (dict(logit_loss_temperature=0), r"`logit_loss_temperature` = 0 is invalid"),
     ],
 )
-def test_invalid_config_values_raise(settings, message):
-    with pytest.raises(ValueError, match=message):
+def test_invalid_config_values_raise(settings, message, tmp_path):
+    """One line naming the setting, its value and the allowed range, when the config is built and when loaded."""
+    with pytest.raises(ValueError, match=message) as raised:
         MagtkdFusionConfig(**settings)
+    assert "\n" not in str(raised.value)
+    saved = MagtkdFusionConfig().to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({**saved, **settings}))
+    with pytest.raises(ValueError, match=message):
+        AutoConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "config_class, encoder_settings, message",
+    [
+        (MagtkdVideoConfig, dict(num_frames=0), r"MagtkdVideoConfig: `encoder_config.num_frames` = 0 is invalid"),
+        (MagtkdVideoConfig, dict(image_size=8, patch_size=16), r"`encoder_config.image_size` = 8 is invalid: it must "
+                                                               r"be >= encoder_config.patch_size \(16\)"),
+        (MagtkdAudioConfig, dict(hidden_size=0), r"MagtkdAudioConfig: `encoder_config.hidden_size` = 0 is invalid"),
+        (MagtkdTextConfig, dict(hidden_size=50, num_attention_heads=4), r"`encoder_config.hidden_size` = 50 is "
+                                                                       r"invalid: it must be a multiple of"),
+    ],
+)
+def test_invalid_stage_config_values_raise(config_class, encoder_settings, message):
+    with pytest.raises(ValueError, match=message):
+        config_class(encoder_config=encoder_settings)
+    with pytest.raises(ValueError, match=r"MagtkdTextConfig: `feature_size` = 0 is invalid"):
+        MagtkdTextConfig(feature_size=0)
 
 
 def test_presets_and_unknown_preset():
@@ -226,7 +261,9 @@ def test_end_to_end_preset_shares_the_fusion_labels_with_every_stage():
 def test_end_to_end_config_round_trips_with_its_stage_and_encoder_configs(tmp_path):
     config = MagtkdConfig(
         text_config=MagtkdTextConfig(
-            encoder_config={"model_type": "roberta", "hidden_size": 64, "num_hidden_layers": 1}, feature_size=HIDDEN
+            encoder_config={"model_type": "roberta", "hidden_size": 64, "num_hidden_layers": 1,
+                            "num_attention_heads": 4},
+            feature_size=HIDDEN,
         ),
         # a plain encoder config (object or dict of another model type) becomes the stage's `encoder_config`
         audio_config={"model_type": "data2vec-audio", "hidden_size": HIDDEN, "num_attention_heads": HEADS},

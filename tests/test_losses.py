@@ -118,7 +118,11 @@ def test_classification_loss_refuses_labels_of_another_shape():
             classification_loss(logits, labels)
 
 
-@pytest.mark.parametrize("labels", [[3, -100, 1, -100, -100, 6, 0, -100, 2], [-100] * 8 + [4], [5, 0, 1, 2, 3, 4, 6, 1, 2]])
+SOME_IGNORED, ONE_LABELLED = [3, -100, 1, -100, -100, 6, 0, -100, 2], [-100] * 8 + [4]
+ALL_LABELLED = [5, 0, 1, 2, 3, 4, 6, 1, 2]
+
+
+@pytest.mark.parametrize("labels", [SOME_IGNORED, ONE_LABELLED, ALL_LABELLED])
 @pytest.mark.parametrize("class_weights", [None, [0.5, 1.0, 2.0, 1.0, 1.0, 3.0, 1.0]])
 def test_ignored_labels_are_masked_as_if_their_rows_were_removed(labels, class_weights):
     """The masked losses (exportable: no branch, no data-dependent shape) equal the losses of the labelled rows alone,
