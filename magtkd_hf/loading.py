@@ -18,24 +18,33 @@ class ModelFolderError(ValueError):
     """A model folder that cannot be loaded as asked: missing, of an unknown kind, or with unfit weights."""
 
 
-def _model_type(folder: Path) -> str | None:
+def read_json_object(path: Path, what: str) -> dict:
+    """A JSON file that must hold an object (`what` it is, for the message), or a one-line [`ModelFolderError`]."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ModelFolderError(f"{path}: not valid JSON ({error}).") from None
+    if not isinstance(value, dict):
+        raise ModelFolderError(f"{path}: {what} must be a JSON object, not a {type(value).__name__}.")
+    return value
+
+
+def read_config_dict(folder: Path) -> dict:
+    """The folder's config.json as a dict, or a one-line [`ModelFolderError`] naming the file."""
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ModelFolderError(
             f"{folder}: no such model folder (no {config_file.name}); give a folder saved by magtkd-hf "
             "(`save_pretrained`, `magtkd-hf train`, `convert-released`)."
         )
-    try:
-        return json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelFolderError(f"{config_file}: not a valid JSON config ({error}).") from error
+    return read_json_object(config_file, "a model config")
 
 
 def load_config(folder, trust_remote_code: bool = False) -> PreTrainedConfig:
     """The config of a saved folder: the package's class for a magtkd model type; anything else only with
     `trust_remote_code=True` (which may run the folder's code)."""
     folder = Path(folder)
-    model_type = _model_type(folder)
+    model_type = read_config_dict(folder).get("model_type")
     if model_type in CONFIG_CLASSES_BY_TYPE:
         return CONFIG_CLASSES_BY_TYPE[model_type].from_pretrained(folder)
     if not trust_remote_code:
@@ -47,19 +56,35 @@ def load_config(folder, trust_remote_code: bool = False) -> PreTrainedConfig:
     return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
 
 
-def load_model(folder, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
+def check_model_class(folder, config: PreTrainedConfig, expected) -> None:
+    """Refuse a folder that holds another model than `expected` (a model class or a tuple of them), naming the folder,
+    the class found (the config's `architectures`, else its model type) and the class(es) expected."""
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    found = (getattr(config, "architectures", None) or [f"a model of type {config.model_type!r}"])[0]
+    # By model type (each class has its own), or by name: a folder's own code (`trust_remote_code`) has its own types.
+    if config.model_type in {cls.config_class.model_type for cls in expected} or found in {cls.__name__ for cls in expected}:
+        return
+    wanted = " or ".join(model_class.__name__ for model_class in expected)
+    raise ModelFolderError(f"{folder}: holds a {found}, not a {wanted} as expected here; give a {wanted} folder.")
+
+
+def load_model(folder, expected=None, trust_remote_code: bool = False, **kwargs) -> PreTrainedModel:
     """
-    The model of a saved folder, checked: every weight of the model present in the folder's checkpoint with its
-    shape, no unexpected weight. Raises [`ModelFolderError`] naming the checkpoint file otherwise.
+    The model of a saved folder, checked: of the `expected` class(es) when given (see [`check_model_class`]), every
+    weight of the model present in the folder's checkpoint with its shape, no unexpected weight. Raises
+    [`ModelFolderError`] naming the folder or its checkpoint file otherwise: no model with random weights is returned.
     """
     folder = Path(folder)
     config = load_config(folder, trust_remote_code)
+    if expected is not None:
+        check_model_class(folder, config, expected)
     # Mismatched shapes are reported in the loading info (and refused below) rather than raised deep inside.
     try:
-        model, info = AutoModel.from_pretrained(
-            folder, config=config, trust_remote_code=trust_remote_code, output_loading_info=True,
-            ignore_mismatched_sizes=True, **kwargs,
-        )
+        with quiet_loading():  # transformers' load report would precede the one-line refusal
+            model, info = AutoModel.from_pretrained(
+                folder, config=config, trust_remote_code=trust_remote_code, output_loading_info=True,
+                ignore_mismatched_sizes=True, **kwargs,
+            )
     except (SafetensorError, OSError) as error:  # a truncated or missing checkpoint
         raise ModelFolderError(f"{_weights_file(folder)}: cannot read the weights ({error}).") from error
     kinds = ("missing_keys", "unexpected_keys", "mismatched_keys")
@@ -119,4 +144,7 @@ def quiet_loading(datasets_bars: bool = False):
         if dataset_bars:
             datasets.enable_progress_bars()
 
-__all__ = ["CONFIG_CLASSES_BY_TYPE", "ModelFolderError", "check_finite_weights", "load_config", "load_model", "load_processor", "quiet_loading"]
+__all__ = [
+    "CONFIG_CLASSES_BY_TYPE", "ModelFolderError", "check_finite_weights", "check_model_class", "load_config", "load_model",
+    "load_processor", "quiet_loading", "read_config_dict", "read_json_object",
+]

@@ -6,6 +6,7 @@ import copy
 import logging
 import re
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import datasets
@@ -132,12 +133,22 @@ def convert_released_fusion_state_dict(
     return converted, unused
 
 
+@contextmanager
+def _naming(path, source: str):
+    """A conversion error names the released file it is about, and the option that gave it."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{path} ({source}): {error}") from None
+
+
 def load_released_fusion(path: str | Path, dataset: str) -> tuple[MagtkdFusionModel, list[str]]:
     """A released `multimodal_fusion_best.bin` -> (`MagtkdFusionModel` computing what the released model computes,
     the released keys that were dropped as unused)."""
     state_dict = load_torch_state_dict(path)
-    model = MagtkdFusionModel(released_fusion_config(state_dict, dataset))
-    converted, unused = convert_released_fusion_state_dict(state_dict, model)
+    with _naming(path, "fusion"):
+        model = MagtkdFusionModel(released_fusion_config(state_dict, dataset))
+        converted, unused = convert_released_fusion_state_dict(state_dict, model)
     model.load_state_dict(converted, strict=True)
     return model.eval(), unused
 
@@ -265,7 +276,8 @@ def load_released_end_to_end(
         them, as the end-to-end model predicts with the fusion's heads.
     """
     fusion_state = load_torch_state_dict(fusion)
-    config = released_fusion_config(fusion_state, dataset)
+    with _naming(fusion, "fusion"):
+        config = released_fusion_config(fusion_state, dataset)
     sources = {"text": "text", "audio": config.audio_feature_source, "video": config.video_feature_source}
     needed = [source for source in sources.values() if source not in unimodal]
     if needed:
@@ -278,15 +290,14 @@ def load_released_end_to_end(
     model = MagtkdForEmotionRecognition(
         _end_to_end_config(config, states["text"], text_config, audio_config, video_config)
     )
-    fusion_converted, unused_fusion = convert_released_fusion_state_dict(fusion_state, model.fusion)
+    with _naming(fusion, "fusion"):
+        fusion_converted, unused_fusion = convert_released_fusion_state_dict(fusion_state, model.fusion)
     model.fusion.load_state_dict(fusion_converted, strict=True)
     unused = {"fusion": unused_fusion}
     for modality, source in sources.items():
         module = model.feature_module(modality)
-        try:
+        with _naming(unimodal[source], source):
             converted, unused[source] = convert_released_unimodal_state_dict(states[modality], module, modality)
-        except ValueError as error:
-            raise ValueError(f"{unimodal[source]} ({source}): {error}") from error
         module.load_state_dict(converted, strict=True)
     return model.eval(), unused
 

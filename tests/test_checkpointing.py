@@ -303,6 +303,33 @@ def test_load_detects_random_states_that_accelerate_failed_to_restore(checkpoint
         load_checkpoint(run.accelerator, checkpoints / "epoch_2")
 
 
+def test_load_refuses_a_checkpoint_of_another_stage_or_model_class_in_one_line(tmp_path):
+    run = make_run(0)
+    train_epoch(run)
+    folder = save_checkpoint(run.accelerator, tmp_path, 1,
+                             {**trainer_state(run), "stage": "text", "model_class": "MagtkdTextModel"}, 0)
+    audio = {"stage": "audio", "model_class": "MagtkdAudioModel"}
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(make_run(1).accelerator, folder, audio)
+    assert str(error.value) == (f"checkpoint {folder}: saved by stage 'text' (MagtkdTextModel), not by this stage "
+                                "'audio' (MagtkdAudioModel): resume from this stage's own checkpoints")
+    text = {"stage": "text", "model_class": "MagtkdTextModel"}
+    assert load_checkpoint(make_run(2).accelerator, folder, text)["completed_epochs"] == 1
+
+
+def test_a_checkpoint_without_its_stage_recorded_that_does_not_fit_fails_in_one_line(checkpoints):
+    """Checkpoints saved before the stage was recorded: the strict load refuses them, its report on one line."""
+    from accelerate import Accelerator
+
+    reset_accelerator_state()
+    accelerator = Accelerator(cpu=True)
+    model = nn.Sequential(nn.Linear(8, 4))
+    accelerator.prepare(model, torch.optim.AdamW(model.parameters()))
+    with pytest.raises(CheckpointError, match=r"cannot be restored \(RuntimeError: .*size mismatch") as error:
+        load_checkpoint(accelerator, checkpoints / "epoch_2", {"stage": "audio", "model_class": "MagtkdAudioModel"})
+    assert "\n" not in str(error.value)
+
+
 # --------------------------------------------------------------------------------------------------------- resuming
 
 

@@ -104,6 +104,15 @@ def test_train_all_writes_the_model_card_with_the_fusion_metrics(trained):
     assert json.loads((trained / "features" / "metrics.json").read_text())["utterances"]["train"] == 20
 
 
+def test_every_stage_records_the_data_it_was_trained_and_measured_on(trained, tiny_release):
+    """The model card's datasets and model-index come from this record alone (`magtkd_hf.apps.hub`)."""
+    sizes = {"train": {"conversations": 3, "utterances": 20}, "validation": {"conversations": 3, "utterances": 11},
+             "test": {"conversations": 2, "utterances": 11}}
+    expected = {"name": "meld", "source": str((tiny_release / "MELD.Raw").resolve()), "splits": sizes}
+    for folder in (*STAGE_FOLDERS, "features", "model"):
+        assert json.loads((trained / folder / "metrics.json").read_text())["data"] == expected, folder
+
+
 def test_final_model_loads_with_auto_classes_and_predicts(trained, tiny_release):
     model = AutoModel.from_pretrained(str(trained / "model")).eval()
     processor = AutoProcessor.from_pretrained(str(trained / "model"))

@@ -1,5 +1,6 @@
 """The training loop on the fusion stage: outputs, resume, two processes, released features, errors, recipes."""
 
+import hashlib
 import json
 import os
 import pickle
@@ -27,9 +28,9 @@ from magtkd_hf.training import (
     load_recipe,
     run_stage,
 )
-from magtkd_hf.training.checkpointing import find_resumable_checkpoint
+from magtkd_hf.training.checkpointing import MANIFEST, TRAINER_STATE, CheckpointError, find_resumable_checkpoint
 from magtkd_hf.training.data import FeatureRows, load_feature_splits
-from magtkd_hf.training.reporting import confusion_matrix
+from magtkd_hf.training.reporting import confusion_matrix, write_json
 
 HIDDEN = 64
 FAST = ["--num-attention-heads", "4", "--dropout", "0.1", "--learning-rate", "1e-3", "--batch-size", "8",
@@ -107,6 +108,23 @@ def test_resume_ends_with_the_same_metrics_as_an_uninterrupted_run(tmp_path, fea
     weights = [AutoModel.from_pretrained(str(tmp_path / run / "fusion")).state_dict() for run in ("a", "b")]
     for name, value in weights[0].items():
         torch.testing.assert_close(weights[1][name], value, rtol=0, atol=0)
+
+
+def test_resuming_from_a_checkpoint_of_another_stage_is_refused(tmp_path, features_dir):
+    config = _config(tmp_path, features_dir, epochs=2)
+    assert run_stage("fusion", replace(config, stop_after_epochs=1)) == {"stopped_after_epoch": 1}
+    checkpoint = tmp_path / "fusion" / "checkpoints" / "epoch_1"
+    state = json.loads((checkpoint / TRAINER_STATE).read_text())
+    assert (state["stage"], state["model_class"]) == ("fusion", "MagtkdFusionModel")
+    # The same checkpoint as the text stage would have recorded it (its manifest updated to match).
+    write_json(checkpoint / TRAINER_STATE, {**state, "stage": "text", "model_class": "MagtkdTextModel"})
+    manifest = json.loads((checkpoint / MANIFEST).read_text())
+    manifest["files"][TRAINER_STATE] = {"size": (checkpoint / TRAINER_STATE).stat().st_size,
+                                        "sha256": hashlib.sha256((checkpoint / TRAINER_STATE).read_bytes()).hexdigest()}
+    write_json(checkpoint / MANIFEST, manifest)
+    with pytest.raises(CheckpointError, match=r"saved by stage 'text' \(MagtkdTextModel\), not by this stage "
+                                              r"'fusion' \(MagtkdFusionModel\)"):
+        run_stage("fusion", replace(config, resume=str(checkpoint)))
 
 
 def test_two_processes_gather_the_same_metrics_as_one(tmp_path, features_dir):

@@ -4,7 +4,6 @@ saved fusion model evaluated in one process (the reference for the metrics gathe
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 from accelerate import PartialState
@@ -12,8 +11,10 @@ from torch.utils.data import DataLoader
 
 from .. import MagtkdForEmotionRecognition, MagtkdFusionModel
 from ..features import FusionFeatureCollator
+from ..loading import load_model
 from ..streaming import OnlineFusion
 from .data import fusion_feature_rows, load_feature_splits
+from .extract import trained_model
 from .inputs import StageInputs
 from .loop import evaluate, make_accelerator
 from .reporting import CONFUSION_MATRIX_PNG, METRICS_FILE
@@ -24,10 +25,10 @@ def assemble_end_to_end(inputs: StageInputs) -> Path:
     """OUT/model: `MagtkdForEmotionRecognition` holding the trained text model, the audio and video models the fusion
     was trained on (per its feature sources) and the fusion, with the processor: it predicts from conversations."""
     folder = inputs.output_dir / "model"
-    fusion, _ = inputs.trained_model("fusion", "all")
+    fusion, _ = trained_model(inputs, "fusion", "all")
     sources = {"text": "text", "audio": fusion.config.audio_feature_source,
                "video": fusion.config.video_feature_source}
-    chosen = {modality: inputs.trained_model(FEATURE_STAGE[source], "all")[0]
+    chosen = {modality: trained_model(inputs, FEATURE_STAGE[source], "all")[0]
               for modality, source in sources.items()}
     model = MagtkdForEmotionRecognition.from_unimodal_models(
         chosen["text"], chosen["audio"], chosen["video"], fusion_model=fusion
@@ -41,19 +42,15 @@ def assemble_end_to_end(inputs: StageInputs) -> Path:
 
 
 def write_model_card(inputs: StageInputs, folder: Path) -> None:
-    """The fusion stage's metrics and confusion matrix beside the end-to-end model, and its model card (README.md)."""
-    from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
+    """The fusion stage's metrics (with the record of its data) and confusion matrix beside the end-to-end model, and
+    its model card (README.md), made from them."""
     from ..apps.hub import save_model_card
 
     fusion_dir = inputs.input_folder("fusion", "all")
     for name in (METRICS_FILE, CONFUSION_MATRIX_PNG):
         if (fusion_dir / name).exists():
             shutil.copyfile(fusion_dir / name, folder / name)
-    data = inputs.config.data
-    on_sample = data is not None and Path(data).resolve() == SAMPLE_MELD_ROOT
-    recipe = {"recipe": inputs.recipe.name,
-              **{f"fusion {key}": value for key, value in asdict(inputs.settings("fusion")).items()}}
-    save_model_card(folder, recipe=recipe, datasets=["sample" if on_sample else inputs.recipe.dataset])
+    save_model_card(folder)
 
 
 def evaluate_saved_fusion(
@@ -63,7 +60,7 @@ def evaluate_saved_fusion(
     """A saved fusion model evaluated in this process alone on a features folder: {split: metrics with the
     confusion matrix}. `online=True`: utterance i's prediction comes from the fusion run on utterances 0..i of its
     conversation only (`magtkd_hf.streaming.online_logits`), as a stream sees it."""
-    model = MagtkdFusionModel.from_pretrained(str(model_dir)).eval()
+    model = load_model(model_dir, expected=MagtkdFusionModel).eval()
     config = model.config
     accelerator = make_accelerator(StageSettings(), Path(model_dir), cpu)
     model = model.to(accelerator.device)

@@ -106,11 +106,23 @@ def find_resumable_checkpoint(checkpoints_dir: str | Path) -> tuple[Path | None,
     return None, skipped
 
 
-def load_checkpoint(accelerator, folder: str | Path) -> dict:
-    """Verify `folder`, restore it with `accelerator.load_state` (random states included, checked) and return the
-    trainer state, or raise [`CheckpointError`]."""
+def check_identity(folder: Path, state: dict, identity: dict) -> None:
+    """Refuse a checkpoint that another stage or model class saved (`identity`: this run's "stage" and "model_class",
+    as the loop records them in the trainer state); a checkpoint that records neither is left to the strict load."""
+    recorded = {key: state[key] for key in identity if key in state}
+    if recorded and recorded != {key: identity[key] for key in recorded}:
+        raise CheckpointError(
+            folder, f"saved by stage {state.get('stage')!r} ({state.get('model_class')}), not by this stage "
+            f"{identity['stage']!r} ({identity['model_class']}): resume from this stage's own checkpoints", TRAINER_STATE)
+
+
+def load_checkpoint(accelerator, folder: str | Path, identity: dict | None = None) -> dict:
+    """Verify `folder` (of the stage and model class `identity` names, when given: see [`check_identity`]), restore it
+    with `accelerator.load_state` (random states included, checked) and return the trainer state, or raise
+    [`CheckpointError`]."""
     folder = Path(folder)
     state = verify_checkpoint(folder)
+    check_identity(folder, state, identity or {})
     name = f"random_states_{accelerator.process_index}.pkl"
     if not (folder / name).is_file():
         raise CheckpointError(folder, f"{name}: not in the checkpoint (saved with another number of processes?)", name)
@@ -121,7 +133,8 @@ def load_checkpoint(accelerator, folder: str | Path) -> dict:
     try:
         accelerator.load_state(str(folder))
     except Exception as error:
-        raise CheckpointError(folder, f"cannot be restored ({type(error).__name__}: {error})") from error
+        message = " ".join(str(error).split())  # one line: torch lists each mismatched tensor on its own
+        raise CheckpointError(folder, f"cannot be restored ({type(error).__name__}: {message})") from error
     if not _random_states_restored(saved):
         raise CheckpointError(folder, f"{name}: the random states were not restored", name)
     return state

@@ -11,12 +11,25 @@ from accelerate.utils import gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import MagtkdAudioModel, MagtkdFusionModel, MagtkdTextModel, MagtkdVideoModel
 from ..features import feature_dataset_features
+from ..loading import load_model
 from .data import SPLITS, ConversationCollator, model_inputs
 from .inputs import StageInputs
 from .loop import make_accelerator
-from .reporting import METRICS_FILE, write_json
+from .reporting import METRICS_FILE, data_record, write_json
 from .settings import STAGES, StageSettings
+
+
+MODALITY_MODEL_CLASSES = {"text": MagtkdTextModel, "audio": MagtkdAudioModel, "video": MagtkdVideoModel}
+
+
+def trained_model(inputs: StageInputs, stage: str, needed_by: str):
+    """The model a finished stage saved, checked to be that stage's class with every weight (no random weights:
+    `magtkd_hf.loading.load_model`), and the folder it came from."""
+    folder = inputs.input_folder(stage, needed_by)
+    modality = STAGES[stage].modality
+    return load_model(folder, expected=MODALITY_MODEL_CLASSES[modality] if modality else MagtkdFusionModel), folder
 
 
 def feature_models(inputs: StageInputs, device) -> tuple[dict, dict]:
@@ -25,7 +38,7 @@ def feature_models(inputs: StageInputs, device) -> tuple[dict, dict]:
     models, sources = {}, {}
     for stage, spec in STAGES.items():
         if spec.feature and spec.modality in inputs.config.modalities:
-            model, folder = inputs.trained_model(stage, "extract-features")
+            model, folder = trained_model(inputs, stage, "extract-features")
             models[spec.feature], sources[spec.feature] = (spec.modality, model.to(device).eval()), str(folder)
     widths = {column: model.config.feature_size for column, (_, model) in models.items()}
     if len(set(widths.values())) != 1:
@@ -97,6 +110,7 @@ def extract_features(inputs: StageInputs, settings: StageSettings | None = None)
         datasets.DatasetDict(result).save_to_disk(str(output))
         summary = {
             "stage": "extract-features", "features": str(output), "models": sources,
+            "data": data_record(inputs.config.data, inputs.recipe.dataset, {split: splits[split] for split in result}),
             "hidden_size": text_model.config.feature_size,
             "conversations": {split: len(dataset) for split, dataset in result.items()},
             "utterances": {split: int(sum(len(x) for x in dataset["labels"])) for split, dataset in result.items()},

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from ..loading import load_model
 from ..losses import IGNORE_INDEX
 from ..metrics import erc_scores
 from ..precision import default_inference_dtype
@@ -81,7 +82,7 @@ def train_stage(build_job: Callable[[Any], StageJob], settings: StageSettings, o
     any) or a checkpoint folder. Returns the metrics, or `{"stopped_after_epoch": k}` after `stop_after_epochs`."""
     output_dir = Path(output_dir)
     stage = prepare_stage(build_job, settings, output_dir, cpu)
-    state = restore(stage.accelerator, stage.scheduler, output_dir / CHECKPOINTS, resume, stage.job.name)
+    state = restore(stage, output_dir / CHECKPOINTS, resume)
     # Accelerate's tracking calls (init_trackers, log) do nothing without a tracker (report_to "none").
     stage.accelerator.init_trackers(f"magtkd-{stage.job.name}", config=asdict(settings))
     stopped = train_epochs(stage, settings, state, output_dir, stop_after_epochs)
@@ -132,7 +133,8 @@ def train_epochs(stage: PreparedStage, settings, state: dict, output_dir: Path, 
         accelerator.log({"train/loss": entry["train_loss"], "dev/weighted_f1": dev["weighted_f1"],
                          "dev/accuracy": dev["accuracy"], "learning_rate": entry["learning_rate"]}, step=epoch + 1)
         save_checkpoint(accelerator, output_dir / CHECKPOINTS, epoch + 1,
-                        {**state, "scheduler": stage.scheduler.state_dict()}, settings.keep_checkpoints)
+                        {**state, "scheduler": stage.scheduler.state_dict(), **checkpoint_identity(stage.job)},
+                        settings.keep_checkpoints)
         if stop_after_epochs is not None and epochs_run >= stop_after_epochs and epoch + 1 < epochs:
             stopped = epoch + 1
             break
@@ -225,7 +227,7 @@ def test_selected(stage: PreparedStage, settings, state, output_dir) -> dict:
     if state["best_epoch"] is None:
         raise RuntimeError(f"stage {job.name!r}: no epoch was run (epochs={settings.epochs}), nothing to select")
     target = saved_model(accelerator.unwrap_model(stage.model))
-    target.load_state_dict(type(target).from_pretrained(str(output_dir)).state_dict())
+    target.load_state_dict(load_model(output_dir, expected=type(target)).state_dict())
     split = "test" if "test" in stage.eval_loaders else "validation"
     final_metrics, _ = evaluate(accelerator, stage.model, stage.eval_loaders[split], job.label_names,
                                 f"{job.name} {split}")
@@ -236,9 +238,15 @@ def test_selected(stage: PreparedStage, settings, state, output_dir) -> dict:
     return metrics
 
 
-def restore(accelerator, scheduler, checkpoints_dir: Path, resume, name: str) -> dict:
+def checkpoint_identity(job: StageJob) -> dict:
+    """What a checkpoint records of its stage, so that resuming another stage from it is refused."""
+    return {"stage": job.name, "model_class": type(job.model).__name__}
+
+
+def restore(stage: PreparedStage, checkpoints_dir: Path, resume) -> dict:
     """The loop's state: fresh, or restored (with the model, optimiser, scheduler and random states) from the
-    checkpoint `resume` names (True/"latest": the newest complete one, if any)."""
+    checkpoint `resume` names (True/"latest": the newest complete one, if any), which this stage must have saved."""
+    accelerator, name = stage.accelerator, stage.job.name
     checkpoint = Path(resume) if resume and resume not in (True, "latest") else None
     if resume in (True, "latest"):
         checkpoint, skipped = find_resumable_checkpoint(checkpoints_dir)
@@ -249,8 +257,8 @@ def restore(accelerator, scheduler, checkpoints_dir: Path, resume, name: str) ->
             logger.info("%s: no checkpoint in %s, starting from scratch", name, checkpoints_dir)
         return {"completed_epochs": 0, "best_dev_weighted_f1": None, "best_epoch": None, "global_step": 0,
                 "history": []}
-    state = load_checkpoint(accelerator, checkpoint)
-    scheduler.load_state_dict(state.pop("scheduler"))  # the JSON copy (Accelerate's scheduler.bin holds the same)
+    state = load_checkpoint(accelerator, checkpoint, checkpoint_identity(stage.job))
+    stage.scheduler.load_state_dict(state.pop("scheduler"))  # the JSON copy (Accelerate's scheduler.bin holds the same)
     accelerator.print(f"{name}: resumed from {checkpoint} (epoch {state['completed_epochs']} done)")
     return state
 

@@ -8,9 +8,11 @@ import math
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+
+from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
 
 # The counts are the ERC metric's (one implementation); imported here for the stages that write reports.
 from ..metrics import confusion_matrix  # noqa: F401
@@ -75,6 +77,21 @@ def write_json(path, data) -> Path:
 
 METRICS_FILE = "metrics.json"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+
+
+def data_record(data, dataset: str, splits: Mapping) -> dict:
+    """What metrics.json records of the conversations a stage was trained and measured on; a model card names datasets
+    (and gives a model-index) from this record alone. `name`: "sample" for the shipped sample conversations, the
+    recipe's dataset ("meld", "iemocap") for a release folder, None for a saved DatasetDict (its source is unknown);
+    `source`: the folder; `splits`: conversations and utterances of each split used (after --train-dialogues)."""
+    path = Path(data)
+    if path.resolve() == SAMPLE_MELD_ROOT:
+        name = "sample"
+    else:
+        name = None if (path / "dataset_dict.json").is_file() else dataset
+    sizes = {split: {"conversations": len(rows), "utterances": sum(len(labels) for labels in rows["labels"])}
+             for split, rows in splits.items()}
+    return {"name": name, "source": str(path.resolve()), "splits": sizes}
 
 
 def stage_metrics(job, settings, state: dict, final_split: str, final_metrics: dict, num_processes: int,

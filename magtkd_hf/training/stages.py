@@ -5,21 +5,21 @@ the rest. `all` ends with OUT/model, the end-to-end model."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import datasets
 import numpy as np
 
-from .. import (MagtkdAudioModel, MagtkdDistillationModel, MagtkdFusionConfig, MagtkdFusionModel, MagtkdTextModel,
-                MagtkdVideoModel)
+from .. import MagtkdDistillationModel, MagtkdFusionConfig, MagtkdFusionModel
 from ..configuration_magtkd import labels_to_maps
 from ..features import FusionFeatureCollator
 from .assemble import assemble_end_to_end
 from .data import (SPLITS, DistillationCollator, UtteranceCollator, UtteranceItems, class_weights, fusion_feature_rows,
                    load_feature_splits, shares_video_files)
-from .extract import extract_features
+from .extract import MODALITY_MODEL_CLASSES, extract_features, trained_model
 from .inputs import StageInputs
 from .loop import StageJob, saved_model, train_stage
-from .reporting import METRICS_FILE
+from .reporting import METRICS_FILE, data_record, load_metrics
 from .settings import STAGES, StageSettings, StageSpec, TrainingConfig
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 def pretrained_stage_model(inputs: StageInputs, modality: str):
     """A stage-1 model of the run's dataset on the pretrained encoder, with a fresh head; the text model has the
     processor's vocabulary (the speaker tokens added) and its feature is projected to the fusion width."""
-    model_class = {"text": MagtkdTextModel, "audio": MagtkdAudioModel, "video": MagtkdVideoModel}[modality]
+    model_class = MODALITY_MODEL_CLASSES[modality]
     encoder_config = inputs.encoder_config(modality)
     extra = {}
     if modality == "text":
@@ -61,10 +61,10 @@ def distillation_job(spec: StageSpec, inputs: StageInputs, settings: StageSettin
     model, with the stage's distillation loss settings."""
     items, use_time_window = utterance_items(inputs)
     if settings.student_init == "stage":
-        student, initialised_from = inputs.trained_model(spec.modality, spec.name)
+        student, initialised_from = trained_model(inputs, spec.modality, spec.name)
     else:
         student, initialised_from = pretrained_stage_model(inputs, spec.modality), inputs.encoder(spec.modality)
-    teacher, teacher_folder = inputs.trained_model(spec.teacher, spec.name)
+    teacher, teacher_folder = trained_model(inputs, spec.teacher, spec.name)
     model = MagtkdDistillationModel(student, teacher, **settings.distillation_loss_settings())
     description = {
         "initialised_from": str(initialised_from), "teacher": str(teacher_folder),
@@ -84,7 +84,9 @@ def utterance_job(spec, inputs: StageInputs, settings, items: dict, use_time_win
     if spec.teacher:
         collator = DistillationCollator(eval_collator, UtteranceCollator(inputs.processor(), spec.teacher))
     cache = inputs.frame_cache() if spec.modality == "video" else None
-    description.update(recipe=inputs.recipe.source, data=str(inputs.config.data),
+    conversations = inputs.conversations(spec.modality != "text" or bool(spec.teacher))
+    description.update(recipe=inputs.recipe.source, data=data_record(inputs.config.data, inputs.recipe.dataset,
+                                                                     conversations),
                        utterances={split: len(item) for split, item in items.items()},
                        **({} if cache is None else {"frame_cache": str(cache.folder)}))
     return StageJob(
@@ -111,6 +113,12 @@ def fusion_config_for_features(inputs: StageInputs, splits, features_dir):
     return MagtkdFusionConfig.from_preset(inputs.recipe.dataset, **settings)
 
 
+def features_data_record(features_dir) -> dict | None:
+    """The data record of the conversations a features folder was extracted from (None: not recorded, e.g. the
+    released features imported with `import-released-features`)."""
+    return load_metrics(features_dir).get("data") if (Path(features_dir) / METRICS_FILE).is_file() else None
+
+
 def fusion_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) -> StageJob:
     """Stage 4: the fusion on the stage-3 features of its sources, conversations batched by length."""
     features_dir = inputs.input_folder("extract-features", spec.name)
@@ -129,6 +137,7 @@ def fusion_job(spec: StageSpec, inputs: StageInputs, settings: StageSettings) ->
             "feature_sources": {"text": "text", "audio": config.audio_feature_source,
                                 "video": config.video_feature_source},
             "conversations": {split: len(item) for split, item in rows.items()},
+            "data": features_data_record(features_dir),
         },
     )
 
