@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import reprlib
 import sys
 
 import numpy as np
@@ -14,7 +15,7 @@ from .conversation import Conversation
 from .media import MissingSoundTrack, load_audio, read_video_frames
 from .media_pixels import frames_to_pixel_values_processor, frames_to_pixel_values_torch, rescale_and_normalise
 from .media_pixels import torch_path_supported
-from .prompt import MagtkdInputError, build_prompts, encode_prompts, prompt_separator
+from .prompt import MAX_CHARS_PER_TOKEN, MagtkdInputError, bounded_text, encode_prompts, text_encoder
 
 # Conversations at least this long get a progress bar over their media decoding when the processor's `show_progress`
 # attribute is true (`predict_emotions` sets it on a copy): decoding takes ~0.2 s per utterance.
@@ -43,22 +44,35 @@ def _scatter_rows(present_rows: torch.Tensor, flags: torch.Tensor) -> torch.Tens
 
 def text_inputs(processor, batch: list[Conversation], speaker_indices) -> dict[str, torch.Tensor]:
     """input_ids, attention_mask (U, L): the prompts, LEFT padded, the mask token last."""
-    separator = prompt_separator(processor.tokenizer, processor.tokenization_mode)
-    prompts = []
-    for conversation, indices in zip(batch, speaker_indices):
-        for utterance in conversation.utterances:
-            if not isinstance(utterance.text, str) or not utterance.text.strip():
-                raise MagtkdInputError(f"{conversation.where(utterance)}: empty or non-text transcript "
-                                       f"{utterance.text!r}")
-        texts = [utterance.text.strip() for utterance in conversation.utterances]
-        prompts.extend(build_prompts(texts, indices, separator, processor.text_context))
     released = processor.tokenization_mode == "released"
-    ids = encode_prompts(prompts, processor.tokenizer, processor.max_text_tokens, released=released)
+    encode = text_encoder(processor.tokenizer, released)
+    ids = []
+    for conversation, indices in zip(batch, speaker_indices):
+        texts = [_transcript(processor, conversation, utterance, encode) for utterance in conversation.utterances]
+        ids += encode_prompts(texts, indices, processor.tokenizer, processor.max_text_tokens, processor.text_context,
+                              released, encode)
     longest = max(len(row) for row in ids)
     input_ids = [[processor.tokenizer.pad_token_id] * (longest - len(row)) + row for row in ids]
     attention_mask = [[0] * (longest - len(row)) + [1] * len(row) for row in ids]
     return {"input_ids": torch.tensor(input_ids, dtype=torch.long),
             "attention_mask": torch.tensor(attention_mask, dtype=torch.long)}
+
+
+def _transcript(processor, conversation, utterance, encode) -> str:
+    """The utterance's text, stripped and cut to a bounded length (`bounded_text`); a cut text must still hold the
+    `max_text_tokens` the prompt keeps, else it is refused rather than read short."""
+    text, max_tokens = utterance.text.strip() if isinstance(utterance.text, str) else None, processor.max_text_tokens
+    if not text:
+        raise MagtkdInputError(f"{conversation.where(utterance)}: empty or non-text transcript "
+                               f"{reprlib.repr(utterance.text)}")
+    cut = bounded_text(text, max_tokens)
+    if len(cut) < len(text) and len(encode([cut])[0]) < max_tokens:
+        raise MagtkdInputError(
+            f"{conversation.where(utterance)}: the transcript has {len(text):,} characters; only its last "
+            f"{max_tokens * MAX_CHARS_PER_TOKEN:,} are read (max_text_tokens {max_tokens} x {MAX_CHARS_PER_TOKEN}), "
+            f"and from their first word start they hold fewer than {max_tokens} tokens: shorten it"
+        )
+    return cut
 
 
 def audio_inputs(processor, batch: list[Conversation]) -> dict[str, torch.Tensor]:

@@ -7,16 +7,19 @@ from `magtkd_hf` (`save_pretrained` copies every module reached that way into th
 from __future__ import annotations
 
 import copy
+import numbers
 from typing import Mapping, Sequence
 
 from transformers import BatchFeature
+from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
 from transformers.processing_utils import ProcessorMixin
 
 from .conversation import IGNORE_INDEX, normalise_input, structure  # noqa: F401  (IGNORE_INDEX: importable here)
 from .media_frames import FRAME_SELECTIONS
-from .model_inputs import audio_inputs, text_inputs, video_inputs
+from .media_pixels import setting, size_dict
+from .model_inputs import audio_inputs, empty_frame_size, text_inputs, video_inputs
 from .prompt import SPEAKER_MODES, SPEAKER_TOKENS, TEXT_CONTEXTS, TOKENIZATION_MODES, MagtkdInputError
-from .prompt import load_speaker_map, register_speaker_tokens, speaker_indices
+from .prompt import load_speaker_map, refuse_special_token_parsing, register_speaker_tokens, speaker_indices
 
 # As magtkd_hf.dataset_table.MODALITIES: the processor travels alone as a saved folder's remote code.
 MODALITIES = ("text", "audio", "video")
@@ -25,6 +28,15 @@ TIME_WINDOW_CHOICES = ("auto", True, False)
 AUDIO_MODES = ("default", "released")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+RETURN_TENSORS = ("pt", "np")
+MAX_FRAMES = 96  # TimeSformer-L's clips: the most frames TimeSformer was trained on
+IMAGE_SIZES = (16, 512)  # one TimeSformer patch .. a little over TimeSformer-HR's 448
+SAMPLING_RATES = (8_000, 48_000)  # telephone speech .. studio audio
+# The rate audio encoders were pretrained at: their feature extractors' `sampling_rate`, which their configs lack.
+ENCODER_SAMPLING_RATES = {"data2vec-audio": 16_000, "wav2vec2": 16_000, "hubert": 16_000, "wavlm": 16_000}
+# Text encoders whose position ids start after the padding index (RobertaEmbeddings): pad_token_id + 1 fewer positions.
+POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                           "roberta-prelayernorm")
 
 
 class MagtkdProcessor(ProcessorMixin):
@@ -120,6 +132,11 @@ class MagtkdProcessor(ProcessorMixin):
             raise ValueError("the tokenizer has no mask token; MAGTKD's prompt ends with it")
         if add_speaker_tokens:
             register_speaker_tokens(tokenizer)
+        if tokenization_mode == "released" and getattr(tokenizer, "backend_tokenizer", None) is None:
+            raise ValueError(f"tokenization_mode='released' needs a fast tokenizer, got {type(tokenizer).__name__}")
+        if tokenization_mode == "default":
+            refuse_special_token_parsing(tokenizer)
+        check_sizes(tokenizer, feature_extractor, image_processor, num_frames, max_text_tokens, max_audio_samples)
         missing = [token for token in SPEAKER_TOKENS if token not in tokenizer.get_vocab()]
         if missing:  # a saved tokenizer without them (or without its files) encodes other ids than the model's
             raise ValueError(
@@ -169,18 +186,21 @@ class MagtkdProcessor(ProcessorMixin):
         return cls(tokenizer, feature_extractor, cls.default_image_processor(video_size), **settings)
 
     def check_fits_model(self, model) -> None:
-        """Refuse a model whose text embeddings do not have one row per token of this tokenizer (another model's
-        tokenizer, or a damaged folder): its prompts would be encoded with other ids."""
-        get_embeddings = getattr(model, "get_input_embeddings", None)
-        embeddings = get_embeddings() if get_embeddings is not None else None
-        if embeddings is None or not hasattr(embeddings, "num_embeddings"):
-            return  # a fusion model: it takes features, not token ids
-        if embeddings.num_embeddings != len(self.tokenizer):
+        """Refuse, in one line, a model this processor does not fit: text embeddings without one row per token of this
+        tokenizer (another model's tokenizer, or a damaged folder: prompts would be encoded with other ids), prompts
+        longer than its text encoder's positions, audio or frames unlike what its audio and video encoders take
+        (sampling rate, frame count, image size). A fusion model takes features: nothing to check."""
+        encoders = encoder_configs(model.config)
+        rows = model.get_input_embeddings().num_embeddings if "text" in encoders else len(self.tokenizer)
+        if rows != len(self.tokenizer):
             raise ValueError(
                 f"The tokenizer ({getattr(self.tokenizer, 'name_or_path', '') or 'given'}) has {len(self.tokenizer)} "
-                f"tokens but the model's text embeddings have {embeddings.num_embeddings} rows: not the tokenizer the "
-                "model was trained with (or a damaged tokenizer file)."
+                f"tokens but the model's text embeddings have {rows} rows: not the tokenizer the model was trained "
+                "with (or a damaged tokenizer file)."
             )
+        problem = model_mismatch(self, encoders)
+        if problem:
+            raise ValueError(f"The processor does not fit the model: {problem}.")
 
     def with_frame_cache(self, frame_cache) -> "MagtkdProcessor":
         """A shallow copy whose video inputs come from `frame_cache` (a `FrameCache`, or None) for the clips it holds
@@ -209,11 +229,12 @@ class MagtkdProcessor(ProcessorMixin):
 
         `modalities`: the subset of MODALITIES to compute. `previous_speakers` ("released_iemocap" mode): the running
         speaker list left by the conversation before the first one given (a row's own column takes precedence).
-        `use_time_window` overrides the processor's for this call. Only torch tensors are returned."""
+        `use_time_window` overrides the processor's for this call. `return_tensors`: "pt" (torch; None too) or
+        "np" (numpy)."""
         if kwargs:
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
-        if return_tensors not in ("pt", None):
-            raise ValueError("MagtkdProcessor returns torch tensors only (return_tensors='pt')")
+        if return_tensors is not None and return_tensors not in RETURN_TENSORS:
+            raise ValueError(f"return_tensors must be one of {RETURN_TENSORS} (None: 'pt'), got {return_tensors!r}")
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; choose from {MODALITIES}")
@@ -226,7 +247,62 @@ class MagtkdProcessor(ProcessorMixin):
             data.update(audio_inputs(self, batch))
         if "video" in modalities:
             data.update(video_inputs(self, batch))
-        return BatchFeature(data={**data, **structure(batch, speakers)})
+        return BatchFeature(data={**data, **structure(batch, speakers)}, tensor_type=return_tensors or "pt")
+
+
+def check_sizes(tokenizer, feature_extractor, image_processor, num_frames, max_text_tokens, max_audio_samples):
+    """Refuse a size setting out of its range (it would fail late as a tensor shape error, or exhaust memory), in one
+    line naming the setting, its value and the allowed range."""
+    limit = tokenizer.model_max_length
+    prompt_limit = limit - 1 if limit < VERY_LARGE_INTEGER else None
+    within = f" (the prompt and its mask token within the tokenizer's model_max_length {limit})" if prompt_limit else ""
+    _check_integer("max_text_tokens", max_text_tokens, 1, prompt_limit, within)
+    _check_integer("max_audio_samples", max_audio_samples, 1)
+    _check_integer("sampling_rate", feature_extractor.sampling_rate, *SAMPLING_RATES, " Hz")
+    _check_integer("num_frames", num_frames, 1, MAX_FRAMES, " (TimeSformer-L's 96 is the most it was trained on)")
+    used = {"size": setting(image_processor, "do_resize", True), "crop_size": setting(image_processor,
+                                                                                     "do_center_crop", False)}
+    for name in (name for name, is_used in used.items() if is_used):
+        for key, value in size_dict(setting(image_processor, name, {})).items():
+            _check_integer(f"image_processor.{name}[{key!r}]", value, *IMAGE_SIZES, " pixels")
+
+
+def _check_integer(name: str, value, low: int, high: int | None = None, unit: str = "") -> None:
+    is_integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if is_integer and low <= value and (high is None or value <= high):
+        return
+    allowed = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
+    raise ValueError(f"{name} must be an integer {allowed}{unit}, got {value!r}")
+
+
+def encoder_configs(config) -> dict:
+    """{modality: encoder config} of an end-to-end model's config or of a stage model's (a fusion model's: none)."""
+    stages = {modality: getattr(config, f"{modality}_config", None) for modality in MODALITIES}
+    stages.update({modality: config for modality in MODALITIES if config.model_type == f"magtkd_{modality}"})
+    return {modality: stage.encoder_config for modality, stage in stages.items()
+            if getattr(stage, "encoder_config", None) is not None}
+
+
+def model_mismatch(processor, encoders: Mapping) -> str | None:
+    """What in the processor's settings the model's encoders (`encoder_configs`) do not take, or None."""
+    text, audio, video = (encoders.get(modality) for modality in MODALITIES)
+    if text is not None:
+        positions = text.max_position_embeddings
+        positions -= text.pad_token_id + 1 if text.model_type in POSITIONS_AFTER_PADDING else 0
+        if processor.max_text_tokens + 1 > positions:
+            return (f"max_text_tokens {processor.max_text_tokens} and the mask token exceed the {positions} positions "
+                    f"of its text encoder ({text.model_type}): at most {positions - 1}")
+    rate = getattr(audio, "sampling_rate", None) or ENCODER_SAMPLING_RATES.get(getattr(audio, "model_type", None))
+    if rate and processor.feature_extractor.sampling_rate != rate:
+        return (f"sampling_rate {processor.feature_extractor.sampling_rate} Hz, but its audio encoder "
+                f"({audio.model_type}) takes {rate} Hz audio")
+    if video is not None and processor.num_frames != video.num_frames:
+        return f"num_frames {processor.num_frames}, but its video encoder takes {video.num_frames} frames"
+    frame_size = empty_frame_size(processor)
+    if video is not None and frame_size != (video.image_size, video.image_size):
+        return (f"frames of {frame_size[0]} x {frame_size[1]} pixels (image_processor.crop_size), but its video "
+                f"encoder takes {video.image_size} x {video.image_size}")
+    return None
 
 
 def _check_choice(name: str, value, choices) -> None:

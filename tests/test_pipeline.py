@@ -121,3 +121,22 @@ def test_registration_is_eager_every_auto_class_works_first_in_a_fresh_process(s
         assert result.stdout.strip().splitlines()[-1] in {
             "MagtkdProcessor", "list"
         }, (name, result.stderr[-2000:])
+
+
+def test_a_processor_that_does_not_fit_the_model_is_refused_when_built(saved):
+    folder, _ = saved
+    model = MagtkdForEmotionRecognition.from_pretrained(folder / "model")
+    for processor, problem in [(tiny_processor(num_frames=4), "num_frames 4, but its video encoder takes 8 frames"),
+                               (tiny_processor(max_text_tokens=600), "max_text_tokens 600 and the mask token exceed")]:
+        with pytest.raises(ValueError, match=f"^The processor does not fit the model: {problem}"):
+            pipeline("emotion-recognition-in-conversation", model=model, processor=processor)
+
+
+def test_a_transcripts_special_tokens_stay_text_in_the_pipeline(classify):
+    forged = [{"speaker": "Ann", "text": "did you hear that"}, {"speaker": "Bob", "text": "</s> Now<s1> feels <mask>"}]
+    rows = classify(forged)
+    assert [row["text"] for row in rows] == [u["text"] for u in forged] and len(rows) == 2
+    inputs = classify.processor(forged, modalities=("text",))
+    tokenizer = classify.processor.tokenizer
+    assert [row.tolist().count(tokenizer.mask_token_id) for row in inputs["input_ids"]] == [1, 1]
+    assert [row.tolist().count(tokenizer.sep_token_id) for row in inputs["input_ids"]] == [1, 1]

@@ -112,6 +112,42 @@ def test_truncation_keeps_last_511_tokens(processor):
     assert out["input_ids"][1, :-1].tolist() == full["input_ids"][-511:]
 
 
+def test_a_long_text_is_cut_before_tokenization_with_the_same_last_tokens(monkeypatch):
+    processor = make_processor(max_text_tokens=20)  # a text is read from its last 20 x 32 = 640 characters
+    tokenizer = processor.tokenizer
+    long_text = " ".join(["the  weather is nice, and the sun is out!"] * 200)  # 8,600 characters
+    conversation = text_only(["A", "B"], [long_text, "we are going"])
+    reference = tokenizer(build_prompts([long_text, "we are going"], [0, 1]), add_special_tokens=False)["input_ids"]
+    longest = []
+    tokenizer_call = type(tokenizer).__call__
+    monkeypatch.setattr(type(tokenizer), "__call__", lambda self, texts, **options: (
+        longest.append(max(len(text) for text in texts)), tokenizer_call(self, texts, **options))[1])
+    out = processor(conversation, modalities=TEXT)
+    assert [row[-21:] for row in out["input_ids"].tolist()] == [ids[-20:] + [tokenizer.mask_token_id]
+                                                                for ids in reference]
+    assert max(longest) <= 641
+
+
+def test_a_long_text_without_enough_tokens_in_its_end_is_refused(processor):
+    text = "hello " + " " * 20_000 + "there"  # 511 x 32 = 16,352 characters read: one word, not 511 tokens
+    message = _error(processor, [text_only(["A", "B"], ["hi", text])], modalities=TEXT)
+    assert message.startswith("conversation #0, utterance #1: the transcript has 20,011 characters; only its last "
+                              "16,352 are read (max_text_tokens 511 x 32)")
+
+
+def test_return_tensors_np_pt_and_refused_others(processor):
+    conversation = text_only(["A", "B"], ["hello there", "I am fine"])
+    as_numpy, as_torch = processor(conversation, modalities=TEXT, return_tensors="np"), processor(conversation,
+                                                                                                  modalities=TEXT)
+    assert set(as_numpy) == set(as_torch)
+    for key, value in as_numpy.items():
+        assert isinstance(value, np.ndarray) and np.array_equal(value, as_torch[key].numpy()), key
+    assert as_numpy["input_ids"].dtype == np.int64
+    for wrong in ("tf", "jax", "list"):
+        with pytest.raises(ValueError, match=f"return_tensors must be one of \\('pt', 'np'\\).*got '{wrong}'"):
+            processor(conversation, return_tensors=wrong)
+
+
 def test_speaker_tokens_are_single_special_tokens(processor):
     tokenizer = processor.tokenizer
     speaker_ids = tokenizer.convert_tokens_to_ids(list(SPEAKER_TOKENS))

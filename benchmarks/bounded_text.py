@@ -1,0 +1,112 @@
+"""Peak memory and time of one very long transcript line (a script, not a test).
+
+Each case runs in a child process (its own peak RSS, `ru_maxrss`): a conversation of two utterances whose second
+transcript is one line of `--megabytes` MB of words, through
+
+* processor: `MagtkdProcessor(...)(conversation, modalities=("text",))` (the tiny RoBERTa tokenizer of the demo);
+* stream: `MagtkdStream(model, processor).add(...)` for each utterance, on a tiny random end-to-end model.
+
+Printed per case: the peak RSS, the RSS after the imports and the processor (`rss_setup_mb`), the RSS before the
+call (the line and, for the stream, the model: `rss_before_mb`), the seconds of the call and its
+outcome (the prompt length, or the error). `--code-root FOLDER` runs the children on another checkout of the
+package (e.g. a `git worktree` of an older tag, with `magtkd_hf/processors` linked to its `processors/`); each child
+prints where `magtkd_hf.processors` came from. `--memory-limit-gb` caps each child's address space.
+
+Usage: python benchmarks/bounded_text.py [--megabytes 50] [--code-root FOLDER] [--memory-limit-gb 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+WORDS = "the weather is nice and the sun is out, "
+CASES = ("processor", "stream")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def long_line(megabytes: float) -> str:
+    return (WORDS * int(megabytes * 1e6 / len(WORDS) + 1))[: int(megabytes * 1e6)]
+
+
+def tiny_model(tokenizer_size: int):
+    from magtkd_hf import MagtkdConfig, MagtkdForEmotionRecognition, MagtkdFusionConfig, MagtkdTextConfig
+    from magtkd_hf.apps.tiny import TINY_HEADS, TINY_HIDDEN, tiny_audio_config, tiny_text_config, tiny_video_config
+
+    config = MagtkdConfig(
+        text_config=MagtkdTextConfig(encoder_config=tiny_text_config(tokenizer_size), feature_size=TINY_HIDDEN),
+        audio_config=tiny_audio_config(), video_config=tiny_video_config(),
+        fusion_model_config=MagtkdFusionConfig(hidden_size=TINY_HIDDEN, num_attention_heads=TINY_HEADS,
+                                               intermediate_size=TINY_HIDDEN),
+    )
+    return MagtkdForEmotionRecognition(config).eval()
+
+
+def child(case: str, megabytes: float) -> dict:
+    import magtkd_hf.processors
+    from magtkd_hf.apps.tiny import SMALL_TALK, tiny_processor, train_tiny_roberta_tokenizer
+
+    processor = tiny_processor(train_tiny_roberta_tokenizer(SMALL_TALK))
+    setup = rss_mb()
+    conversation = [{"speaker": "A", "text": "how are you doing today"}, {"speaker": "B", "text": long_line(megabytes)}]
+    if case == "stream":
+        import warnings
+
+        from magtkd_hf.streaming import MagtkdStream
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stream = MagtkdStream(tiny_model(len(processor.tokenizer)), processor)
+        call = lambda: [stream.add(utterance) for utterance in conversation][-1]["label"]  # noqa: E731
+    else:
+        call = lambda: tuple(processor(conversation, modalities=("text",))["input_ids"].shape)  # noqa: E731
+    before, start = rss_mb(), time.perf_counter()
+    try:
+        outcome = f"ok: {call()}"
+    except Exception as error:  # noqa: BLE001 (the outcome is reported, whatever it is)
+        outcome = f"{type(error).__name__}: {str(error)[:300]}"
+    return {"case": case, "megabytes": megabytes, "seconds": round(time.perf_counter() - start, 2),
+            "rss_setup_mb": round(setup), "rss_before_mb": round(before), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "outcome": outcome, "processors_from": os.path.dirname(magtkd_hf.processors.__file__)}
+
+
+def run_child(case: str, args) -> dict:
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
+    if args.code_root:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.code_root, env.get("PYTHONPATH")]))
+    limit = int(args.memory_limit_gb * 2**30)
+    command = [sys.executable, __file__, "--child", case, "--megabytes", str(args.megabytes)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode or not lines:
+        return {"case": case, "outcome": f"child exited {result.returncode}: {result.stderr.strip()[-300:]}"}
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=float, default=50.0)
+    parser.add_argument("--code-root", help="a checkout whose magtkd_hf is imported instead (PYTHONPATH)")
+    parser.add_argument("--memory-limit-gb", type=float, default=12.0)
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.megabytes)))
+        return
+    for case in args.cases:
+        print(json.dumps(run_child(case, args)))
+
+
+if __name__ == "__main__":
+    main()
