@@ -9,6 +9,8 @@ or without any sound, is predicted from what it has (each row's `modalities` say
 
 import copy
 import json
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,14 +23,48 @@ UTTERANCE_KEYS = {"speaker", "text", "video", "audio", "start", "end"}
 MEDIA_KEYS = ("video", "audio")
 
 
+PROCESSOR_FILE = "processor_config.json"
+_SPECIAL_FILES = {stat.S_ISDIR: "folder", stat.S_ISFIFO: "FIFO (named pipe)", stat.S_ISCHR: "character device",
+                  stat.S_ISBLK: "block device", stat.S_ISSOCK: "socket"}
+
+
 def read_conversation_file(path: str | Path) -> list[dict]:
     """A conversation JSON file -> a list of utterance mappings the processor takes, media paths made absolute."""
     path = Path(path)
+    check_regular_file(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = path.read_bytes()
+    except OSError as error:
         raise ValueError(f"Cannot read the conversation file {path}: {error}") from error
-    return conversation_from_json(data, str(path), path.parent)
+    return conversation_from_json(parse_json(data, str(path)), str(path), path.parent)
+
+
+def check_regular_file(path: str | Path) -> None:
+    """Refuse at once what is not a regular file, naming what it is: reading a FIFO blocks until a writer comes, a
+    device such as /dev/zero never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file.") from None
+    for is_kind, kind in _SPECIAL_FILES.items():
+        if is_kind(mode):
+            raise ValueError(f"{path} is a {kind}, not a regular file.")
+
+
+def parse_json(text: str | bytes, where: str):
+    """UTF-8 bytes or text -> `json.loads`, with one-line errors naming `where`: not UTF-8, not JSON, or nested deeper
+    than Python's recursion limit (about 1,000 levels; a conversation has 3)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{where}: not UTF-8 text (byte {text[error.start]:#04x} at position {error.start}).") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}: not JSON ({error}).") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply (a conversation is {{'utterances': [{{...}}, ...]}}).") from None
 
 
 def conversation_from_json(data, where: str, base_dir: Path) -> list[dict]:
@@ -50,7 +86,21 @@ def conversation_from_json(data, where: str, base_dir: Path) -> list[dict]:
             if resolved.get(key) is not None:
                 resolved[key] = str((base_dir / resolved[key]).resolve())
         conversation.append(resolved)
+    refuse_mixed_speaker_kinds(where, [utterance["speaker"] for utterance in conversation])
     return conversation
+
+
+def refuse_mixed_speaker_kinds(where: str, speakers: Sequence) -> None:
+    """Speakers are all names or all integer ids: the prompt writes `1` and `"1"` alike, so mixing the two kinds
+    would merge distinct speakers silently."""
+    for index, speaker in enumerate(speakers):
+        if isinstance(speaker, str) != isinstance(speakers[0], str):
+            raise ValueError(f"{where}: utterance {index}: speaker {speaker!r} is {_speaker_kind(speaker)} but utterance "
+                             f"0's ({speakers[0]!r}) is {_speaker_kind(speakers[0])}; use one kind in a conversation.")
+
+
+def _speaker_kind(speaker) -> str:
+    return "a name" if isinstance(speaker, str) else "an integer id"
 
 
 def _check_field_types(path: Path | str, index: int, utterance: Mapping) -> None:
@@ -64,6 +114,18 @@ def _check_field_types(path: Path | str, index: int, utterance: Mapping) -> None
     for key in MEDIA_KEYS:
         if utterance.get(key) is not None and not isinstance(utterance[key], str):
             raise ValueError(f"{path}: utterance {index}: '{key}' must be a file path (a string), got {utterance[key]!r}.")
+    for key in ("speaker", "text", *MEDIA_KEYS):
+        if isinstance(utterance.get(key), str):
+            _refuse_lone_surrogates(utterance[key], f"{path}: utterance {index}: '{key}'")
+
+
+def _refuse_lone_surrogates(text: str, where: str) -> None:
+    """A JSON escape such as \\ud800 decodes to half a UTF-16 pair: no character, and no tokenizer takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"{where} is not valid Unicode: a lone surrogate {text[error.start]!r} at character "
+                         f"{error.start}.") from None
 
 
 def load_emotion_model(
@@ -72,9 +134,16 @@ def load_emotion_model(
     """(model, processor) from a folder saved by magtkd-hf, in eval mode on `device`. No code from the folder runs
     unless `trust_remote_code=True`; weights that do not fit the model are refused (see `magtkd_hf.loading`)."""
     from .loading import load_model, load_processor, quiet_loading
+    from .modeling_magtkd import MagtkdForEmotionRecognition
 
+    folder = Path(model_dir)
+    if (folder / "config.json").is_file() and not (folder / PROCESSOR_FILE).is_file():
+        raise ValueError(f"{folder}: no processor ({PROCESSOR_FILE}) beside the model to read conversations with: give "
+                         "an end-to-end folder saved with its processor (`train all`'s OUTPUT_DIR/model); a fusion-only "
+                         "folder is scored on features with `magtkd-hf evaluate FOLDER --features FEATURES_DIR`.")
     with quiet_loading():
-        model = load_model(model_dir, trust_remote_code=trust_remote_code).eval()
+        expected = None if trust_remote_code else MagtkdForEmotionRecognition
+        model = load_model(model_dir, expected=expected, trust_remote_code=trust_remote_code).eval()
         processor = load_processor(model_dir, trust_remote_code=trust_remote_code)
     processor.check_fits_model(model)
     return model.to(device or "cpu"), processor

@@ -25,21 +25,24 @@ from pathlib import Path
 
 import torch
 
-from .inference import conversation_from_json
+from .inference import check_regular_file, conversation_from_json, parse_json
 from .pipeline_magtkd import (
     ROW_MEDIA_COLUMNS, emotion_rows, refuse_non_finite_media, row_utterances, utterance_modalities,
 )
 from .prediction_files import (
     ProcessGroup,
+    check_output,
     completed_conversations,
+    conversations_fingerprint,
     merge_rows,
+    output_lock,
     part_file,
+    partial_folder,
     remove_partial,
     start_or_resume,
     write_output,
 )
 
-OUTPUT_FORMATS = (".jsonl", ".parquet")
 _SPLIT_ALIASES = {"dev": "validation", "valid": "validation"}  # the MELD release's and the released scripts' names
 
 
@@ -77,6 +80,8 @@ def read_prediction_input(
     `save_to_disk` (a DatasetDict, or one Dataset: split "data"), or a MELD/IEMOCAP release folder (`dataset`
     names which). `splits`: only these splits (default: all, in the order train, validation, test, others)."""
     path = Path(source)
+    if path.exists() and not path.is_dir():
+        check_regular_file(path)
     if path.is_file():
         found = {"data": _json_lines_conversations(path)}
     elif path.is_dir():
@@ -94,15 +99,12 @@ def read_prediction_input(
 
 def _json_lines_conversations(path: Path) -> list[ConversationToPredict]:
     conversations = []
-    with open(path, encoding="utf-8") as handle:
+    with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             where = f"{path}, line {number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not JSON ({error}).") from None
+            data = parse_json(line, where)
             identifier = data.get("id", number) if isinstance(data, Mapping) else number
             utterances = conversation_from_json(data, where, path.parent)
             conversations.append(ConversationToPredict(
@@ -268,15 +270,26 @@ def predict_dataset(
     """Predict `conversations` into `output` (.jsonl or .parquet); see the module docstring. Returns a summary:
     conversations and utterances predicted by this run, resumed from, processes, output.
 
-    `run_description` (model folder, input, settings) is stored beside the partial rows: resuming with another one
-    is refused rather than mixing rows of two runs. `overwrite`: replace an existing OUTPUT (else refused)."""
+    `run_description` (model folder, settings) is stored beside the partial rows with the input's fingerprint
+    (`conversations_fingerprint`): resuming with another description or a changed input is refused, naming the
+    difference, rather than mixing rows of two runs (`overwrite` then starts afresh). `overwrite`: replace an existing
+    OUTPUT (else refused). One run per OUTPUT at a time (`output_lock`)."""
     output = Path(output)
-    if output.suffix not in OUTPUT_FORMATS:
-        raise ValueError(f"{output}: the output must end in one of {OUTPUT_FORMATS} (JSON lines or parquet).")
+    check_output(output, overwrite)
     group = ProcessGroup.current()
-    partial = output.with_name(output.name + ".partial")
+    with output_lock(output, group.is_main):
+        return _predict_dataset_locked(model, processor, conversations, output, group, max_utterances, num_workers,
+                                       overwrite, progress, run_description)
+
+
+def _predict_dataset_locked(model, processor, conversations, output, group, max_utterances, num_workers, overwrite,
+                            progress, run_description) -> dict:
+    partial = partial_folder(output)
     if group.is_main:
-        start_or_resume(partial, output, dict(run_description or {}), overwrite)
+        held = [(c.split, c.index, c.conversation_id, c.row, c.labels) for c in conversations]
+        description = {**(run_description or {}), "input_sha256": conversations_fingerprint(held),
+                       "input_conversations": len(conversations)}
+        start_or_resume(partial, description, overwrite)
     group.barrier()
     done = completed_conversations(partial, {c.key: len(c) for c in conversations})
     todo = [c for c in conversations if c.key not in done]

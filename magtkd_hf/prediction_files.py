@@ -3,17 +3,26 @@ merge into the output (JSON lines or parquet, written whole or not at all), and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock (see output_lock)
+    fcntl = None
+
 MANIFEST_FILE = "manifest.json"
 PART_PATTERN = "rows-*.jsonl"
+OUTPUT_FORMATS = (".jsonl", ".parquet")
 
 
 def part_file(partial: Path, rank: int) -> Path:
@@ -22,18 +31,50 @@ def part_file(partial: Path, rank: int) -> Path:
 
 
 
-def start_or_resume(partial: Path, output: Path, description: dict, overwrite: bool) -> None:
+def check_output(output: Path, overwrite: bool) -> None:
+    """Every check on OUTPUT that needs no work done: its format, a folder in its way, an existing file without
+    `overwrite` (unless a stopped run's rows wait beside it), a missing or read-only parent folder."""
+    if output.suffix not in OUTPUT_FORMATS:
+        raise ValueError(f"{output}: the output must end in one of {OUTPUT_FORMATS} (JSON lines or parquet).")
+    if output.is_dir():
+        raise IsADirectoryError(f"{output} is a folder: --output names the file to write (FILE.jsonl or FILE.parquet).")
+    resumable = (partial_folder(output) / MANIFEST_FILE).is_file()
+    if output.exists() and not overwrite and not resumable:
+        raise FileExistsError(f"{output} exists: pass --overwrite to replace it.")
+    parent = output.absolute().parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{output}: the folder {parent} does not exist.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{output}: the folder {parent} is not writable.")
+
+
+def partial_folder(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+def conversations_fingerprint(rows: Iterable) -> str:
+    """sha256 of what the input holds (every conversation's place, id, texts, speakers, media paths, times, labels):
+    a changed file, dataset or release folder at the same path gives another fingerprint."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, default=str).encode("utf-8", "surrogatepass") + b"\n")
+    return digest.hexdigest()
+
+
+def start_or_resume(partial: Path, description: dict, overwrite: bool) -> None:
+    """Resume the rows in `partial` when its manifest equals `description` (the input's fingerprint included);
+    refuse another run's rows naming the difference, or discard them with `overwrite`; else start afresh."""
     manifest = partial / MANIFEST_FILE
     if partial.is_dir() and manifest.is_file():
         saved = json.loads(manifest.read_text(encoding="utf-8"))
-        if saved != description:
+        if saved == description:
+            return
+        if not overwrite:
             raise ValueError(
-                f"{partial} holds the rows of another prediction run ({_differences(saved, description)}); delete "
-                "it to start again, or resume that run with its own arguments."
+                f"{partial} holds the rows of another prediction run ({_differences(saved, description)}); pass "
+                "--overwrite to start afresh, or resume that run with its own arguments and input."
             )
-        return
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists: pass --overwrite to replace it.")
+        shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     manifest.write_text(json.dumps(description, indent=2, sort_keys=True), encoding="utf-8")
 
@@ -41,6 +82,51 @@ def start_or_resume(partial: Path, output: Path, description: dict, overwrite: b
 def _differences(saved: Mapping, wanted: Mapping) -> str:
     keys = sorted(key for key in set(saved) | set(wanted) if saved.get(key) != wanted.get(key))
     return "; ".join(f"{key}: {saved.get(key)!r} there, {wanted.get(key)!r} now" for key in keys)
+
+
+@contextmanager
+def output_lock(output: Path, main_process: bool = True):
+    """One run per OUTPUT at a time: an exclusive `flock` on OUTPUT.lock (holding the PID), refused at once while
+    another process holds it. The kernel drops the lock of a process that dies, so a stale file is simply taken
+    over. Nested uses in one process (the CLI, then `predict_dataset`) share the lock; launched processes other than
+    the main one take none. (flock: Linux and macOS; on NFS Linux maps it to a POSIX lock the server enforces;
+    Windows has no flock: a warning, no lock.)"""
+    lock = output.with_name(output.name + ".lock")
+    if lock in _HELD_LOCKS or fcntl is None or not main_process:
+        if fcntl is None and main_process:
+            warnings.warn(f"no file locks on this system: nothing stops a second run writing {output} at once")
+        yield
+        return
+    handle = _locked_file(lock, output)
+    _HELD_LOCKS.add(lock)
+    try:
+        yield
+    finally:
+        _HELD_LOCKS.discard(lock)
+        lock.unlink(missing_ok=True)  # while still locked: a waiting opener then finds it gone and retries
+        handle.close()
+
+
+_HELD_LOCKS: set[Path] = set()
+
+
+def _locked_file(lock: Path, output: Path):
+    while True:
+        handle = open(lock, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RuntimeError(f"{output} is being written by another run (process {holder}, lock {lock}); wait for "
+                               "it to end or stop it, then run again.") from None
+        if lock.exists() and os.path.samestat(os.fstat(handle.fileno()), os.stat(lock)):
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            return handle
+        handle.close()  # the previous holder removed this file between our open and our lock: take the new one
 
 
 def read_partial_rows(partial: Path) -> list[dict]:
@@ -82,15 +168,18 @@ def merge_rows(partial: Path, order: Sequence[tuple[str, int]]) -> list[dict]:
 def write_output(rows: Sequence[Mapping], output: Path) -> None:
     """JSON lines or parquet (by `output`'s suffix), written beside and renamed: never a half-written OUTPUT."""
     temporary = output.with_name(output.name + ".tmp")
-    if output.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    try:
+        if output.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(list(rows)), temporary)
-    else:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(row, allow_nan=False) + "\n" for row in rows)
-    os.replace(temporary, output)
+            pq.write_table(pa.Table.from_pylist(list(rows)), temporary)
+        else:
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+        os.replace(temporary, output)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def remove_partial(partial: Path) -> None:
@@ -126,5 +215,6 @@ class ProcessGroup:
             self.state.wait_for_everyone()
 
 
-__all__ = ["ProcessGroup", "completed_conversations", "merge_rows", "part_file", "read_partial_rows",
-           "remove_partial", "start_or_resume", "write_output"]
+__all__ = ["ProcessGroup", "check_output", "completed_conversations", "conversations_fingerprint", "merge_rows",
+           "output_lock", "part_file", "partial_folder", "read_partial_rows", "remove_partial", "start_or_resume",
+           "write_output"]

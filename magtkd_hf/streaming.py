@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 
 from .configuration_magtkd import MODALITIES
+from .inference import refuse_mixed_speaker_kinds
 from .pipeline_magtkd import emotion_rows, refuse_non_finite_media, utterance_modalities
 
 CAUSAL, PREFIX = "causal", "prefix"
@@ -75,7 +76,7 @@ class MagtkdStream:
     def add(self, utterance: Mapping) -> dict:
         """The next utterance of the conversation -> its emotion row (see the class docstring)."""
         index = len(self._rows)
-        _check_utterance(utterance, index)
+        _check_utterance(utterance, index, self._dialogue)
         dialogue = [*self._dialogue, {"speaker": utterance["speaker"], "text": utterance["text"]}]
         text_inputs, speaker_ids = self._text_inputs(dialogue, index)
         media_inputs = self._media_inputs(utterance, index)
@@ -150,9 +151,10 @@ def _present(media_inputs: Mapping, modality: str) -> bool:
     return modality in utterance_modalities(media_inputs)[0]
 
 
-def _check_utterance(utterance, index: int) -> None:
+def _check_utterance(utterance, index: int, dialogue: list[dict]) -> None:
     if not isinstance(utterance, Mapping) or "speaker" not in utterance or "text" not in utterance:
         raise ValueError(f"utterance {index} of the stream: expected a mapping with at least 'speaker' and 'text'.")
+    refuse_mixed_speaker_kinds("the stream", [*(earlier["speaker"] for earlier in dialogue), utterance["speaker"]])
 
 
 @contextmanager

@@ -134,8 +134,10 @@ def test_another_run_or_an_existing_output_is_refused(saved, tmp_path):
         predict_dataset(model, processor, conversations, output, progress=False)
     (tmp_path / "out.jsonl.partial").mkdir()
     (tmp_path / "out.jsonl.partial" / "manifest.json").write_text(json.dumps({"model": "another"}))
-    with pytest.raises(ValueError, match="another prediction run.*model"):
-        predict_dataset(model, processor, conversations, output, overwrite=True, run_description={"model": "this"})
+    with pytest.raises(ValueError, match="another prediction run.*model: 'another' there, 'this' now.*--overwrite"):
+        predict_dataset(model, processor, conversations, output, run_description={"model": "this"})
+    predict_dataset(model, processor, conversations, output, overwrite=True, run_description={"model": "this"})
+    assert len(read_jsonl(output)) == sum(LENGTHS["test"]) and not (tmp_path / "out.jsonl.partial").exists()
     with pytest.raises(ValueError, match="must end in"):
         predict_dataset(model, processor, conversations, tmp_path / "out.csv")
 

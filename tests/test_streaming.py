@@ -4,6 +4,7 @@ and the fusion's online evaluation (`online_logits`, `evaluate_saved_fusion(onli
 import io
 import json
 import math
+import re
 import sys
 
 import pytest
@@ -164,24 +165,25 @@ def test_the_stream_command_reads_paths_from_the_current_directory(monkeypatch, 
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ("{not json", r"stdin line 2: not JSON"),
-        ('["speaker", "text"]', r"stdin line 2: expected a JSON object with at least 'speaker' and 'text'"),
-        ('{"speaker": "A", "text": "hi", "vidoe": "c0.mp4"}', r"stdin line 2: unknown keys \['vidoe'\]"),
-        ('{"speaker": "A", "text": 5, "video": "c0.mp4"}', r"stdin line 2: 'text' must be a non-empty string"),
-        ('{"speaker": "A", "text": "hi", "video": "gone.mp4"}', r"stdin line 2: utterance 1 of the stream: .*gone\.mp4"),
+        (b"{not json", r"stdin line 2: not JSON"),
+        (b'["speaker", "text"]', r"stdin line 2: expected a JSON object with at least 'speaker' and 'text'"),
+        (b'{"speaker": "A", "text": "hi", "vidoe": "c0.mp4"}', r"stdin line 2: unknown keys \['vidoe'\]"),
+        (b'{"speaker": "A", "text": 5, "video": "c0.mp4"}', r"stdin line 2: 'text' must be a non-empty string"),
+        (b'{"speaker": "A", "text": "hi", "video": "gone.mp4"}', r"stdin line 2: utterance 1 of the stream: .*gone\.mp4"),
+        (b'{"speaker": "A", "text": "caf\xe9"}', r"stdin line 2: not UTF-8 text \(byte 0xe9 at position 29\)"),
+        (b'{"speaker": "A", "text": "hi \\ud800"}', r"stdin line 2: 'text' is not valid Unicode: a lone surrogate"),
+        (b'{"speaker": 1, "text": "hi"}', r"stdin line 2: the stream: utterance 1: speaker 1 is an integer id but "),
     ],
 )
-def test_a_bad_line_stops_the_stream_with_one_line_naming_it(monkeypatch, saved_causal_model, clips, capsys, bad, message):
-    good = json.dumps({"speaker": "A", "text": "hi", "video": "c0.mp4"})
-    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{good}\n{bad}\n{good}\n"))
+def test_a_bad_line_gets_an_error_row_and_the_stream_goes_on(monkeypatch, saved_causal_model, clips, capsys, bad, message):
+    good = json.dumps({"speaker": "A", "text": "hi", "video": "c0.mp4"}).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"\n".join([good, bad, good]) + b"\n")))
     assert cli(["stream", str(saved_causal_model), "--base-dir", str(clips[0])]) == 1
     captured = capsys.readouterr()
-    assert len(captured.out.splitlines()) == 1  # the line before the bad one was answered
-    error = captured.err.splitlines()[0]
-    assert error.startswith("magtkd-hf stream: error: ")
-    import re
-
-    assert re.search(message, error), error
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [row.get("index") for row in rows] == [0, None, 1]  # the failed line left the stream as it was
+    assert rows[1]["line"] == 2 and re.search(message, rows[1]["error"]), rows[1]
+    assert captured.err.splitlines()[-1] == "magtkd-hf stream: 1 of 3 lines failed (their rows hold 'error')."
 
 
 # ---------------------------------------------------------------------- online evaluation

@@ -11,13 +11,16 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
 from transformers import AutoConfig, HfArgumentParser
 
 from .. import __version__, inference
 from ..configuration_magtkd import DATASETS, FEATURE_SOURCES, dataset_facts
 from ..datasets_scripts.check import run_check_data
 from ..precision import DTYPE_CHOICES, resolve_dtype
+from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
 from ..predict_dataset import predict_dataset, read_prediction_input
+from ..prediction_files import ProcessGroup, check_output, output_lock
 from ..processors import MagtkdProcessor
 from ..released import import_released_features, load_released_end_to_end, load_released_fusion
 from ..streaming import MagtkdStream
@@ -26,14 +29,52 @@ from .cli_cache import run_cache_frames
 from .cli_train import add_train_command
 from .fusion_demo import print_fusion_demo_report, run_fusion_demo
 
+SAMPLE_CONVERSATION_FILE = SAMPLE_MELD_ROOT / "conversations" / "test_conversation.json"
+# The options naming files a command reads (folders are options of their own): each must be a regular file.
+FILE_OPTIONS = ("input", "fusion", *FEATURE_SOURCES, "speaker_map", "split_file", "files", "recipe")
 # Errors a user can cause and fix: a short message and exit status 1 (`--debug`/MAGTKD_HF_DEBUG=1: the traceback).
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pickle.UnpicklingError)
+
+
+DEBUG_HELP = "on an error, print the full traceback instead of one line (also: environment MAGTKD_HF_DEBUG=1)"
+
+
+class CommandParser(HfArgumentParser):
+    """A sub-command's parser: options shown with dashes only (the underscore spellings HfArgumentParser adds for the
+    `train` settings still parse, unlisted), defaults written in the help texts (not appended by the formatter), and
+    `--debug` documented."""
+
+    def __init__(self, *args, formatter_class=argparse.HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+
+    def add_argument(self, *names, **settings):
+        return _shown_with_dashes(super().add_argument(*names, **_with_negation_help(settings)))
+
+    def add_argument_group(self, *args, **kwargs):
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+        group.add_argument = lambda *names, **settings: _shown_with_dashes(add(*names, **_with_negation_help(settings)))
+        return group
+
+
+def _shown_with_dashes(action: argparse.Action) -> argparse.Action:
+    action.option_strings = [name for name in action.option_strings if "_" not in name] or action.option_strings
+    return action
+
+
+def _with_negation_help(settings: dict) -> dict:
+    """HfArgumentParser gives `--no-X` the help of `--X`: say what it does instead."""
+    if settings.get("action") == "store_false" and "dest" in settings:
+        settings = {**settings, "help": f"turn {_flag(settings['dest'])} off"}
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magtkd-hf", description=__doc__)
     parser.add_argument("--version", action="version", version=f"magtkd-hf {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=HfArgumentParser)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for add_command in (_add_demo, _add_predict, _add_fusion_demo, _add_convert_released, _add_import_released_features,
                         _add_check_data, add_train_command, _add_cache_frames, _add_stream, _add_evaluate):
         add_command(subparsers)
@@ -59,7 +100,8 @@ def _add_demo(subparsers) -> None:
         "with AutoModel/AutoProcessor and predicts the sample test conversation. A few minutes on 2 CPU cores; "
         "downloads nothing.",
     )
-    parser.add_argument("--output-dir", default="magtkd-demo", help="where the run and its models are written")
+    parser.add_argument("--output-dir", default="magtkd-demo",
+                        help="where the run and its models are written (default %(default)s)")
 
 
 def _run_demo(args) -> None:
@@ -76,10 +118,12 @@ def _add_fusion_demo(subparsers) -> None:
         "on them, reports dev weighted F1 as it trains, tests the best dev model, saves it and reloads it with "
         "AutoModel. Runs on CPU in about a minute; downloads nothing.",
     )
-    parser.add_argument("--output-dir", default="magtkd-fusion-demo", help="where the trained model is saved")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", default="magtkd-fusion-demo",
+                        help="where the trained model is saved (default %(default)s)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps (default %(default)s)")
+    parser.add_argument("--eval-every", type=int, default=50, metavar="STEPS",
+                        help="evaluate on dev every this many steps (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the model (default %(default)s)")
 
 
 def _run_fusion_demo(args) -> int:
@@ -89,7 +133,7 @@ def _run_fusion_demo(args) -> int:
 
 
 def _add_model_options(parser) -> None:
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default %(default)s)")
     parser.add_argument("--dtype", default="native", choices=DTYPE_CHOICES,
                         help="weights' dtype; native (default, the package's choice): bfloat16 on GPUs and CPUs that "
                         "compute it natively (AVX512-BF16/AMX), else float32; auto: the checkpoint's dtype "
@@ -111,8 +155,11 @@ def _add_predict(subparsers) -> None:
         "by size, media decoded in --num-workers processes, resumable (run the same command again after a stop), "
         "shared between processes under `accelerate launch`.",
     )
-    parser.add_argument("model_dir", metavar="MODEL_DIR")
-    parser.add_argument("input", metavar="INPUT", help="CONVERSATION.json, or a dataset (see above) with --output")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a folder saved by magtkd-hf (model and processor)")
+    parser.add_argument("input", metavar="INPUT", nargs="?",
+                        help="CONVERSATION.json, or a dataset (see above) with --output; not with --sample")
+    parser.add_argument("--sample", action="store_true", help="predict the sample test conversation shipped with "
+                        f"the package ({SAMPLE_CONVERSATION_FILE.name}) instead of INPUT")
     parser.add_argument("--json", action="store_true", help="print JSON (with every emotion's probability)")
     _add_model_options(parser)
     dataset = parser.add_argument_group("a whole dataset")
@@ -128,6 +175,18 @@ def _add_predict(subparsers) -> None:
                          help="release folders: missing or unreadable media files are an error (default) or dropped")
 
 
+def check_device(device: str) -> None:
+    """A device this torch cannot use, refused before any work in one line (torch would fail deep in loading)."""
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"--device {device}: not a torch device ({error}).") from None
+    count = {"cuda": torch.cuda.device_count, "mps": lambda: int(torch.backends.mps.is_available())}.get(device.type)
+    if count is not None and (device.index or 0) >= count():
+        raise ValueError(f"--device {device}: this torch {torch.__version__} sees {count()} {device.type} device(s) "
+                         "(not built with it, or none visible); use --device cpu.")
+
+
 def _load_model_for_inference(args):
     model, processor = inference.load_emotion_model(args.model_dir, args.device,
                                                     trust_remote_code=args.trust_remote_code)
@@ -136,6 +195,11 @@ def _load_model_for_inference(args):
 
 
 def _run_predict(args) -> None:
+    if args.sample == (args.input is not None):
+        raise ValueError("give INPUT (a CONVERSATION.json or a dataset) or --sample, not both" if args.sample else
+                         "give INPUT (a CONVERSATION.json or a dataset), or --sample for the shipped sample conversation")
+    args.input = str(SAMPLE_CONVERSATION_FILE) if args.sample else args.input
+    check_device(args.device)
     if args.output is not None or Path(args.input).suffix != ".json":
         return _run_predict_dataset(args)
     conversation = inference.read_conversation_file(args.input)
@@ -154,6 +218,13 @@ def _run_predict_dataset(args) -> None:
     if args.output is None:
         raise SystemExit(f"magtkd-hf predict: {args.input} is not a CONVERSATION.json: predicting a dataset needs "
                          "--output FILE.jsonl or FILE.parquet.")
+    output = Path(args.output)
+    check_output(output, args.overwrite)
+    with output_lock(output, ProcessGroup.current().is_main):
+        _predict_dataset_into(args)
+
+
+def _predict_dataset_into(args) -> None:
     conversations = read_prediction_input(args.input, args.dataset, args.split, args.on_missing)
     if args.device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per launched process
         args.device = f"cuda:{os.environ['LOCAL_RANK']}"
@@ -190,7 +261,10 @@ def _add_stream(subparsers) -> None:
     _add_model_options(parser)
 
 
-def _run_stream(args) -> None:
+def _run_stream(args) -> int:
+    """A bad line gets an error row on stdout, in its place (a caller waiting for each line's answer is never left
+    waiting), and the stream goes on; the count at the end goes to stderr, with exit status 1."""
+    check_device(args.device)
     model, processor = _load_model_for_inference(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said once here, on stderr, in one line
@@ -198,24 +272,34 @@ def _run_stream(args) -> None:
     if not stream.causal:
         print("magtkd-hf stream: the model's fusion is not causal: each emotion is computed from the conversation "
               "so far (context 'prefix').", file=sys.stderr)
-    for number, line in enumerate(sys.stdin, start=1):
+    failed, lines = 0, 0
+    for number, line in enumerate(getattr(sys.stdin, "buffer", sys.stdin), start=1):  # bytes: bad UTF-8 is a line's
         if not line.strip():
             continue
-        utterance = _utterance_from_line(line, number, Path(args.base_dir))
+        lines += 1
         try:
-            row = stream.add(utterance)
-        except ValueError as error:
-            raise ValueError(f"stdin line {number}: {error}") from error
+            row = _streamed_row(stream, line, number, Path(args.base_dir))
+        except (ValueError, OSError) as error:
+            failed += 1
+            row = {"line": number, "error": str(error)}
         sys.stdout.write(json.dumps(row, allow_nan=False) + "\n")
         sys.stdout.flush()  # the caller reads each emotion as soon as it exists, not when the buffer fills
+    if failed:
+        print(f"magtkd-hf stream: {failed} of {lines} lines failed (their rows hold 'error').", file=sys.stderr)
+    return 1 if failed else 0
 
 
-def _utterance_from_line(line: str, number: int, base_dir: Path) -> dict:
-    where = f"stdin line {number}"
+def _streamed_row(stream: MagtkdStream, line: str | bytes, number: int, base_dir: Path) -> dict:
+    utterance = _utterance_from_line(line, number, base_dir)
     try:
-        utterance = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{where}: not JSON ({error}).") from None
+        return stream.add(utterance)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"stdin line {number}: {error}") from error
+
+
+def _utterance_from_line(line: str | bytes, number: int, base_dir: Path) -> dict:
+    where = f"stdin line {number}"
+    utterance = inference.parse_json(line, where)
     if not isinstance(utterance, Mapping) or not {"speaker", "text"} <= set(utterance):
         raise ValueError(f"{where}: expected a JSON object with at least 'speaker' and 'text'.")
     try:
@@ -235,7 +319,7 @@ def _add_evaluate(subparsers) -> None:
     parser.add_argument("fusion_dir", metavar="FUSION_DIR")
     parser.add_argument("--features", required=True, metavar="FEATURES_DIR")
     parser.add_argument("--online", action="store_true", help="predict every utterance from its prefix only")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="conversations per fusion call (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON (with confusion matrices)")
 
 
@@ -418,14 +502,24 @@ def _add_cache_frames(subparsers) -> None:
     parser.add_argument("--rebuild", action="store_true", help="empty the cache folder first")
 
 
+def check_input_files(args) -> None:
+    """Refuse, before any work, a FIFO or device given where a file is read (reading one would block or never end);
+    files that do not exist are left to each command's own message."""
+    for name in FILE_OPTIONS:
+        values = getattr(args, name, None)
+        for value in values if isinstance(values, list) else [values] if values else []:
+            path = Path(value.partition("=")[2] or value if name == "files" else value)
+            if os.path.lexists(path) and not path.is_dir():
+                inference.check_regular_file(path)
+
+
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("MAGTKD_HF_DEBUG", "") not in ("", "0")
-    args = build_parser().parse_args([argument for argument in argv if argument != "--debug"])
+    args = build_parser().parse_args(argv)
     try:
+        check_input_files(args)
         return args.func(args) or 0
     except EXPECTED_ERRORS as error:
-        if debug:
+        if args.debug or os.environ.get("MAGTKD_HF_DEBUG", "") not in ("", "0"):
             raise
         message = str(error).strip() or type(error).__name__
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
