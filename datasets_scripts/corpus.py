@@ -87,6 +87,17 @@ class LabelFilesError(ValueError):
         super().__init__("\n".join([headline, *(f"  {fault}" for fault in self.faults)]))
 
 
+def check_release_root(dataset_name: str, root: Path, expected: Sequence[str], description: str) -> None:
+    """One short line for a root that is no folder, or holds none of `expected`, instead of a fault per label file."""
+    if not root.is_dir():
+        state = "does not exist" if not root.exists() else "is not a folder"
+    elif not any((root / name).exists() for name in expected):
+        state = "is not the release folder"
+    else:
+        return
+    raise LabelFilesError(dataset_name, [], f"{dataset_name} root {root} {state}: expected {description}.")
+
+
 class LabelProblemsError(LabelFilesError):
     """Raised with `on_missing="raise"` for label-file rows or empty splits; `problems` lists them (`LabelProblem`)."""
 

@@ -17,6 +17,7 @@ from .corpus import (
     Corpus,
     LabelRow,
     build_dataset_dict,
+    check_release_root,
     conversation_features,
     counts_text,
     decode_text_file,
@@ -143,7 +144,10 @@ def read_iemocap_corpus(root: Union[str, Path], split_file: Union[str, Path, Non
     """
     split_file = Path(split_file) if split_file is not None else DEFAULT_IEMOCAP_SPLIT_FILE
     dialogues = read_iemocap_split_file(split_file)
-    corpus = Corpus("IEMOCAP", str(Path(root).expanduser().absolute()), IEMOCAP_FEATURES)
+    root = Path(root).expanduser().absolute()
+    sessions = [f"Session{number}" for number in range(1, 6)]
+    check_release_root("IEMOCAP", root, sessions, "the IEMOCAP_full_release folder, holding Session1 ... Session5")
+    corpus = Corpus("IEMOCAP", str(root), IEMOCAP_FEATURES)
     for key, split in IEMOCAP_SPLIT_KEYS.items():
         corpus.split_sources[split] = f"{split_file}, list {key!r}"
         corpus.excluded_labels[split] = Counter()

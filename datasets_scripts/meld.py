@@ -17,6 +17,7 @@ from .corpus import (
     LabelFilesError,
     LabelRow,
     build_dataset_dict,
+    check_release_root,
     conversation_features,
     decode_text_file,
 )
@@ -111,6 +112,9 @@ def _read_meld_split(corpus: Corpus, split: str, csv_path: Path, clip_dir: Path)
 def read_meld_corpus(root: Union[str, Path]) -> Corpus:
     """The three official CSVs under `root`, every fault (an absent file or column, a bad row) in `label_faults`."""
     root = Path(root).expanduser().absolute()
+    csv_names = [csv_name for csv_name, _ in MELD_SPLIT_FILES.values()]
+    check_release_root("MELD", root, csv_names, f"the MELD release folder, holding {', '.join(csv_names)} and the "
+                       "clip folders")
     corpus = Corpus("MELD", str(root), MELD_FEATURES)
     for split, (csv_name, clip_folder) in MELD_SPLIT_FILES.items():
         corpus.split_sources[split] = str(root / csv_name)

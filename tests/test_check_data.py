@@ -9,8 +9,10 @@ import av
 import pytest
 from media_fixtures import write_mp4
 
+from magtkd_hf import load_iemocap, load_meld
 from magtkd_hf.apps.cli import build_parser, main
 from magtkd_hf.datasets_scripts import check_data, synthetic
+from magtkd_hf.datasets_scripts.corpus import LabelFilesError
 from magtkd_hf.datasets_scripts.media import TRUNCATED, UNREADABLE, MediaFile, decode_media, probe_media
 from magtkd_hf.datasets_scripts.synthetic import write_meld_tree
 from iemocap_fixtures import SyntheticIemocapUtterance as U, write_iemocap_dialogue, write_tiny_avi, write_tiny_wav
@@ -111,8 +113,21 @@ def test_meld_labels_only_on_the_real_csvs(tmp_path, capsys):
 
 
 def test_meld_absent_label_files_exit_2(tmp_path, capsys):
+    (tmp_path / "dev_sent_emo.csv").write_text("")
     code, out = run_cli(capsys, "meld", tmp_path, "--no-media")
     assert code == 2 and "train_sent_emo.csv not found" in out and "label files cannot be read" in out
+
+
+@pytest.mark.parametrize(("dataset", "expected"), [("meld", "train_sent_emo.csv"), ("iemocap", "Session1 ... Session5")])
+@pytest.mark.parametrize("state", ["does not exist", "is not a folder", "is not the release folder"])
+def test_a_wrong_root_is_one_short_line_naming_it(tmp_path, capsys, dataset, expected, state):
+    root = {"does not exist": tmp_path / "gone", "is not a folder": tmp_path / "file", "is not the release folder": tmp_path}[state]
+    (tmp_path / "file").write_text("")
+    code, out = run_cli(capsys, dataset, root, "--no-media")
+    assert code == 2 and out.splitlines()[0].startswith(f"check-data: {dataset.upper()} root {root} {state}: expected")
+    assert expected in out and len(out) < 300
+    with pytest.raises(LabelFilesError, match=f"root {root} {state}"):
+        (load_meld if dataset == "meld" else load_iemocap)(root, check_media=False)
 
 
 def test_iemocap_report_and_exit_codes(tmp_path, capsys):

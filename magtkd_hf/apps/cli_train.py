@@ -1,6 +1,5 @@
 """`magtkd-hf train STAGE`: its options are the fields of the settings dataclasses (magtkd_hf/training/settings.py)."""
 
-import argparse
 from dataclasses import fields
 from pathlib import Path
 
@@ -16,7 +15,6 @@ def add_train_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
         dataclass_types=(RunSettings, ProcessorSettings, ModelSettings, StageSettings),
-        formatter_class=argparse.HelpFormatter,
         help=f"train a stage of the MAGTKD recipe ({'|'.join(stages)})",
         description="Runs one stage of the MAGTKD recipe with the settings of --recipe, then the options below (every "
         "stage), then --set STAGE.KEY=VALUE (one stage), writing OUTPUT_DIR/<stage>/ (a save_pretrained folder, "
