@@ -111,7 +111,13 @@ def test_predict_and_stream_refuse_damaged_weights(folders, damage):
         load_emotion_model(folders / f"model-{damage}")
 
 
-@pytest.mark.xfail(strict=True, reason="needs `expected=MagtkdForEmotionRecognition` in inference.load_emotion_model")
-def test_predict_and_stream_refuse_a_fusion_folder_naming_both_classes(folders):
-    with pytest.raises(ModelFolderError, match="holds a MagtkdFusionModel, not a MagtkdForEmotionRecognition"):
+def test_predict_and_stream_refuse_a_fusion_folder_naming_both_classes(folders, tmp_path):
+    with pytest.raises(ValueError) as error:  # no processor: named before the model is read
         load_emotion_model(folders / "fusion")
+    assert _one_line(error).startswith(f"{folders / 'fusion'}: no processor")
+    shutil.copytree(folders / "fusion", tmp_path / "fusion")
+    for processor_file in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(folders / "model" / processor_file, tmp_path / "fusion")
+    with pytest.raises(ModelFolderError) as error:
+        load_emotion_model(tmp_path / "fusion")
+    assert "fusion: holds a MagtkdFusionModel, not a MagtkdForEmotionRecognition as expected here" in _one_line(error)
