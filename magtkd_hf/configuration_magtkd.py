@@ -249,7 +249,7 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
     # `Trainer.predict` keeps the prediction alone: the anchor heads' logits and hidden states are not it.
     keys_to_ignore_at_inference: ClassVar[list[str]] = [
         "audio_logits", "video_logits", "text_anchor_hidden_states", "audio_anchor_hidden_states",
-        "video_anchor_hidden_states",
+        "video_anchor_hidden_states", "hidden_states", "attentions",
     ]
 
     hidden_size: int = 768
@@ -363,6 +363,8 @@ class MagtkdConfig(MagtkdLabelsMixin, PreTrainedConfig):
     # not a tuple holding the anchor heads and the (U, H) feature arrays.
     keys_to_ignore_at_inference: ClassVar[list[str]] = [
         "audio_logits", "video_logits", "text_features", "audio_features", "video_features",
+        *(f"{part}_{kind}" for part in ("text", "audio", "video", "fusion")
+          for kind in ("hidden_states", "attentions")),
     ]
     sub_configs_defaults = {**_STAGE_CONFIGS, "fusion_model_config": MagtkdFusionConfig}
 

@@ -9,13 +9,16 @@ from transformers.utils import ModelOutput
 from .configuration_magtkd import MODALITIES, MagtkdConfig
 from .modeling_magtkd_fusion import ConversationLayout, MagtkdFusionModel, check_all
 from .modeling_magtkd_stages import (
+    LAYER_OUTPUTS,
     MagtkdAudioEncoder,
     MagtkdAudioModel,
+    MagtkdEncoderOutput,
     MagtkdEncoderPreTrainedModel,
     MagtkdTextEncoder,
     MagtkdTextModel,
     MagtkdVideoEncoder,
     MagtkdVideoModel,
+    into_rows,
 )
 
 
@@ -30,6 +33,13 @@ class MagtkdEmotionRecognitionOutput(ModelOutput):
         audio and video anchor heads.
     text_features, audio_features, video_features (`torch.FloatTensor` of shape `(total_utterances, hidden_size)`): the
         per-utterance encoder features that entered the fusion, in the processor's utterance order.
+    text_hidden_states, audio_hidden_states, video_hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with
+        `output_hidden_states`): each encoder's hidden states, one row per utterance (see [`MagtkdEncoderOutput`]);
+        None for a modality whose features were given.
+    text_attentions, audio_attentions, video_attentions (`tuple(torch.FloatTensor)`, *optional*, returned with
+        `output_attentions`): each encoder's attention weights, likewise.
+    fusion_hidden_states, fusion_attentions (`tuple(torch.FloatTensor)`, *optional*): the fusion blocks' outputs and
+        attention weights ([`MagtkdFusionOutput`]'s `hidden_states` and `attentions`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -39,6 +49,14 @@ class MagtkdEmotionRecognitionOutput(ModelOutput):
     text_features: torch.FloatTensor | None = None
     audio_features: torch.FloatTensor | None = None
     video_features: torch.FloatTensor | None = None
+    text_hidden_states: tuple[torch.FloatTensor | None, ...] | None = None
+    audio_hidden_states: tuple[torch.FloatTensor | None, ...] | None = None
+    video_hidden_states: tuple[torch.FloatTensor | None, ...] | None = None
+    text_attentions: tuple[torch.FloatTensor, ...] | None = None
+    audio_attentions: tuple[torch.FloatTensor, ...] | None = None
+    video_attentions: tuple[torch.FloatTensor, ...] | None = None
+    fusion_hidden_states: tuple[torch.FloatTensor | None, ...] | None = None
+    fusion_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 def regroup_utterances(
@@ -68,6 +86,30 @@ def regroup_utterances(
             "conversation by conversation, in order (as the processor gives them).",
         )
     return layout.to_padded(features)
+
+
+def fusion_inputs(features: dict, present: dict, utterance_mask, conversation_index, utterance_index) -> dict:
+    """The fusion's (B, N, H) features and (B, N) presence masks from each modality's (U, H) features and (U,) flags."""
+    inputs = {
+        f"{modality}_features": regroup_utterances(value, utterance_mask, conversation_index, utterance_index)
+        for modality, value in features.items()
+    }
+    for modality, flags in present.items():
+        inputs[f"{modality}_mask"] = (
+            None if flags is None else regroup_utterances(flags[:, None], utterance_mask).squeeze(-1)
+        )
+    return inputs
+
+
+def split_layer_outputs(encoded: dict) -> tuple[dict, dict]:
+    """Each modality's features, and its encoder's layer outputs by output name (`text_hidden_states`, ...)."""
+    features, layers = {}, {}
+    for modality, value in encoded.items():
+        if isinstance(value, MagtkdEncoderOutput):
+            layers.update({f"{modality}_{name}": getattr(value, name) for name in LAYER_OUTPUTS})
+            value = value.features
+        features[modality] = value
+    return features, layers
 
 
 _ENCODER_INPUTS = {"text": ("input_ids",), "audio": ("input_values",), "video": ("pixel_values",)}
@@ -196,11 +238,14 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
             self.feature_module(modality).eval()
         return self
 
-    def _encode(self, modality: str, inputs: dict, present: torch.Tensor | None = None) -> torch.Tensor:
-        """The (U, H) features of `modality`; with `present` (U,) flags, the encoder runs on the present utterances
-        only and the absent ones get zeros (the fusion replaces them with its missing embedding). Under torch.export /
-        torch.compile, which cannot select a data-dependent subset, every utterance is encoded (the absent ones from
-        their zero inputs); the fusion ignores those features all the same."""
+    def _encode(
+        self, modality: str, inputs: dict, present: torch.Tensor | None = None, output_flags: dict | None = None
+    ) -> torch.Tensor | MagtkdEncoderOutput:
+        """The (U, H) features of `modality` (with the encoder's layer outputs where `output_flags` ask for them); with
+        `present` (U,) flags, the encoder runs on the present utterances only and the absent ones get zeros (the fusion
+        replaces them with its missing embedding). Under torch.export / torch.compile, which cannot select a
+        data-dependent subset, every utterance is encoded (the absent ones from their zero inputs); the fusion ignores
+        those features all the same."""
         everyone = present is None or torch.compiler.is_compiling() or bool(present.all())
         subset = None if everyone else present.bool().nonzero().squeeze(1)
         if subset is not None and subset.numel() == 0:  # nothing to encode: the inputs are not needed
@@ -216,11 +261,8 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
                       for name, value in inputs.items()}
         module = self.feature_module(modality)
         with torch.set_grad_enabled(torch.is_grad_enabled() and modality not in self._frozen_modalities):
-            features = module(**inputs)
-        if subset is None:
-            return features
-        rows = features.new_zeros(present.shape[0], features.shape[-1])
-        return rows.index_copy(0, subset.to(features.device), features)
+            output = module(**inputs, **(output_flags or {}))
+        return output if subset is None else into_rows(present.shape[0], subset, output)
 
     def forward(
         self,
@@ -240,6 +282,8 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
         return_dict: bool | None = None,
         has_audio: torch.Tensor | None = None,
         has_video: torch.Tensor | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
     ) -> MagtkdEmotionRecognitionOutput | tuple:
         r"""
         Args:
@@ -251,8 +295,12 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
             has_audio, has_video (`torch.LongTensor` of shape `(total_utterances,)`, *optional*): the processor's
                 presence flags; an absent modality's encoder is not run for that utterance (its feature in the output
                 is zeros) and the fusion uses its missing embedding. Omitted: every utterance has both.
+            output_hidden_states (`bool`, `int` or `list[int]`), output_attentions (`bool`), *optional*: return the
+                encoders' and fusion blocks' hidden states (all, or those of the indices into each) and attentions.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        flags = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+        flags = {name: getattr(self.config, name) if value is None else value for name, value in flags.items()}
         if speaker_ids is None or utterance_mask is None:
             raise ValueError("`speaker_ids` and `utterance_mask` (the processor's conversation structure) are required.")
         present = {"audio": has_audio, "video": has_video}
@@ -262,32 +310,24 @@ class MagtkdForEmotionRecognition(MagtkdEncoderPreTrainedModel):
             "video": {"pixel_values": pixel_values},
         }
         given = {"text": text_features, "audio": audio_features, "video": video_features}
-        features = self._utterance_features(given, encoder_inputs, present)
-        grouped = {
-            modality: regroup_utterances(value, utterance_mask, conversation_index, utterance_index)
-            for modality, value in features.items()
-        }
-        masks = {
-            modality: None if flags is None else regroup_utterances(flags[:, None], utterance_mask).squeeze(-1)
-            for modality, flags in present.items()
-        }
+        features, layers = split_layer_outputs(self._utterance_features(given, encoder_inputs, present, flags))
         fused = self.fusion(
-            text_features=grouped["text"], audio_features=grouped["audio"], video_features=grouped["video"],
-            speaker_ids=speaker_ids, attention_mask=utterance_mask, labels=labels, return_dict=True,
-            audio_mask=masks["audio"], video_mask=masks["video"],
+            **fusion_inputs(features, present, utterance_mask, conversation_index, utterance_index),
+            speaker_ids=speaker_ids, attention_mask=utterance_mask, labels=labels, return_dict=True, **flags,
         )
         output = MagtkdEmotionRecognitionOutput(
             loss=fused.loss, logits=fused.logits, audio_logits=fused.audio_logits, video_logits=fused.video_logits,
-            **{f"{modality}_features": value for modality, value in features.items()},
+            **{f"{modality}_features": value for modality, value in features.items()}, **layers,
+            fusion_hidden_states=fused.hidden_states, fusion_attentions=fused.attentions,
         )
         return output if return_dict else output.to_tuple()
 
-    def _utterance_features(self, given: dict, inputs: dict, present: dict) -> dict[str, torch.Tensor]:
+    def _utterance_features(self, given: dict, inputs: dict, present: dict, output_flags: dict | None = None) -> dict:
         """Each modality's (U, H) features: given ones as they are, the others from their encoder (run only on the
-        utterances that have the modality)."""
+        utterances that have the modality; a [`MagtkdEncoderOutput`] where `output_flags` ask for layer outputs)."""
         return {
             modality: given[modality] if given[modality] is not None
-            else self._encode(modality, inputs[modality], present.get(modality))
+            else self._encode(modality, inputs[modality], present.get(modality), output_flags)
             for modality in MODALITIES
         }
 

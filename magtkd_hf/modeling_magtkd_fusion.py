@@ -27,6 +27,11 @@ class MagtkdFusionOutput(ModelOutput):
         video anchors' heads.
     text_anchor_hidden_states, audio_anchor_hidden_states, video_anchor_hidden_states (`torch.FloatTensor` of shape
         `(batch_size, num_utterances, hidden_size)`): F_t, F_a and F_v.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states`): the output of every
+        fusion block, `(batch_size, num_utterances, hidden_size)` each, in the order of `FUSION_BLOCK_NAMES`; None for
+        a block that an index selection of `output_hidden_states` leaves out.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions`): the attention weights of
+        every fusion block, `(batch_size, num_heads, num_utterances, num_utterances)` each, in the same order.
     """
 
     loss: torch.FloatTensor | None = None
@@ -36,6 +41,29 @@ class MagtkdFusionOutput(ModelOutput):
     text_anchor_hidden_states: torch.FloatTensor | None = None
     audio_anchor_hidden_states: torch.FloatTensor | None = None
     video_anchor_hidden_states: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor | None, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# The fusion's blocks in the order of `hidden_states` and `attentions`: each anchor's paths (itself, then the two
+# sources it attends to; the text anchor attends to the audio and video anchors' outputs).
+FUSION_BLOCK_NAMES = (
+    "audio<-audio", "audio<-text", "audio<-video", "video<-video", "video<-text", "video<-audio",
+    "text<-text", "text<-audio_anchor", "text<-video_anchor",
+)
+
+
+def selected_states(states: tuple, selection, prepare) -> tuple | None:
+    """`prepare(state)` of the `states` that `output_hidden_states` selects, as transformers' models take it: all for
+    `True`, None for `False`, else those of an index or a list of indices (negative ones from the end), None in place
+    of the others."""
+    count = len(states)
+    if isinstance(selection, bool):
+        chosen = set(range(count)) if selection else set()
+    else:
+        chosen = {index % count for index in ([selection] if isinstance(selection, int) else selection)
+                  if -count <= index < count}
+    return tuple(prepare(state) if index in chosen else None for index, state in enumerate(states)) if chosen else None
 
 
 class MagtkdDropout(nn.Dropout):
@@ -105,15 +133,17 @@ class MagtkdFusionBlock(nn.Module):
         key_value_states: torch.Tensor,
         layout: ConversationLayout,
         query_copies: int = 1,
-    ) -> torch.Tensor:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
             query_states (`torch.Tensor` of shape `(U / query_copies, H)`): the queries; with `query_copies` P > 1 the
                 same queries serve the P copies of the batch stacked in `key_value_states`: projected once, P x fewer
                 query FLOPs (the text anchor's paths in evaluation).
             key_value_states (`torch.Tensor` of shape `(U, H)`): the keys and values, packed as `layout` says.
+            output_attentions (`bool`): also return the attention weights (computed explicitly: SDPA gives none).
         Returns:
-            `torch.Tensor` of shape `(U, H)`.
+            `torch.Tensor` of shape `(U, H)`, and the attention weights `(B, heads, N, N)` or None.
         """
         query = self.query(query_states)
         if query_copies > 1:
@@ -123,16 +153,18 @@ class MagtkdFusionBlock(nn.Module):
             layout.to_padded(projected).view(batch_size, length, self.num_heads, -1).transpose(1, 2)
             for projected in (query, self.key(key_value_states), self.value(key_value_states))
         )  # (B, heads, N, head_dim) each
-        context = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=layout.key_mask,
-            dropout_p=self.attention_dropout if self.training else 0.0,
-        )  # (B, heads, N, head_dim)
+        dropout = self.attention_dropout if self.training else 0.0
+        weights = None
+        if output_attentions:
+            scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
+            weights = scores.masked_fill(~layout.key_mask, torch.finfo(scores.dtype).min).softmax(dim=-1)
+            context = F.dropout(weights, dropout, self.training) @ value
+        else:
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=layout.key_mask, dropout_p=dropout)
+        # (B, heads, N, head_dim) -> (U, H)
         context = layout.to_packed(context.transpose(1, 2).reshape(batch_size, length, -1))
         attended = self.dropout(self.attention_output(context)) + query_states
-        return self.feed_forward(attended)
+        return self.feed_forward(attended), weights
 
 
 class MagtkdGate(nn.Module):
@@ -161,28 +193,37 @@ class MagtkdAnchor(nn.Module):
         self.reduce = nn.Linear(3 * config.hidden_size, config.hidden_size)
 
     def forward(
-        self, anchor_states: torch.Tensor, other_states: tuple[torch.Tensor, torch.Tensor], layout: ConversationLayout
-    ) -> torch.Tensor:
+        self,
+        anchor_states: torch.Tensor,
+        other_states: tuple[torch.Tensor, torch.Tensor],
+        layout: ConversationLayout,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[torch.Tensor | None, ...]]:
         """
         Args:
             anchor_states (`torch.Tensor` of shape `(U, H)`): the anchor modality plus positions and speakers.
             other_states (two `torch.Tensor` of shape `(U, H)`): the sources it attends to, likewise embedded.
         Returns:
-            `torch.Tensor` of shape `(U, H)`.
+            F_m (`torch.Tensor` of shape `(U, H)`), the three paths' block outputs (U, H) and their attention weights
+            (B, heads, N, N; None without `output_attentions`).
         """
         # Self path: no input dropout; cross paths: dropout on queries and keys/values, drawn per path.
         queries = [anchor_states] + [self.input_dropout(anchor_states) for _ in other_states]
         keys_values = [anchor_states] + [self.input_dropout(states) for states in other_states]
         if len(self.blocks) == 1:
-            gated = self._shared_paths(queries, keys_values, layout)
+            hidden, weights = self._shared_paths(queries, keys_values, layout, output_attentions)
+            # `unbind` of a (paths, U, H) view, not `chunk`: U is data-dependent, which torch.export cannot chunk.
+            paths = hidden.view(len(queries), -1, hidden.shape[-1]).unbind(0)
+            gated = self.gates[0](hidden).view(len(queries), -1, hidden.shape[-1]).unbind(0)
         else:
-            gated = [
-                gate(block(query, key_value, layout))
-                for block, gate, query, key_value in zip(self.blocks, self.gates, queries, keys_values)
-            ]
-        return self.reduce(torch.cat(gated, dim=-1))
+            paths, weights = zip(*(
+                block(query, key_value, layout, output_attentions=output_attentions)
+                for block, query, key_value in zip(self.blocks, queries, keys_values)
+            ))
+            gated = [gate(path) for gate, path in zip(self.gates, paths)]
+        return self.reduce(torch.cat(gated, dim=-1)), tuple(paths), tuple(weights)
 
-    def _shared_paths(self, queries, keys_values, layout):
+    def _shared_paths(self, queries, keys_values, layout, output_attentions):
         # One call over the three paths stacked as a 3x batch: larger matrix products, same result. Queries that are
         # one tensor (no input dropout: evaluation) are projected once.
         num_paths = len(queries)
@@ -190,9 +231,11 @@ class MagtkdAnchor(nn.Module):
             stacked_queries, query_copies = queries[0], num_paths
         else:
             stacked_queries, query_copies = torch.cat(queries), 1
-        hidden = self.blocks[0](stacked_queries, torch.cat(keys_values), layout.repeated(num_paths), query_copies)
-        # `unbind` of a (paths, U, H) view rather than `chunk`: U is data-dependent, which torch.export cannot chunk.
-        return self.gates[0](hidden).view(num_paths, -1, hidden.shape[-1]).unbind(0)
+        hidden, weights = self.blocks[0](
+            stacked_queries, torch.cat(keys_values), layout.repeated(num_paths), query_copies, output_attentions
+        )
+        weights = (None,) * num_paths if weights is None else weights.view(num_paths, -1, *weights.shape[1:]).unbind(0)
+        return hidden, weights
 
 
 class MagtkdPreTrainedModel(PreTrainedModel):
@@ -265,6 +308,8 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         return_dict: bool | None = None,
         audio_mask: torch.Tensor | None = None,
         video_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
     ) -> MagtkdFusionOutput | tuple:
         r"""
         Args:
@@ -274,15 +319,18 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
                 in `[0, config.num_speakers)`; ignored at padding.
             attention_mask (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): 1 for real
                 utterances, 0 for padding; all ones when omitted.
-            labels (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): class indices, -100 to
-                ignore an utterance.
+            labels (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): class indices; -100: ignore
             audio_mask, video_mask (`torch.LongTensor` of shape `(batch_size, num_utterances)`, *optional*): 1 where
                 the utterance has that modality, 0 where it is absent (its feature is then ignored and the missing
                 embedding used); all present when omitted.
+            output_hidden_states (`bool`, `int` or `list[int]`), output_attentions (`bool`), *optional*: return the
+                fusion blocks' outputs (all, or those of the given indices) and attention weights; the config's default.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if attention_mask is None:
-            attention_mask = torch.ones_like(speaker_ids)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        attention_mask = torch.ones_like(speaker_ids) if attention_mask is None else attention_mask
         masks = {"attention_mask": attention_mask, "audio_mask": audio_mask, "video_mask": video_mask}
         self._check_inputs(text_features, audio_features, video_features, speaker_ids, masks)
         layout = ConversationLayout(attention_mask, causal=self.config.causal)
@@ -290,28 +338,38 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         text, audio, video = self._embedded_inputs(
             (text_features, audio_features, video_features), (audio_mask, video_mask), position_and_speaker, layout
         )
-        audio_anchor = self.audio_anchor(audio, (text, video), layout)
-        video_anchor = self.video_anchor(video, (text, audio), layout)
-        text_anchor = self.text_anchor(
-            text, (audio_anchor + position_and_speaker, video_anchor + position_and_speaker), layout
+        (text_anchor, audio_anchor, video_anchor), (paths, weights) = self._anchors(
+            text, audio, video, position_and_speaker, layout, output_attentions
         )
-        if self.config.anchor_residual:
-            text_anchor = text_anchor + audio_anchor + video_anchor
         logits = self.text_head(text_anchor)
         audio_logits = self.audio_head(audio_anchor)
         video_logits = self.video_head(video_anchor)
-
-        loss = None
-        if labels is not None:
-            packed_labels = layout.to_packed(labels[..., None].to(speaker_ids.device)).squeeze(1)
-            loss = self._loss(packed_labels, logits, audio_logits, video_logits, text_anchor, audio_anchor, video_anchor)
+        loss = None if labels is None else self._loss(
+            layout.to_packed(labels[..., None].to(speaker_ids.device)).squeeze(1), logits, audio_logits, video_logits,
+            text_anchor, audio_anchor, video_anchor,
+        )
         output = MagtkdFusionOutput(
             loss=loss, logits=layout.to_padded(logits), audio_logits=layout.to_padded(audio_logits),
             video_logits=layout.to_padded(video_logits), text_anchor_hidden_states=layout.to_padded(text_anchor),
             audio_anchor_hidden_states=layout.to_padded(audio_anchor),
             video_anchor_hidden_states=layout.to_padded(video_anchor),
+            hidden_states=selected_states(paths, output_hidden_states, layout.to_padded),
+            attentions=weights if output_attentions else None,
         )
         return output if return_dict else output.to_tuple()
+
+    def _anchors(self, text, audio, video, position_and_speaker, layout: ConversationLayout, output_attentions: bool):
+        """The anchors' outputs F_t, F_a, F_v (U, H), and their blocks' outputs and attention weights in the order of
+        `FUSION_BLOCK_NAMES`."""
+        audio_anchor, audio_paths, audio_weights = self.audio_anchor(audio, (text, video), layout, output_attentions)
+        video_anchor, video_paths, video_weights = self.video_anchor(video, (text, audio), layout, output_attentions)
+        text_anchor, text_paths, text_weights = self.text_anchor(
+            text, (audio_anchor + position_and_speaker, video_anchor + position_and_speaker), layout, output_attentions
+        )
+        if self.config.anchor_residual:
+            text_anchor = text_anchor + audio_anchor + video_anchor
+        blocks = (audio_paths + video_paths + text_paths, audio_weights + video_weights + text_weights)
+        return (text_anchor, audio_anchor, video_anchor), blocks
 
     def _embedded_inputs(self, features, masks, position_and_speaker, layout: ConversationLayout):
         """(B, N, H) text, audio and video features -> packed (U, H) each, absent audio/video replaced by the missing
@@ -384,4 +442,11 @@ class MagtkdFusionModel(MagtkdPreTrainedModel):
         )
 
 
-__all__ = ["MagtkdFusionModel", "MagtkdFusionOutput", "MagtkdPreTrainedModel", "check_all", "ConversationLayout"]
+__all__ = [
+    "FUSION_BLOCK_NAMES",
+    "ConversationLayout",
+    "MagtkdFusionModel",
+    "MagtkdFusionOutput",
+    "MagtkdPreTrainedModel",
+    "check_all",
+]

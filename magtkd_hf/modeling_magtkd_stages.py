@@ -35,6 +35,64 @@ class MagtkdDistillationOutput(ModelOutput):
     teacher_logits: torch.FloatTensor | None = None
 
 
+@dataclass
+class MagtkdEncoderOutput(ModelOutput):
+    r"""What a feature module gives when its encoder's layer outputs are asked for (`output_hidden_states`,
+    `output_attentions`): `features` (U, feature_size), and the encoder's `hidden_states` and `attentions` (tuples over
+    its layers, one row per utterance; zeros past an utterance's own length where utterances ran apart, zeros for an
+    utterance whose modality is absent)."""
+
+    features: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor | None, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+LAYER_OUTPUTS = ("hidden_states", "attentions")
+
+
+def scatter_rows(total: int, pieces: list) -> torch.Tensor | None:
+    """One (total, ...) tensor from (rows, values) pieces: each piece's values at its rows (`rows` None: all, for a
+    single piece), zero padded at the end of every other dimension to the largest piece; zeros in the other rows. None
+    where a piece is None (a layer an index selection of `output_hidden_states` left out)."""
+    if any(values is None for _, values in pieces):
+        return None
+    if len(pieces) == 1 and pieces[0][0] is None:
+        return pieces[0][1]
+    sizes = [max(values.shape[dim] for _, values in pieces) for dim in range(1, pieces[0][1].dim())]
+    batch = pieces[0][1].new_zeros(total, *sizes)
+    for rows, values in pieces:
+        batch[(rows, *(slice(0, size) for size in values.shape[1:]))] = values
+    return batch
+
+
+def with_layer_outputs(features: torch.Tensor, pieces: list, output_flags: dict):
+    """`features` alone, or with the encoder's layer outputs where `output_flags` ask for them (a
+    [`MagtkdEncoderOutput`]); `pieces`: the (rows, encoder output) of each encoder call (rows as `scatter_rows`'s)."""
+    if not any(output_flags.values()):
+        return features
+    layers = {}
+    for name in LAYER_OUTPUTS:
+        if output_flags[f"output_{name}"]:
+            per_layer = zip(*(getattr(output, name) for _, output in pieces))
+            layers[name] = tuple(
+                scatter_rows(features.shape[0], [(rows, layer) for (rows, _), layer in zip(pieces, values)])
+                for values in per_layer
+            )
+    return MagtkdEncoderOutput(features=features, **layers)
+
+
+def into_rows(total: int, rows: torch.Tensor, output):
+    """A feature module's `output` (features, or a [`MagtkdEncoderOutput`]) for the utterances `rows`, placed among
+    `total` utterances (zeros in the others)."""
+    if isinstance(output, torch.Tensor):
+        return scatter_rows(total, [(rows, output)])
+    layers = {
+        name: tuple(scatter_rows(total, [(rows, layer)]) for layer in getattr(output, name))
+        for name in LAYER_OUTPUTS if getattr(output, name) is not None
+    }
+    return MagtkdEncoderOutput(features=scatter_rows(total, [(rows, output.features)]), **layers)
+
+
 def encoder_without_pooler(load, *args, **kwargs) -> PreTrainedModel:
     """`load` (`AutoModel.from_config` or `from_pretrained`) without the pooler where the encoder has one: MAGTKD never
     uses it, and unused parameters break distributed training."""
@@ -76,8 +134,12 @@ class MagtkdTextEncoder(nn.Module):
         self.projection = nn.Linear(self.encoder.config.hidden_size, config.feature_size)
         self.positions_from_padding = numbers_positions_from_padding(self.encoder)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(U, L) prompt tokens, left padded -> (U, feature_size)."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, output_hidden_states=False,
+        output_attentions=False,
+    ) -> torch.Tensor | MagtkdEncoderOutput:
+        """(U, L) prompt tokens, left padded -> (U, feature_size); with the encoder's layer outputs where asked (a
+        [`MagtkdEncoderOutput`])."""
         if attention_mask is not None and not torch.compiler.is_compiling() and not bool(attention_mask[:, -1].all()):
             raise ValueError(
                 "The text inputs must be padded on the LEFT (the mask token last): the feature is read at the last "
@@ -87,10 +149,9 @@ class MagtkdTextEncoder(nn.Module):
         if attention_mask is not None and not self.positions_from_padding:
             # Absolute positions (BERT family) would count the left padding: number each prompt's tokens from 0.
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        hidden = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
-        ).last_hidden_state[:, -1]
-        return self.projection(hidden)
+        flags = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+        output = self.encoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **flags)
+        return with_layer_outputs(self.projection(output.last_hidden_state[:, -1]), [(None, output)], flags)
 
 
 class MagtkdAudioEncoder(nn.Module):
@@ -100,8 +161,12 @@ class MagtkdAudioEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder if encoder is not None else new_encoder(config)
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(U, S) waveforms, with their (U, S) sample mask -> (U, hidden_size)."""
+    def forward(
+        self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None, output_hidden_states=False,
+        output_attentions=False,
+    ) -> torch.Tensor | MagtkdEncoderOutput:
+        """(U, S) waveforms, with their (U, S) sample mask -> (U, hidden_size); with the encoder's layer outputs where
+        asked (a [`MagtkdEncoderOutput`])."""
         if attention_mask is not None and attention_mask.shape != input_values.shape:
             raise ValueError(
                 f"The audio attention mask has shape {tuple(attention_mask.shape)} but `input_values` "
@@ -115,19 +180,20 @@ class MagtkdAudioEncoder(nn.Module):
                 lambda: "Padded audio cannot run in an exported or compiled graph: give clips of one length or "
                 "`audio_features`.",
             )
+        flags = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
         if attention_mask is None or torch.compiler.is_compiling() or bool(attention_mask.all()):
-            return self.encoder(values).last_hidden_state[:, 0]
-        return self._by_exact_length(values, attention_mask.sum(dim=1))
-
-    def _by_exact_length(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            output = self.encoder(values, **flags)
+            return with_layer_outputs(output.last_hidden_state[:, 0], [(None, output)], flags)
         # data2vec-audio's positional convolution carries right padding into the last real frames even under an
         # attention mask, so a padded utterance's feature would depend on its batch-mates. Utterances of one length
         # run together, unpadded: each gets the feature it has alone (as the released extraction, one at a time).
-        features = values.new_empty(values.shape[0], self.encoder.config.hidden_size)
+        lengths = attention_mask.sum(dim=1)
+        pieces = []
         for length in lengths.unique().tolist():
             rows = (lengths == length).nonzero().flatten()
-            features[rows] = self.encoder(values[rows, : int(length)]).last_hidden_state[:, 0]
-        return features
+            pieces.append((rows, self.encoder(values[rows, : int(length)], **flags)))
+        features = scatter_rows(values.shape[0], [(rows, output.last_hidden_state[:, 0]) for rows, output in pieces])
+        return with_layer_outputs(features, pieces, flags)
 
 
 class MagtkdVideoEncoder(nn.Module):
@@ -137,9 +203,14 @@ class MagtkdVideoEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder if encoder is not None else new_encoder(config)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(U, frames, 3, height, width) -> (U, hidden_size)."""
-        return self.encoder(pixel_values.to(_parameter_dtype(self.encoder))).last_hidden_state[:, 0]
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states=False, output_attentions=False
+    ) -> torch.Tensor | MagtkdEncoderOutput:
+        """(U, frames, 3, height, width) -> (U, hidden_size); with the encoder's layer outputs where asked (a
+        [`MagtkdEncoderOutput`])."""
+        flags = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+        output = self.encoder(pixel_values.to(_parameter_dtype(self.encoder)), **flags)
+        return with_layer_outputs(output.last_hidden_state[:, 0], [(None, output)], flags)
 
 
 class MagtkdEncoderPreTrainedModel(MagtkdPreTrainedModel):
@@ -317,6 +388,7 @@ class MagtkdDistillationModel(nn.Module):
 
 __all__ = [
     "MagtkdAudioEncoder",
+    "MagtkdEncoderOutput",
     "MagtkdAudioModel",
     "MagtkdDistillationModel",
     "MagtkdDistillationOutput",

@@ -4,7 +4,8 @@ encoders loaded from the Hub do (the case where the encoders used to stay in flo
 
 import pytest
 import torch
-from tiny_magtkd import tiny_config, tiny_fusion_config, tiny_processor, tiny_stage_config, write_conversation_rows
+from test_end_to_end import _threads, processor  # noqa: F401 (module fixtures: one torch thread, tiny processor)
+from tiny_magtkd import tiny_config, tiny_fusion_config, tiny_stage_config, write_conversation_rows
 from transformers import AutoModel
 
 from magtkd_hf import (
@@ -20,18 +21,8 @@ from magtkd_hf import (
 TOLERANCES = {torch.bfloat16: 0.1, torch.float16: 0.02}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads(one_torch_thread):
-    yield
-
-
 @pytest.fixture(scope="module")
-def processor():
-    return tiny_processor()
-
-
-@pytest.fixture(scope="module")
-def batch(processor, tmp_path_factory):
+def batch(processor, tmp_path_factory):  # noqa: F811
     rows = write_conversation_rows(tmp_path_factory.mktemp("dtype_media"), lengths=(2, 1))
     return MagtkdDataCollator(processor)(rows)
 
@@ -41,7 +32,7 @@ def _recorded_float32(stage_config):
     return stage_config
 
 
-def _models_and_inputs(processor, batch):
+def _models_and_inputs(processor, batch):  # noqa: F811
     """(model, forward inputs) of every saved folder kind."""
     stage = {m: _recorded_float32(tiny_stage_config(processor, m)) for m in ("text", "audio", "video")}
     config = tiny_config(processor)
@@ -64,7 +55,7 @@ def _models_and_inputs(processor, batch):
 
 
 @pytest.fixture(scope="module")
-def saved(processor, batch, tmp_path_factory):
+def saved(processor, batch, tmp_path_factory):  # noqa: F811
     """Each kind saved in float32 and in bfloat16, with its inputs and float32 logits."""
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("dtype_folders")

@@ -99,8 +99,8 @@ def test_precomputed_features_replace_an_encoder_and_missing_inputs_are_named(mo
 
 
 def test_forward_rejects_unknown_keywords(model, batch):
-    with pytest.raises(TypeError, match="output_hidden_states"):
-        model(**batch, output_hidden_states=True)
+    with pytest.raises(TypeError, match="head_mask"):
+        model(**batch, head_mask=None)
 
 
 def test_training_step_frozen_encoders_and_gradient_checkpointing(processor, batch):

@@ -294,8 +294,8 @@ def test_every_config_loads_as_its_own_class(tmp_path, config_class):
 
 def test_forward_rejects_unknown_keywords():
     model = MagtkdFusionModel(tiny_config())
-    with pytest.raises(TypeError, match="output_hidden_states"):
-        model(**make_batch([2, 1]), output_hidden_states=True)
+    with pytest.raises(TypeError, match="head_mask"):
+        model(**make_batch([2, 1]), head_mask=None)
 
 
 def test_bfloat16_model_takes_float32_features():
@@ -407,8 +407,8 @@ def test_evaluation_text_anchor_with_one_query_tensor_equals_three_copies():
         anchor = model.text_anchor
         original = anchor._shared_paths
 
-        def distinct_queries(queries, keys_values, layout):  # the stacked path, as in training
-            return original([query.clone() for query in queries], keys_values, layout)
+        def distinct_queries(queries, keys_values, layout, output_attentions):  # the stacked path, as in training
+            return original([query.clone() for query in queries], keys_values, layout, output_attentions)
 
         anchor._shared_paths = distinct_queries
         slow = model(**batch)
