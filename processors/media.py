@@ -1,9 +1,11 @@
 """Audio and video loading for the MAGTKD processor. Every failure raises `MediaError`, which names the file.
 
 Audio: soundfile, an in-memory array, or a container's sound track (PyAV, cut to the stream's declared duration, which
-drops the AAC encoder padding), mixed to mono and resampled with soxr. Video: PyAV; a frame's index is its position in
-presentation order (what the released scripts' OpenCV reading counts). A first kept frame seconds into the file is
-reached by a seek, frames numbered by their rank among the packet timestamps; any inconsistency decodes from the start.
+drops the AAC encoder padding), mixed to mono and resampled with soxr; a file is read only from the window's start (a
+seek) to the crop, block by block. Video: PyAV; a frame's index is its position in presentation order (what the
+released scripts' OpenCV reading counts). A first kept frame seconds into the file is reached by a seek, frames
+numbered by their rank among the packet timestamps; any inconsistency decodes from the start. Media whose rates or
+frame size cannot be speech or video are refused.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ AUDIO_RATE_RANGE = (4_000, 768_000)
 # Above 1,000 fps a declared "frame rate" is a time base (e.g. 90,000), not frames; beyond 8K (8,192 pixels a side)
 # a frame is a corrupt header, and the kept frames alone would take gigabytes.
 VIDEO_MAX_FPS, VIDEO_MAX_SIDE = 1_000, 8_192
+REORDER_PACKETS = 32  # more than any codec reorders: the first presented frame is among the first 32 packets
 IN_MEMORY = "<in-memory audio>"
 
 logger = logging.getLogger(__name__)
@@ -415,7 +418,7 @@ class _Video:
 
     def _decode_after_seek(self, wanted: list[int]) -> dict[int, np.ndarray] | None:
         """Seek to a keyframe before the first wanted frame; None when anything is inconsistent."""
-        timestamps = _packet_timestamps(self.path)
+        timestamps = self._indexed_timestamps() or _packet_timestamps(self.path)
         if len(timestamps) != self.num_frames or wanted[-1] >= len(timestamps):
             return None
         stream = self.container.streams.video[0]
@@ -435,6 +438,32 @@ class _Video:
                 if index >= wanted[-1]:
                     return kept
         return None
+
+    def _indexed_timestamps(self) -> range | None:
+        """The frames' presentation timestamps in order (as `_packet_timestamps`) without a pass over the file: when the
+        demuxer's index lists one non-empty packet per frame at one decoding step, the presented timestamps are taken
+        as the series of that step from the first presented one, checked at both ends (the packets of the first and of
+        the last keyframe's group); None when any of it does not hold."""
+        index = np.array([(entry.timestamp, entry.size) for entry in self.container.streams.video[0].index_entries])
+        if len(index) != self.num_frames or len(index) < 2 or not index[:, 1].all():
+            return None
+        steps = np.diff(index[:, 0])
+        if steps[0] <= 0 or (steps != steps[0]).any():
+            return None
+        step, count = int(steps[0]), len(index)
+        first = min(self._presented_from(int(index[0, 0]), REORDER_PACKETS), default=None)
+        last = max(self._presented_from(int(index[-1, 0]), None), default=None)
+        if first is None or last != first + step * (count - 1):
+            return None
+        return range(first, last + 1, step)
+
+    def _presented_from(self, timestamp: int, count: int | None) -> list[int]:
+        """The presentation timestamps of `count` packets (all to the end: None) from the keyframe at or before
+        `timestamp` (decoding order)."""
+        stream = self.container.streams.video[0]
+        self.container.seek(timestamp, stream=stream, backward=True, any_frame=False)
+        packets = itertools.islice(self.container.demux(stream), count)
+        return [packet.pts for packet in packets if packet.pts is not None and packet.size]
 
 
 def _packet_timestamps(path: str) -> tuple[int, ...]:

@@ -373,6 +373,12 @@ def test_seeking_gives_the_frames_of_decoding_from_the_start(media, key, monkeyp
         assert palette_indices(a) == expected
 
 
+@pytest.mark.parametrize("key", ["palette_2997", "palette_30", "avi", "avi_b_frames", "long_clip"])
+def test_indexed_timestamps_are_the_packet_timestamps(media, key):
+    with media_module._Video(media[key], 2) as video:
+        assert tuple(video._indexed_timestamps()) == media_module._packet_timestamps(media[key])
+
+
 def test_torch_fast_path_matches_pil_processor():
     image_processor = MagtkdProcessor.default_image_processor()
     rng = np.random.default_rng(0)

@@ -137,12 +137,32 @@ def test_sound_track_window_past_the_end_decodes_nothing(files, monkeypatch):
 
 
 def test_video_window_deep_in_a_file_is_decoded_from_a_seek(files, monkeypatch):
-    def no_decoding_from_the_start(self, wanted):
-        raise AssertionError("decoded from the start")
+    def refused(*args):
+        raise AssertionError("decoded from the start, or a pass over the whole file")
 
-    monkeypatch.setattr(media_module._Video, "_decode_from_start", no_decoding_from_the_start)
+    monkeypatch.setattr(media_module._Video, "_decode_from_start", refused)
+    monkeypatch.setattr(media_module, "_packet_timestamps", refused)  # the MP4's index gives the frame timestamps
     window = TimeWindow(9.0, 10.5)
     frames = read_video_frames(files["video"], 8, window=window)
+    for frame, index in zip(frames, choose_frames(96, 8.0, 8, "uniform", window)):
+        assert np.abs(frame[16, 16].astype(int) - frame_colour(index)).max() <= 12, index
+
+
+def test_video_without_a_full_index_is_read_by_its_packets(tmp_path):
+    # Matroska indexes keyframes only: the frame timestamps come from a pass over the packets
+    path = str(tmp_path / "long.mkv")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = 32
+        stream.pix_fmt, stream.options = "yuv420p", {"g": "8", "qscale": "2"}
+        for index in range(96):
+            picture = np.full((32, 32, 3), frame_colour(index), np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode())
+    with media_module._Video(path, 2) as video:
+        assert video._indexed_timestamps() is None
+    window = TimeWindow(9.0, 10.5)
+    frames = read_video_frames(path, 8, window=window)
     for frame, index in zip(frames, choose_frames(96, 8.0, 8, "uniform", window)):
         assert np.abs(frame[16, 16].astype(int) - frame_colour(index)).max() <= 12, index
 
