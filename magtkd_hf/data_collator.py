@@ -56,14 +56,20 @@ def _python_row(row: Mapping, index: int) -> dict:
 def _python_value(value):
     if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim <= 1:
         return value.tolist()
-    return value.item() if isinstance(value, np.generic) else value
+    return _python_scalar(value)
+
+
+def _python_scalar(value):
+    is_scalar = isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.ndim == 0)
+    return value.item() if is_scalar else value
 
 
 def _python_conversation(conversation):
-    """A conversation given as utterance mappings: 0-d tensors and numpy scalars (label, start, end) -> numbers."""
+    """A conversation given as utterance mappings: 0-d tensors and numpy scalars (label, start, end) -> numbers;
+    arrays (in-memory audio) are kept."""
     if not isinstance(conversation, Sequence) or isinstance(conversation, str):
         return conversation
-    return [{key: _python_value(value) for key, value in utterance.items()} if isinstance(utterance, Mapping)
+    return [{key: _python_scalar(value) for key, value in utterance.items()} if isinstance(utterance, Mapping)
             else utterance for utterance in conversation]
 
 

@@ -120,3 +120,11 @@ def test_the_fusion_collator_names_remove_unused_columns_when_trainer_dropped_th
                                          r"\['labels', 'speaker_ids'\]\); pass TrainingArguments\("
                                          r"remove_unused_columns=False\)"):
         trainer.train()
+
+
+def test_the_data_collator_keeps_in_memory_audio_as_an_array():
+    seen = []
+    collator = MagtkdDataCollator(lambda conversations, **settings: seen.extend(conversations))
+    waveform = np.zeros(1600, dtype=np.float32)
+    collator([[{"speaker": "A", "text": "hello there", "audio": waveform, "label": torch.tensor(1)}]])
+    assert seen[0][0]["audio"] is waveform and seen[0][0]["label"] == 1
