@@ -126,7 +126,7 @@ def check_sampling_rate(label: str, rate) -> None:
     """Refuse a sampling rate that cannot be audio of speech (see AUDIO_RATE_RANGE)."""
     low, high = AUDIO_RATE_RANGE
     if not low <= rate <= high:
-        raise MediaError(label, f"the sampling rate {rate:g} Hz cannot be speech (allowed: {low:,} to {high:,} Hz)")
+        raise MediaError(label, f"the sampling rate {rate:,} Hz cannot be speech (allowed: {low:,} to {high:,} Hz)")
 
 
 @contextlib.contextmanager
@@ -444,18 +444,20 @@ class _Video:
         demuxer's index lists one non-empty packet per frame at one decoding step, the presented timestamps are taken
         as the series of that step from the first presented one, checked at both ends (the packets of the first and of
         the last keyframe's group); None when any of it does not hold."""
-        index = np.array([(entry.timestamp, entry.size) for entry in self.container.streams.video[0].index_entries])
-        if len(index) != self.num_frames or len(index) < 2 or not index[:, 1].all():
+        entries = self.container.streams.video[0].index_entries
+        if len(entries) != self.num_frames or len(entries) < 2:
             return None
-        steps = np.diff(index[:, 0])
-        if steps[0] <= 0 or (steps != steps[0]).any():
+        # one pass, keeping no Python object per entry (tens of thousands of them would set off the garbage collector)
+        index = np.fromiter(((entry.timestamp, entry.size) for entry in entries), count=len(entries),
+                            dtype=[("dts", np.int64), ("size", np.int64)])
+        steps = np.diff(index["dts"])
+        if not index["size"].all() or steps[0] <= 0 or (steps != steps[0]).any():
             return None
-        step, count = int(steps[0]), len(index)
-        first = min(self._presented_from(int(index[0, 0]), REORDER_PACKETS), default=None)
-        last = max(self._presented_from(int(index[-1, 0]), None), default=None)
-        if first is None or last != first + step * (count - 1):
+        first = min(self._presented_from(int(index["dts"][0]), REORDER_PACKETS), default=None)
+        last = max(self._presented_from(int(index["dts"][-1]), None), default=None)
+        if first is None or last != first + int(steps[0]) * (len(index) - 1):
             return None
-        return range(first, last + 1, step)
+        return range(first, last + 1, int(steps[0]))
 
     def _presented_from(self, timestamp: int, count: int | None) -> list[int]:
         """The presentation timestamps of `count` packets (all to the end: None) from the keyframe at or before
