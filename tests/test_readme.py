@@ -98,6 +98,7 @@ def test_readme_demo_predict_and_python_blocks_run(tmp_path, monkeypatch, capsys
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
     assert (tmp_path / "my-fusion" / "model.safetensors").exists()
     assert (tmp_path / "finetuned" / "model.safetensors").exists()
+    assert (tmp_path / "my-fusion.pt2").exists()  # the exported fusion
 
 
 def test_import_registers_every_auto_class_and_the_task_without_import_hooks():
