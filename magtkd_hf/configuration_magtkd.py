@@ -31,7 +31,7 @@ def check_setting(config, name: str, allowed: str, holds, integer: bool = False,
     value = getattr(config, name) if value is None else value
     number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
     if not number or not holds(value):
-        raise ValueError(f"{type(config).__name__}: `{name}` = {value!r} is invalid: it must be {allowed}.")
+        raise ValueError(f"{type(config).__name__}: `{name}` must be {allowed}, got {value!r}.")
 
 
 AT_LEAST_ONE = ("an integer >= 1", lambda value: value >= 1, True)
@@ -291,8 +291,7 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
         return self.num_speakers + 1
 
     def _check_values(self):
-        integers = ("hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings", "num_speakers")
-        for name in integers:
+        for name in ("hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings"):
             check_setting(self, name, *AT_LEAST_ONE)
         for ranges, names in (
             (PROBABILITY, ("dropout", "modality_dropout")),
@@ -305,13 +304,15 @@ class MagtkdFusionConfig(MagtkdLabelsMixin, PreTrainedConfig):
         heads = self.num_attention_heads
         check_setting(self, "hidden_size", f"an even multiple of num_attention_heads ({heads}) (sinusoidal positions)",
                       lambda value: value % heads == 0 and value % 2 == 0, integer=True)
+        check_setting(self, "num_speakers", *AT_LEAST_ONE)
         check_setting(self, "speaker_padding_index", f"an integer in [0, num_speakers={self.num_speakers}]",
                       lambda value: 0 <= value <= self.num_speakers, integer=True)
         for name, choices in (("audio_feature_source", ("audio", "audio_kd")),
                               ("video_feature_source", ("video", "video_kd"))):
             if getattr(self, name) not in choices:
-                raise ValueError(f"{type(self).__name__}: `{name}` = {getattr(self, name)!r} is invalid: it "
-                                 f"must be one of {choices}.")
+                raise ValueError(
+                    f"{type(self).__name__}: `{name}` must be one of {choices}, got {getattr(self, name)!r}."
+                )
 
     @classmethod
     def from_preset(cls, name: str, released_speaker_table: bool = False, **overrides):

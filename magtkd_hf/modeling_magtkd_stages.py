@@ -86,11 +86,8 @@ def into_rows(total: int, rows: torch.Tensor, output):
     `total` utterances (zeros in the others)."""
     if isinstance(output, torch.Tensor):
         return scatter_rows(total, [(rows, output)])
-    layers = {
-        name: tuple(scatter_rows(total, [(rows, layer)]) for layer in getattr(output, name))
-        for name in LAYER_OUTPUTS if getattr(output, name) is not None
-    }
-    return MagtkdEncoderOutput(features=scatter_rows(total, [(rows, output.features)]), **layers)
+    flags = {f"output_{name}": getattr(output, name) is not None for name in LAYER_OUTPUTS}
+    return with_layer_outputs(scatter_rows(total, [(rows, output.features)]), [(rows, output)], flags)
 
 
 def encoder_without_pooler(load, *args, **kwargs) -> PreTrainedModel:
