@@ -256,7 +256,7 @@ def _add_stream(subparsers) -> None:
         "the one the whole conversation would give; 'prefix': computed from the conversation so far). Blank lines are "
         "skipped.",
     )
-    parser.add_argument("model_dir", metavar="MODEL_DIR")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a folder saved by magtkd-hf (model and processor)")
     parser.add_argument("--base-dir", default=".", metavar="DIR", help="folder of relative media paths (default .)")
     _add_model_options(parser)
 
@@ -316,8 +316,8 @@ def _add_evaluate(subparsers) -> None:
         "features folder) in this process. --online: each utterance is predicted from the fusion run on its "
         "conversation up to it (as `magtkd-hf stream` sees it), not from the whole conversation.",
     )
-    parser.add_argument("fusion_dir", metavar="FUSION_DIR")
-    parser.add_argument("--features", required=True, metavar="FEATURES_DIR")
+    parser.add_argument("fusion_dir", metavar="FUSION_DIR", help="a saved MagtkdFusionModel folder")
+    parser.add_argument("--features", required=True, metavar="FEATURES_DIR", help="a stage-3 features folder")
     parser.add_argument("--online", action="store_true", help="predict every utterance from its prefix only")
     parser.add_argument("--batch-size", type=int, default=64, help="conversations per fusion call (default %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON (with confusion matrices)")
@@ -416,7 +416,7 @@ def _add_import_released_features(subparsers) -> None:
     )
     parser.add_argument("files", nargs="+", metavar="FILE.pkl", help="one pickle per split; the split is read from "
                         "the file name (train/dev/test) or given as SPLIT=FILE")
-    parser.add_argument("--output", required=True, metavar="DIR")
+    parser.add_argument("--output", required=True, metavar="DIR", help="the DatasetDict folder to write")
     parser.add_argument("--dataset", choices=tuple(DATASETS), help="names the labels (ClassLabel) when given")
     parser.add_argument("--speaker-indexing", choices=("conversation", "released"), default="conversation",
                         help="'conversation' (default): speakers numbered by first appearance in each conversation; "
