@@ -6,7 +6,8 @@ transcript is one line of `--megabytes` MB of words, through
 * processor: `MagtkdProcessor(...)(conversation, modalities=("text",))` (the tiny RoBERTa tokenizer of the demo);
 * stream: `MagtkdStream(model, processor).add(...)` for each utterance, on a tiny random end-to-end model.
 
-Printed per case: the peak RSS, the RSS after the imports and the processor (`rss_setup_mb`), the RSS before the
+Printed per case: the child's peak RSS and wall time seen by the parent (`child_*`: also for a child that crashed),
+its peak RSS, the RSS after the imports and the processor (`rss_setup_mb`), the RSS before the
 call (the line and, for the stream, the model: `rss_before_mb`), the seconds of the call and its
 outcome (the prompt length, or the error). `--code-root FOLDER` runs the children on another checkout of the
 package (e.g. a `git worktree` of an older tag, with `magtkd_hf/processors` linked to its `processors/`); each child
@@ -23,6 +24,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 WORDS = "the weather is nice and the sun is out, "
@@ -80,17 +82,25 @@ def child(case: str, megabytes: float) -> dict:
 
 
 def run_child(case: str, args) -> dict:
+    """The child's report, with its peak RSS and wall time as the parent sees them (also when it crashed)."""
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
     if args.code_root:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.code_root, env.get("PYTHONPATH")]))
     limit = int(args.memory_limit_gb * 2**30)
     command = [sys.executable, __file__, "--child", case, "--megabytes", str(args.megabytes)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True,
-                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if result.returncode or not lines:
-        return {"case": case, "outcome": f"child exited {result.returncode}: {result.stderr.strip()[-300:]}"}
-    return json.loads(lines[-1])
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        child_process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True,
+                                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+        _, status, usage = os.wait4(child_process.pid, 0)
+        measured = {"child_peak_rss_mb": round(usage.ru_maxrss / 1024), "child_seconds": round(time.perf_counter() - start)}
+        out.seek(0), err.seek(0)
+        lines = [line for line in out.read().splitlines() if line.startswith("{")]
+        if os.waitstatus_to_exitcode(status) or not lines:
+            error = " ".join(err.read().split())
+            return {"case": case, **measured, "outcome": f"child exited {os.waitstatus_to_exitcode(status)}: "
+                                                         f"{error[:200]} ... {error[-200:]}"}
+    return {**json.loads(lines[-1]), **measured}
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 from .frame_cache import FrameCache, FrameCacheError, build_frame_cache
 from .media import MediaError, TimeWindow
-from .processing_magtkd import MagtkdProcessor
+from .processing_magtkd import MagtkdProcessor, MagtkdSettingError
 from .prompt import (
     SPEAKER_TOKENS,
     MagtkdInputError,
@@ -17,6 +17,7 @@ __all__ = [
     "build_frame_cache",
     "MagtkdProcessor",
     "MagtkdInputError",
+    "MagtkdSettingError",
     "MediaError",
     "TimeWindow",
     "SPEAKER_TOKENS",

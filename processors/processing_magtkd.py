@@ -39,6 +39,10 @@ POSITIONS_AFTER_PADDING = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camember
                            "roberta-prelayernorm")
 
 
+class MagtkdSettingError(ValueError):
+    """A processor setting out of its range or choices; the message names the setting, its value and what is allowed."""
+
+
 class MagtkdProcessor(ProcessorMixin):
     r"""Turns conversations into the inputs of MAGTKD's text, audio and video encoders.
 
@@ -153,6 +157,14 @@ class MagtkdProcessor(ProcessorMixin):
         self.audio_mode, self.num_frames, self.frame_selection = audio_mode, int(num_frames), frame_selection
         self.use_time_window, self.time_window_padding = use_time_window, float(time_window_padding)
         self.image_backend, self.video_num_threads = image_backend, int(video_num_threads)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As `ProcessorMixin.from_pretrained`; a saved setting out of range is refused naming the file."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except MagtkdSettingError as error:
+            raise MagtkdSettingError(f"{pretrained_model_name_or_path}/processor_config.json: {error}") from error
 
     @staticmethod
     def default_feature_extractor(sampling_rate: int = 16_000):
@@ -272,7 +284,7 @@ def _check_integer(name: str, value, low: int, high: int | None = None, unit: st
     if is_integer and low <= value and (high is None or value <= high):
         return
     allowed = f"from {low:,} to {high:,}" if high is not None else f"of at least {low:,}"
-    raise ValueError(f"{name} must be an integer {allowed}{unit}, got {value!r}")
+    raise MagtkdSettingError(f"{name} must be an integer {allowed}{unit}, got {value!r}")
 
 
 def encoder_configs(config) -> dict:
@@ -307,9 +319,9 @@ def model_mismatch(processor, encoders: Mapping) -> str | None:
 
 def _check_choice(name: str, value, choices) -> None:
     if not any(value is choice or (type(value) is type(choice) and value == choice) for choice in choices):
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+        raise MagtkdSettingError(f"{name} must be one of {choices}, got {value!r}")
 
 
 MagtkdProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["MagtkdProcessor", "MagtkdInputError"]
+__all__ = ["MagtkdProcessor", "MagtkdInputError", "MagtkdSettingError"]

@@ -67,7 +67,7 @@ def test_out_of_range_settings_are_refused_when_loaded(tmp_path, path, value, me
         parent = parent[key]
     parent[path[-1]] = value
     config_file.write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"^{tmp_path}/processor_config.json: .*{message}"):
         MagtkdProcessor.from_pretrained(tmp_path)
 
 
