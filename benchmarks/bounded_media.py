@@ -78,7 +78,7 @@ def repeat_media(source: Path, target: Path, times: int) -> None:
 
 
 def write_wav(path: Path, seconds: float, rate: int, channels: int) -> None:
-    """A 16-bit WAV of a 440 Hz tone plus noise (a little louder on each further channel), written a second at a time."""
+    """A 16-bit WAV of a 440 Hz tone plus noise (louder on each further channel), written a second at a time."""
     import numpy as np
     import soundfile
 
@@ -150,8 +150,8 @@ def print_table(results: list[dict]) -> None:
             print(f"{row['case']:<14}  failed: {row['error']}")
             continue
         above = row["peak_mb"] - row["base_mb"]
-        print(f"{row['case']:<14}{row['seconds']:>8.3f}{row['cpu']:>12.3f}{row['process']:>11.2f}{row['peak_mb']:>13.0f}"
-              f"{above:>18.0f}  {row['shapes']}")
+        print(f"{row['case']:<14}{row['seconds']:>8.3f}{row['cpu']:>12.3f}{row['process']:>11.2f}"
+              f"{row['peak_mb']:>13.0f}{above:>18.0f}  {row['shapes']}")
     by_case = {row["case"]: row for row in results if "error" not in row}
     if "video_window" in by_case and "video_clip" in by_case:
         window, clip = by_case["video_window"], by_case["video_clip"]

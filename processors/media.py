@@ -107,7 +107,7 @@ def load_audio(source, target_rate: int, max_samples: int | None = None, window:
         reader = _SoundFile if label.lower().endswith(SOUNDFILE_SUFFIXES) else _SoundTrack
     else:
         label, reader = IN_MEMORY, _InMemoryAudio
-    with _reading(label), reader(source) as audio:
+    with _reading(label, reader.kind), reader(source) as audio:
         check_sampling_rate(label, audio.rate)
         # enough source samples that the first max_samples resampled ones are those of the whole span
         crop = None if max_samples is None else math.ceil((max_samples / target_rate + RESAMPLE_MARGIN_SECONDS)
@@ -130,14 +130,14 @@ def check_sampling_rate(label: str, rate) -> None:
 
 
 @contextlib.contextmanager
-def _reading(label: str):
+def _reading(label: str, kind: str):
     """Any error of the decoding libraries (av.error.*, soundfile's, OSError) as a MediaError naming the file."""
     try:
         yield
     except MediaError:
         raise
     except Exception as error:
-        raise MediaError(label, f"unreadable audio ({error})") from error
+        raise MediaError(label, f"unreadable {kind} ({error})") from error
 
 
 def _read_span(audio, label: str, window: TimeWindow | None, crop: int | None, context: str | None) -> np.ndarray:
@@ -159,7 +159,9 @@ def _smallest(*counts: int | None) -> int | None:
 
 
 class _InMemoryAudio:
-    """An array with its rate (see `load_audio`) as the readers below: `rate`, `length`, `end`, `blocks(first)`."""
+    """An array with its rate (see `load_audio`), as the readers below: `rate`, `length`, `end`, `blocks`."""
+
+    kind = "audio"
 
     def __init__(self, source):
         self.samples, self.rate = _array_and_rate(source)
@@ -205,6 +207,8 @@ class _SoundTrack(_InMemoryAudio):
     """A container's first sound track (PyAV), decoded from a seek near the first wanted sample (from the start when
     that is early, the seek lands past it, or timestamps are missing). `length`: the stream's declared duration in
     samples (None when undeclared; decoding beyond it is dropped: AAC's encoder padding); `end` as `_SoundFile`."""
+
+    kind = "media"
 
     def __init__(self, path: str):
         self.path, self.end, self.container = path, None, None
@@ -338,7 +342,7 @@ def _plan_frames(video, count, num_frames, selection, window, padding, context) 
 
 
 def check_video_properties(path: str, fps: float, width: int, height: int) -> None:
-    """Refuse a frame rate or frame size that cannot be a video of people talking (see VIDEO_MAX_FPS, VIDEO_MAX_SIDE)."""
+    """Refuse a frame rate or size that cannot be a video of people talking (see VIDEO_MAX_FPS, VIDEO_MAX_SIDE)."""
     if not 0 < fps <= VIDEO_MAX_FPS:
         raise MediaError(path, f"the frame rate {fps:g} fps cannot be a video (allowed: above 0, at most "
                                f"{VIDEO_MAX_FPS:,} fps)")
