@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 from accelerate import PartialState
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig
 
 from ..processors import MagtkdProcessor, released_iemocap_previous_speakers
 from ..processors.frame_cache import METADATA_FILE, FrameCache
@@ -61,11 +61,6 @@ class StageInputs:
                 f"dataset: run `magtkd-hf train {stage}` first or point to it ({flag} DIR)"
             )
         return folder
-
-    def trained_model(self, stage: str, needed_by: str):
-        """The model a finished stage saved (its own class, through `AutoModel`) and the folder it came from."""
-        folder = self.input_folder(stage, needed_by)
-        return AutoModel.from_pretrained(str(folder)), folder
 
     def conversations(self, check_media: bool = True):
         """The run's conversations (`--data`), with `--train-dialogues` applied. `check_media=False` (a stage that
