@@ -16,8 +16,18 @@ random weights, nothing downloaded) on MELD-like clips (1280x720 H.264 + AAC, `-
 
 `--tiny`: tiny encoders, 64 x 64 clips of 1 s, 2 conversations -- seconds on a CPU (the test runs it).
 
+`--estimate`: no GPU, no media: the README's table of ESTIMATED GPU memory and time per stage of the MELD recipe, in
+markdown. Each stage model is built on the meta device (the fusion on the CPU: its forward calls `.item()`); one
+training forward at the recipe's batch counts the forward FLOP (`torch.utils.flop_counter`) and the bytes of the
+tensors autograd saves for backward (`torch.autograd.graph.saved_tensors_hooks`; float32, parameters not counted,
+each storage once). Memory = 16 bytes per trained parameter (float32 weights, gradients, two AdamW moments) + 4 per
+frozen parameter + those activations; time per epoch = 3 x forward FLOP per training utterance (+ 1 x a frozen
+teacher's) and 1 x per dev utterance, at `--peak-tflops` (extract-features: one pass over MELD's 13,708 utterances
+through the five feature models; the fusion: conversations of 10 utterances). Ranges: a 128-token prompt and a 3.2 s
+clip (MELD's median) to the processor's crops (511 tokens, 25 s).
+
     python benchmarks/gpu.py [--device cuda] [--conversations 32] [--utterances-per-conversation 10] [--seconds 3.2]
-                             [--num-workers 8] [--dtype native|bfloat16|float32] [--tiny] [--json FILE]
+                             [--num-workers 8] [--dtype native|bfloat16|float32] [--tiny] [--estimate] [--json FILE]
 """
 
 from __future__ import annotations
@@ -43,11 +53,20 @@ from magtkd_hf.apps.tiny import (
     train_tiny_roberta_tokenizer,
 )
 from magtkd_hf.datasets_scripts.synthetic import MELD_LIKE_CLIP, write_mp4
+from magtkd_hf.modeling_magtkd_fusion import MagtkdFusionModel
 from magtkd_hf.modeling_magtkd_stages import MagtkdVideoModel
 from magtkd_hf.precision import resolve_dtype
+from magtkd_hf.training.extract import MODALITY_MODEL_CLASSES
+from magtkd_hf.training.recipe import load_recipe
+from magtkd_hf.training.settings import STAGES
 
 WORDS = " ".join(SMALL_TALK).split()
-PAPER_FLOP_PER_UTTERANCE = 5.0e15 / 9989  # FLOP per pass over MELD train / its utterances
+MELD_UTTERANCES = {"train": 9989, "validation": 1109, "test": 2610}
+PAPER_FLOP_PER_UTTERANCE = 5.0e15 / MELD_UTTERANCES["train"]  # FLOP per pass over MELD train / its utterances
+TINY_VOCAB = 300
+# --estimate: (prompt tokens, audio samples at 16 kHz) at the two ends of the ranges; utterances per conversation
+ESTIMATE_SIZES = ((128, 51_200), (511, 400_000))
+UTTERANCES_PER_CONVERSATION = 10
 TINY_CLIP = dict(size=64, height=64, fps=8, sample_rate=16000)
 
 
@@ -67,6 +86,8 @@ def parse_args(argv=None):
     parser.add_argument("--video-batch", type=int, default=8, help="utterances per stage-1 video training step")
     parser.add_argument("--train-steps", type=int, default=None, help="timed training steps, default 3 (--tiny: 1)")
     parser.add_argument("--tiny", action="store_true", help="tiny encoders and clips (CPU test)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print the estimated GPU memory and time per stage (markdown; meta device, no GPU)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
     defaults = dict(conversations=(32, 2), utterances_per_conversation=(10, 3), conversations_per_batch=(4, 1),
@@ -112,7 +133,7 @@ def write_rows(folder: Path, args) -> list[dict]:
 
 def make_processor(tiny: bool) -> MagtkdProcessor:
     size = TINY_IMAGE_SIZE if tiny else 224
-    return MagtkdProcessor(train_tiny_roberta_tokenizer(SMALL_TALK * 4, vocab_size=300),
+    return MagtkdProcessor(train_tiny_roberta_tokenizer(SMALL_TALK * 4, vocab_size=TINY_VOCAB),
                            MagtkdProcessor.default_feature_extractor(), MagtkdProcessor.default_image_processor(size))
 
 
@@ -238,8 +259,145 @@ def report(args, device, dtype, infer: dict, train: dict) -> dict:
             "peak_memory_gib": max(infer["peak_memory_gib"], train["peak_memory_gib"]), "peak_memory_kind": memory}
 
 
+def stage_models(config: MagtkdConfig) -> dict:
+    """The text, audio and video models on the meta device (no memory, no weights) and the fusion on the CPU."""
+    with torch.device("meta"):
+        models = {modality: model_class(getattr(config, f"{modality}_config"))
+                  for modality, model_class in MODALITY_MODEL_CLASSES.items()}
+    models["fusion"] = MagtkdFusionModel(config.fusion_model_config)
+    return models
+
+
+def training_inputs(modality: str, model, batch: int, tokens: int, samples: int) -> tuple[dict, int]:
+    """One training batch of `modality` (zeros; meta tensors but for the fusion) and its number of utterances."""
+    if modality == "fusion":
+        shape = (batch, UTTERANCES_PER_CONVERSATION)
+        width = model.config.hidden_size
+        inputs = {f"{name}_features": torch.randn(*shape, width) for name in ("text", "audio", "video")}
+        inputs.update(speaker_ids=torch.zeros(shape, dtype=torch.long), labels=torch.zeros(shape, dtype=torch.long),
+                      attention_mask=torch.ones(shape, dtype=torch.long))
+        return inputs, batch * UTTERANCES_PER_CONVERSATION
+    with torch.device("meta"):
+        labels = torch.zeros(batch, dtype=torch.long)
+        if modality == "text":  # no attention_mask: the encoder's `.all()` on it fails on the meta device
+            return {"input_ids": torch.zeros(batch, tokens, dtype=torch.long), "labels": labels}, batch
+        if modality == "audio":
+            return {"input_values": torch.zeros(batch, samples), "labels": labels}, batch
+        video = model.config.encoder_config
+        frames = torch.zeros(batch, video.num_frames, 3, video.image_size, video.image_size)
+        return {"pixel_values": frames, "labels": labels}, batch
+
+
+def measure(model, inputs: dict, utterances: int) -> dict:
+    """Parameters, forward FLOP per utterance and the bytes autograd saves for backward in one training forward
+    (each saved storage once; parameters, and views of them, not counted: they are the weights)."""
+    parameters = {id(parameter) for parameter in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        base = tensor if tensor._base is None else tensor._base
+        if id(base) not in parameters:
+            saved[id(base)] = base  # kept: the id stays unique while counting
+        return tensor
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model.train()(**inputs)
+    return {"parameters": sum(parameter.numel() for parameter in model.parameters()),
+            "flop_per_utterance": counter.get_total_flops() / utterances,
+            "saved_bytes": sum(tensor.numel() * tensor.element_size() for tensor in saved.values())}
+
+
+def stage_estimate(name: str, profiles: dict, peak_tflops: float) -> dict:
+    """Memory and ideal time per epoch of one recipe stage from its models' profiles (`measure`)."""
+    spec = STAGES[name]
+    if spec.kind == "extract":
+        trained, frozen = None, [STAGES[stage].modality for stage in STAGES if STAGES[stage].feature]
+    else:
+        trained = "fusion" if spec.kind == "fusion" else spec.modality
+        frozen = [STAGES[spec.teacher].modality] if spec.teacher else []
+    frozen_flop = sum(profiles[modality]["flop_per_utterance"] for modality in frozen)
+    if trained is None:  # one pass over every split, no gradients
+        flop = frozen_flop * sum(MELD_UTTERANCES.values())
+    else:
+        forward = profiles[trained]["flop_per_utterance"]
+        flop = (3 * forward + frozen_flop) * MELD_UTTERANCES["train"] + forward * MELD_UTTERANCES["validation"]
+    weight_bytes = 4 * sum(profiles[modality]["parameters"] for modality in frozen)
+    trained_parameters = profiles[trained]["parameters"] if trained else 0
+    weights_gib = (16 * trained_parameters + weight_bytes) / 2**30
+    activations_gib = profiles[trained]["saved_bytes"] / 2**30 if trained else 0.0
+    return {"trained_parameters": trained_parameters, "weights_optimiser_gib": weights_gib,
+            "activations_gib": activations_gib, "total_gib": weights_gib + activations_gib,
+            "forward_flop_per_utterance": frozen_flop + (profiles[trained]["flop_per_utterance"] if trained else 0),
+            "epoch_s": flop / (peak_tflops * 1e12)}
+
+
+def estimates(args) -> dict:
+    """{stage: [estimate at the short end, at the long end of ESTIMATE_SIZES]} for the MELD recipe's stages."""
+    recipe = load_recipe("meld")
+    config = model_config(args.tiny, TINY_VOCAB)
+    config.audio_config.encoder_config.layerdrop = 0.0  # in training each layer is skipped at random: count all
+    models = stage_models(config)
+    results = {name: [] for name in STAGES}
+    for tokens, samples in ESTIMATE_SIZES:
+        profiles = {}
+        for modality, model in models.items():
+            inputs, utterances = training_inputs(modality, model, recipe.stage_settings(modality).batch_size,
+                                                 tokens, samples)
+            profiles[modality] = measure(model, inputs, utterances)
+        for name in STAGES:
+            results[name].append(stage_estimate(name, profiles, args.peak_tflops))
+    return {"recipe": recipe, "stages": results}
+
+
+def duration(seconds: float) -> str:
+    if seconds < 0.1:
+        return "< 0.1 s"
+    if seconds < 120:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def spread(values: list, form) -> str:
+    """`form(value)` of both ends, once where they agree."""
+    low, high = (form(value) for value in values)
+    return low if low == high else f"{low} - {high}"
+
+
+def estimate_table(figures: dict, args) -> str:
+    recipe = figures["recipe"]
+    lines = ["| stage | trained parameters | batch | weights + optimiser (GiB) | activations, one batch (GiB) | "
+             "total (GiB) | forward FLOP / utterance | ideal time per epoch | epochs: ideal total |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, ends in figures["stages"].items():
+        settings, extract = recipe.stage_settings(name), STAGES[name].kind == "extract"
+        batch = f"{settings.batch_size} x {UTTERANCES_PER_CONVERSATION}" if name == "fusion" else settings.batch_size
+        epochs = 1 if extract else settings.epochs
+        cells = [name, f"{ends[0]['trained_parameters'] / 1e6:.3g} M" if ends[0]["trained_parameters"] else "0", batch,
+                 spread([end["weights_optimiser_gib"] for end in ends], "{:.3g}".format),
+                 "no backward" if extract else spread([end["activations_gib"] for end in ends], "{:.3g}".format),
+                 spread([end["total_gib"] for end in ends], "{:.3g}".format),
+                 spread([end["forward_flop_per_utterance"] for end in ends], "{:.2e}".format),
+                 spread([end["epoch_s"] for end in ends], duration),
+                 f"{epochs}: " + spread([epochs * end["epoch_s"] for end in ends], duration)]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    (tokens, samples), (long_tokens, long_samples) = ESTIMATE_SIZES
+    lines.append(f"\nESTIMATES, not measured ({'tiny encoders' if args.tiny else 'paper sizes'}, MELD recipe): "
+                 f"float32; ranges from {tokens} to {long_tokens} prompt tokens and {samples / 16000:g} to "
+                 f"{long_samples / 16000:g} s of audio; time = the ideal at an assumed {args.peak_tflops:g} TFLOP/s "
+                 "sustained (--peak-tflops).")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.estimate:
+        figures = estimates(args)
+        print(estimate_table(figures, args))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"tiny": args.tiny, "peak_tflops_assumed": args.peak_tflops,
+                                                   "stages": figures["stages"]}, indent=2))
+        return
     device = check_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     if device.type == "cuda":
