@@ -30,7 +30,6 @@ def part_file(partial: Path, rank: int) -> Path:
     return partial / f"rows-{rank:05d}.jsonl"
 
 
-
 def check_output(output: Path, overwrite: bool) -> None:
     """Every check on OUTPUT that needs no work done: its format, a folder in its way, an existing file without
     `overwrite` (unless a stopped run's rows wait beside it), a missing or read-only parent folder."""
@@ -91,7 +90,7 @@ def output_lock(output: Path, main_process: bool = True):
     over. Nested uses in one process (the CLI, then `predict_dataset`) share the lock; launched processes other than
     the main one take none. (flock: Linux and macOS; on NFS Linux maps it to a POSIX lock the server enforces;
     Windows has no flock: a warning, no lock.)"""
-    lock = output.with_name(output.name + ".lock")
+    lock = output.absolute().with_name(output.name + ".lock")
     if lock in _HELD_LOCKS or fcntl is None or not main_process:
         if fcntl is None and main_process:
             warnings.warn(f"no file locks on this system: nothing stops a second run writing {output} at once")
@@ -121,12 +120,19 @@ def _locked_file(lock: Path, output: Path):
             handle.close()
             raise RuntimeError(f"{output} is being written by another run (process {holder}, lock {lock}); wait for "
                                "it to end or stop it, then run again.") from None
-        if lock.exists() and os.path.samestat(os.fstat(handle.fileno()), os.stat(lock)):
+        if _is_the_file_at(handle, lock):
             handle.truncate(0)
             handle.write(f"{os.getpid()}\n")
             handle.flush()
             return handle
         handle.close()  # the previous holder removed this file between our open and our lock: take the new one
+
+
+def _is_the_file_at(handle, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def read_partial_rows(partial: Path) -> list[dict]:
