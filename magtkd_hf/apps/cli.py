@@ -17,8 +17,8 @@ from transformers import AutoConfig, HfArgumentParser
 from .. import __version__, inference
 from ..configuration_magtkd import DATASETS, FEATURE_SOURCES, dataset_facts
 from ..datasets_scripts.check import run_check_data
-from ..precision import DTYPE_CHOICES, resolve_dtype
 from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
+from ..precision import DTYPE_CHOICES, resolve_dtype
 from ..predict_dataset import predict_dataset, read_prediction_input
 from ..prediction_files import ProcessGroup, check_output, output_lock
 from ..processors import MagtkdProcessor
@@ -34,8 +34,6 @@ SAMPLE_CONVERSATION_FILE = SAMPLE_MELD_ROOT / "conversations" / "test_conversati
 FILE_OPTIONS = ("input", "fusion", *FEATURE_SOURCES, "speaker_map", "split_file", "files", "recipe")
 # Errors a user can cause and fix: a short message and exit status 1 (`--debug`/MAGTKD_HF_DEBUG=1: the traceback).
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pickle.UnpicklingError)
-
-
 DEBUG_HELP = "on an error, print the full traceback instead of one line (also: environment MAGTKD_HF_DEBUG=1)"
 
 
@@ -175,7 +173,7 @@ def _add_predict(subparsers) -> None:
                          help="release folders: missing or unreadable media files are an error (default) or dropped")
 
 
-def check_device(device: str) -> None:
+def _check_device(device: str) -> None:
     """A device this torch cannot use, refused before any work in one line (torch would fail deep in loading)."""
     try:
         device = torch.device(device)
@@ -199,7 +197,7 @@ def _run_predict(args) -> None:
         raise ValueError("give INPUT (a CONVERSATION.json or a dataset) or --sample, not both" if args.sample else
                          "give INPUT (a CONVERSATION.json or a dataset), or --sample for the shipped sample conversation")
     args.input = str(SAMPLE_CONVERSATION_FILE) if args.sample else args.input
-    check_device(args.device)
+    _check_device(args.device)
     if args.output is not None or Path(args.input).suffix != ".json":
         return _run_predict_dataset(args)
     conversation = inference.read_conversation_file(args.input)
@@ -264,7 +262,7 @@ def _add_stream(subparsers) -> None:
 def _run_stream(args) -> int:
     """A bad line gets an error row on stdout, in its place (a caller waiting for each line's answer is never left
     waiting), and the stream goes on; the count at the end goes to stderr, with exit status 1."""
-    check_device(args.device)
+    _check_device(args.device)
     model, processor = _load_model_for_inference(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # said once here, on stderr, in one line
@@ -502,7 +500,7 @@ def _add_cache_frames(subparsers) -> None:
     parser.add_argument("--rebuild", action="store_true", help="empty the cache folder first")
 
 
-def check_input_files(args) -> None:
+def _check_input_files(args) -> None:
     """Refuse, before any work, a FIFO or device given where a file is read (reading one would block or never end);
     files that do not exist are left to each command's own message."""
     for name in FILE_OPTIONS:
@@ -516,7 +514,7 @@ def check_input_files(args) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        check_input_files(args)
+        _check_input_files(args)
         return args.func(args) or 0
     except EXPECTED_ERRORS as error:
         if args.debug or os.environ.get("MAGTKD_HF_DEBUG", "") not in ("", "0"):
