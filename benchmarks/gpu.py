@@ -294,7 +294,7 @@ def measure(model, inputs: dict, utterances: int) -> dict:
     parameters = {id(parameter) for parameter in model.parameters()}
     saved = {}
 
-    def pack(tensor):
+    def pack(tensor):  # a view's `_base`: meta storages have no address (`data_ptr`) to tell shared ones apart
         base = tensor if tensor._base is None else tensor._base
         if id(base) not in parameters:
             saved[id(base)] = base  # kept: the id stays unique while counting
