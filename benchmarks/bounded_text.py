@@ -4,7 +4,9 @@ Each case runs in a child process (its own peak RSS, `ru_maxrss`): a conversatio
 transcript is one line of `--megabytes` MB of words, through
 
 * processor: `MagtkdProcessor(...)(conversation, modalities=("text",))` (the tiny RoBERTa tokenizer of the demo);
-* stream: `MagtkdStream(model, processor).add(...)` for each utterance, on a tiny random end-to-end model.
+* stream: `MagtkdStream(model, processor).add(...)` for each utterance, on a tiny random end-to-end model;
+* cli-stream: `python -m magtkd_hf stream FOLDER < conversation.jsonl`, that model saved with its processor and the
+  conversation as JSON lines (short, long, short): the whole command's peak RSS; the outcome is its rows.
 
 Printed per case: the child's peak RSS and wall time seen by the parent (`child_*`: also for a child that crashed),
 its peak RSS, the RSS after the imports and the processor (`rss_setup_mb`), the RSS before the
@@ -22,13 +24,14 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 WORDS = "the weather is nice and the sun is out, "
-CASES = ("processor", "stream")
+CASES = ("processor", "stream", "cli-stream")
 
 
 def rss_mb() -> float:
@@ -51,6 +54,20 @@ def tiny_model(tokenizer_size: int):
                                                intermediate_size=TINY_HIDDEN),
     )
     return MagtkdForEmotionRecognition(config).eval()
+
+
+def prepare_cli_stream(megabytes: float) -> dict:
+    """Saves the tiny model and its processor and writes the conversation as JSON lines (short, long, short)."""
+    from magtkd_hf.apps.tiny import SMALL_TALK, tiny_processor, train_tiny_roberta_tokenizer
+
+    processor = tiny_processor(train_tiny_roberta_tokenizer(SMALL_TALK))
+    folder = tempfile.mkdtemp(prefix="bounded-text-")
+    tiny_model(len(processor.tokenizer)).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    short = json.dumps({"speaker": "A", "text": "how are you doing today"}) + "\n"
+    with open(os.path.join(folder, "conversation.jsonl"), "w", encoding="utf-8") as file:
+        file.writelines([short, json.dumps({"speaker": "B", "text": long_line(megabytes)}) + "\n", short])
+    return {"folder": folder}
 
 
 def child(case: str, megabytes: float) -> dict:
@@ -87,15 +104,26 @@ def run_child(case: str, args) -> dict:
     if args.code_root:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.code_root, env.get("PYTHONPATH")]))
     limit = int(args.memory_limit_gb * 2**30)
-    command = [sys.executable, __file__, "--child", case, "--megabytes", str(args.megabytes)]
+    command, stdin = [sys.executable, __file__, "--child", case, "--megabytes", str(args.megabytes)], None
+    if case == "cli-stream":
+        prepared = json.loads(subprocess.run([*command[:3], "cli-prepare", *command[4:]], env=env, check=True,
+                                             capture_output=True, text=True).stdout.splitlines()[-1])
+        command = [sys.executable, "-m", "magtkd_hf", "stream", prepared["folder"]]
+        stdin = open(os.path.join(prepared["folder"], "conversation.jsonl"), "rb")  # noqa: SIM115 (closed below)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        child_process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True,
+        child_process = subprocess.Popen(command, env=env, stdin=stdin, stdout=out, stderr=err, text=True,
                                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
         _, status, usage = os.wait4(child_process.pid, 0)
         measured = {"child_peak_rss_mb": round(usage.ru_maxrss / 1024), "child_seconds": round(time.perf_counter() - start)}
         out.seek(0), err.seek(0)
         lines = [line for line in out.read().splitlines() if line.startswith("{")]
+        if case == "cli-stream":
+            stdin.close()
+            shutil.rmtree(prepared["folder"])
+            rows = [json.loads(line) for line in lines]
+            outcome = [row.get("label") or row.get("error", "")[:90] for row in rows]
+            return {"case": case, **measured, "exit": os.waitstatus_to_exitcode(status), "outcome": outcome}
         if os.waitstatus_to_exitcode(status) or not lines:
             error = " ".join(err.read().split())
             return {"case": case, **measured, "outcome": f"child exited {os.waitstatus_to_exitcode(status)}: "
@@ -109,8 +137,11 @@ def main() -> None:
     parser.add_argument("--code-root", help="a checkout whose magtkd_hf is imported instead (PYTHONPATH)")
     parser.add_argument("--memory-limit-gb", type=float, default=12.0)
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
-    parser.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=(*CASES, "cli-prepare"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "cli-prepare":
+        print(json.dumps(prepare_cli_stream(args.megabytes)))
+        return
     if args.child:
         print(json.dumps(child(args.child, args.megabytes)))
         return

@@ -142,10 +142,12 @@ def load_emotion_model(
                          "an end-to-end folder saved with its processor (`train all`'s OUTPUT_DIR/model); a fusion-only "
                          "folder is scored on features with `magtkd-hf evaluate FOLDER --features FEATURES_DIR`.")
     with quiet_loading():
-        expected = None if trust_remote_code else MagtkdForEmotionRecognition
-        model = load_model(model_dir, expected=expected, trust_remote_code=trust_remote_code).eval()
+        model = load_model(model_dir, expected=MagtkdForEmotionRecognition, trust_remote_code=trust_remote_code)
         processor = load_processor(model_dir, trust_remote_code=trust_remote_code)
-    processor.check_fits_model(model)
+    try:
+        processor.check_fits_model(model.eval())
+    except ValueError as error:
+        raise ValueError(f"{folder}: {error}") from None
     return model.to(device or "cpu"), processor
 
 

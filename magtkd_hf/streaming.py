@@ -42,6 +42,7 @@ class MagtkdStream:
     """
 
     def __init__(self, model, processor):
+        processor.check_fits_model(model)
         self.model = model
         self.processor = processor
         self.causal = bool(getattr(model.config.fusion_model_config, "causal", False))

@@ -173,6 +173,7 @@ def test_the_stream_command_reads_paths_from_the_current_directory(monkeypatch, 
         (b'{"speaker": "A", "text": "caf\xe9"}', r"stdin line 2: not UTF-8 text \(byte 0xe9 at position 29\)"),
         (b'{"speaker": "A", "text": "hi \\ud800"}', r"stdin line 2: 'text' is not valid Unicode: a lone surrogate"),
         (b'{"speaker": 1, "text": "hi"}', r"stdin line 2: the stream: utterance 1: speaker 1 is an integer id but "),
+        (b'{"speaker": "A", "text": "' + b"ha " * 400_000 + b'"}', r"stdin line 2: longer than 1,048,576 bytes"),
     ],
 )
 def test_a_bad_line_gets_an_error_row_and_the_stream_goes_on(monkeypatch, saved_causal_model, clips, capsys, bad, message):

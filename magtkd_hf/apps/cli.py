@@ -28,12 +28,15 @@ from ..training.assemble import evaluate_saved_fusion
 from .cli_cache import run_cache_frames
 from .cli_train import add_train_command
 from .fusion_demo import print_fusion_demo_report, run_fusion_demo
+from .hub import add_push_command
 
 SAMPLE_CONVERSATION_FILE = SAMPLE_MELD_ROOT / "conversations" / "test_conversation.json"
 # The options naming files a command reads (folders are options of their own): each must be a regular file.
 FILE_OPTIONS = ("input", "fusion", *FEATURE_SOURCES, "speaker_map", "split_file", "files", "recipe")
 # Errors a user can cause and fix: a short message and exit status 1 (`--debug`/MAGTKD_HF_DEBUG=1: the traceback).
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pickle.UnpicklingError)
+# A stream line holds one utterance (its text is cut to max_text_tokens x 32 characters anyway): 1 MiB is far above.
+MAX_STREAM_LINE_BYTES = 1 << 20
 DEBUG_HELP = "on an error, print the full traceback instead of one line (also: environment MAGTKD_HF_DEBUG=1)"
 
 
@@ -74,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for add_command in (_add_demo, _add_predict, _add_fusion_demo, _add_convert_released, _add_import_released_features,
-                        _add_check_data, add_train_command, _add_cache_frames, _add_stream, _add_evaluate):
+                        _add_check_data, add_train_command, _add_cache_frames, _add_stream, _add_evaluate,
+                        add_push_command):
         add_command(subparsers)
     return parser
 
@@ -271,11 +275,14 @@ def _run_stream(args) -> int:
         print("magtkd-hf stream: the model's fusion is not causal: each emotion is computed from the conversation "
               "so far (context 'prefix').", file=sys.stderr)
     failed, lines = 0, 0
-    for number, line in enumerate(getattr(sys.stdin, "buffer", sys.stdin), start=1):  # bytes: bad UTF-8 is a line's
-        if not line.strip():
+    for number, line in enumerate(_stdin_lines(), start=1):
+        if line is not None and not line.strip():
             continue
         lines += 1
         try:
+            if line is None:
+                raise ValueError(f"stdin line {number}: longer than {MAX_STREAM_LINE_BYTES:,} bytes (not read whole; "
+                                 "an utterance's line is far shorter).")
             row = _streamed_row(stream, line, number, Path(args.base_dir))
         except (ValueError, OSError) as error:
             failed += 1
@@ -285,6 +292,19 @@ def _run_stream(args) -> int:
     if failed:
         print(f"magtkd-hf stream: {failed} of {lines} lines failed (their rows hold 'error').", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _stdin_lines(limit: int = MAX_STREAM_LINE_BYTES):
+    """stdin's lines (bytes, so that bad UTF-8 is one line's error); a line longer than `limit` is read through in
+    blocks, never held whole, and given as None."""
+    source = getattr(sys.stdin, "buffer", sys.stdin)
+    while line := source.readline(limit + 1):
+        if len(line) <= limit or line[-1:] in (b"\n", "\n"):
+            yield line
+            continue
+        while line and line[-1:] not in (b"\n", "\n"):
+            line = source.readline(limit)
+        yield None
 
 
 def _streamed_row(stream: MagtkdStream, line: str | bytes, number: int, base_dir: Path) -> dict:
