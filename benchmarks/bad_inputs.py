@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from magtkd_hf import MagtkdAudioConfig, MagtkdConfig, MagtkdForEmotionRecognition, MagtkdFusionConfig  # noqa: E402
+from magtkd_hf import MagtkdFusionModel  # noqa: E402
 from magtkd_hf import MagtkdTextConfig, MagtkdVideoConfig  # noqa: E402
 from magtkd_hf.apps.cli import main  # noqa: E402
 from magtkd_hf.apps.tiny import TINY_HEADS, TINY_HIDDEN, SMALL_TALK, tiny_audio_config, tiny_processor  # noqa: E402
@@ -358,7 +359,21 @@ CASES_23 = {
     "check-data: a missing root": lambda: (["check-data", "meld", str(ROOT / "no-release")], ["no-release"]),
     "stream: a line that is not JSON, then a good line": stream_case(b"not json\n" + GOOD_LINE),
     "stream: invalid UTF-8 on stdin, then a good line": stream_case(b"\xff\xfe" + GOOD_LINE + GOOD_LINE),
+    "stream: a 2 MB line, then a good line": stream_case(b'{"speaker": "A", "text": "' + b"ha " * 700_000 + b'"}\n'
+                                                         + GOOD_LINE),
+    "predict: a fusion-only folder": lambda: (predict(conversation("good.json"), fusion_folder()), ["fusion-only"]),
+    "evaluate: an end-to-end folder where a fusion folder is expected": lambda: (
+        ["evaluate", str(MODEL), "--features", str(ROOT / "features")], ["MagtkdForEmotionRecognition",
+                                                                         "MagtkdFusionModel"]),
 }
+
+
+def fusion_folder() -> Path:
+    folder = ROOT / "fusion-only"
+    MagtkdFusionModel(MagtkdFusionConfig.from_preset(
+        "meld", hidden_size=TINY_HIDDEN, num_attention_heads=TINY_HEADS, intermediate_size=TINY_HIDDEN)
+    ).save_pretrained(folder)
+    return folder
 
 
 # --- running and reporting -------------------------------------------------------------------------------------------
