@@ -1,16 +1,14 @@
-"""What transformers' common model tests (`ModelTesterMixin` in transformers' tests/test_modeling_common.py, not in the
-wheel) check of `output_hidden_states`/`output_attentions`, for the fusion and the end-to-end model: the tests named
-below, written for MAGTKD's inputs (the mixin itself is not vendored: thousands of lines and its own test helpers)."""
+"""The checks of `output_hidden_states`/`output_attentions` that transformers' `ModelTesterMixin` (run itself in
+test_transformers_common.py when TRANSFORMERS_TESTS_DIR is set) skips for the fusion and the end-to-end model: outputs
+per part (`text_hidden_states`, ..., `fusion_attentions`), index selections without `_can_record_outputs`, and the
+encoders' outputs per utterance. Written for MAGTKD's inputs."""
 
 import copy
-from collections import defaultdict
-from unittest.mock import patch
 
 import pytest
 import torch
 from test_end_to_end import _threads, processor  # noqa: F401 (module fixtures: one torch thread, tiny processor)
 from tiny_magtkd import tiny_config, tiny_fusion_config, write_conversation_rows
-from transformers.utils.output_capturing import CompileableContextVar
 
 from magtkd_hf import MagtkdDataCollator, MagtkdForEmotionRecognition, MagtkdFusionModel
 from magtkd_hf.modeling_magtkd_fusion import FUSION_BLOCK_NAMES
@@ -37,28 +35,6 @@ def model_and_inputs(request, processor, batch):  # noqa: F811
     fusion_inputs = {**features, "speaker_ids": inputs["speaker_ids"], "attention_mask": mask,
                      "labels": inputs["labels"]}
     return MagtkdFusionModel(tiny_fusion_config()).eval(), fusion_inputs, ["hidden_states", "attentions"]
-
-
-def assert_equal_nested(tuple_value, dict_value):
-    if isinstance(tuple_value, (tuple, list)):
-        assert len(tuple_value) == len(dict_value)
-        for inner_tuple, inner_dict in zip(tuple_value, dict_value):
-            assert_equal_nested(inner_tuple, inner_dict)
-    elif tuple_value is None:
-        assert dict_value is None
-    else:
-        torch.testing.assert_close(tuple_value, dict_value, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("extra", [{}, {"output_hidden_states": True}, {"output_attentions": True},
-                                   {"output_hidden_states": True, "output_attentions": True}])
-def test_model_outputs_equivalence(model_and_inputs, extra):
-    """ModelTesterMixin.test_model_outputs_equivalence: `return_dict=False` gives the dict's values, in order."""
-    model, inputs, _ = model_and_inputs
-    with torch.no_grad():
-        as_tuple = model(**inputs, **extra, return_dict=False)
-        as_dict = model(**inputs, **extra, return_dict=True)
-    assert_equal_nested(as_tuple, as_dict.to_tuple())
 
 
 def test_hidden_states_and_attentions_where_asked(model_and_inputs):
@@ -102,30 +78,6 @@ def test_can_capture_specific_layers_hidden_states(model_and_inputs):
         assert len(chosen) == len(states) and [state is None for state in chosen][1:-1] == [True] * (len(states) - 2)
         torch.testing.assert_close(chosen[0], states[0])
         torch.testing.assert_close(chosen[-1], states[-1])
-
-
-def test_capture_outputs_decorator(model_and_inputs):
-    """ModelTesterMixin.test_capture_outputs_decorator: with every output asked for, no `capture_outputs` runs inside
-    another for the same output (the encoders capture their own layers; the MAGTKD models do not chain them)."""
-    model, inputs, _ = model_and_inputs
-    counter = defaultdict(int)
-    original_set, original_reset = CompileableContextVar.set, CompileableContextVar.reset
-
-    def counting_set(self, value):
-        for key in value:
-            counter[key] += 1
-        if any(count > 1 for count in counter.values()):
-            raise ValueError("`capture_outputs` called several times in a chain")
-        return original_set(self, value)
-
-    def counting_reset(self, token):
-        for key in self.context_var.get():
-            counter[key] -= 1
-        original_reset(self, token)
-
-    with patch.object(CompileableContextVar, "set", new=counting_set), \
-            patch.object(CompileableContextVar, "reset", new=counting_reset), torch.no_grad():
-        model(**inputs, output_hidden_states=True, output_attentions=True)
 
 
 def test_encoder_layer_outputs_are_each_utterances_own(processor, batch):  # noqa: F811
