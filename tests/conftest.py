@@ -16,6 +16,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
+def pytest_configure(config):
+    for marker in ("accelerate_tests", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test", "slow",
+                   "torch_compile_test"):
+        config.addinivalue_line("markers", f"{marker}: used by transformers' common model tests")
+
+
 def pytest_unconfigure(config):
     """Remove the throw-away cache at the very end of the session (after every test and fixture teardown; also
     after a failed or interrupted run). Each pytest-xdist worker imports this file and removes its own folder."""
