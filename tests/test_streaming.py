@@ -126,11 +126,19 @@ class _FlushedLines(io.StringIO):
         self.flushed = self.getvalue()
 
 
-def _stdin_checking_flushes(lines, stdout):
+class _StdinCheckingFlushes:
     """stdin whose line k is handed out only after k - 1 output lines were flushed (one emotion per utterance, at once)."""
-    for number, line in enumerate(lines):
-        assert stdout.flushed.count("\n") == sum(1 for earlier in lines[:number] if earlier.strip())
-        yield line
+
+    def __init__(self, lines, stdout):
+        self.lines, self.stdout, self.given = lines, stdout, 0
+
+    def readline(self, limit=-1):
+        if self.given == len(self.lines):
+            return ""
+        expected = sum(1 for earlier in self.lines[: self.given] if earlier.strip())
+        assert self.stdout.flushed.count("\n") == expected
+        self.given += 1
+        return self.lines[self.given - 1]
 
 
 def test_the_stream_command_writes_one_json_line_per_utterance_as_it_comes(
@@ -142,7 +150,7 @@ def test_the_stream_command_writes_one_json_line_per_utterance_as_it_comes(
     lines.insert(1, "\n")
     stdout = _FlushedLines()
     monkeypatch.setattr(sys, "stdout", stdout)
-    monkeypatch.setattr(sys, "stdin", _stdin_checking_flushes(lines, stdout))
+    monkeypatch.setattr(sys, "stdin", _StdinCheckingFlushes(lines, stdout))
     assert cli(["stream", str(saved_causal_model), "--base-dir", str(folder), "--dtype", "float32"]) == 0
     rows = [json.loads(line) for line in stdout.getvalue().splitlines()]
     from magtkd_hf.inference import load_emotion_model
