@@ -8,20 +8,15 @@ import signal
 
 import pytest
 import torch
-from tiny_magtkd import tiny_config, tiny_fusion_config, tiny_processor
+from tiny_magtkd import save_tiny_end_to_end, tiny_fusion_config
 
-from magtkd_hf import MagtkdForEmotionRecognition, MagtkdFusionModel
+from magtkd_hf import MagtkdFusionModel
 from magtkd_hf.apps.cli import main
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("inputs") / "model"
-    processor = tiny_processor()
-    torch.manual_seed(0)
-    MagtkdForEmotionRecognition(tiny_config(processor)).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_tiny_end_to_end(tmp_path_factory.mktemp("inputs") / "model")
 
 
 @pytest.fixture

@@ -9,21 +9,14 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from tiny_magtkd import tiny_config, tiny_processor
+from tiny_magtkd import save_tiny_end_to_end
 
-from magtkd_hf import MagtkdForEmotionRecognition
 from magtkd_hf.apps.cli import main
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("outputs") / "model"
-    processor = tiny_processor()
-    torch.manual_seed(0)
-    MagtkdForEmotionRecognition(tiny_config(processor)).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_tiny_end_to_end(tmp_path_factory.mktemp("outputs") / "model")
 
 
 def write_conversations(path, texts):

@@ -5,9 +5,8 @@ import json
 import shutil
 
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
-from tiny_magtkd import tiny_config, tiny_fusion_config, tiny_processor
+from tiny_magtkd import save_tiny_end_to_end, tiny_fusion_config
 from transformers import pipeline
 
 from magtkd_hf import MagtkdForEmotionRecognition, MagtkdFusionModel
@@ -20,12 +19,7 @@ MARKER_CODE = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trust") / "model"
-    processor = tiny_processor()
-    torch.manual_seed(0)
-    MagtkdForEmotionRecognition(tiny_config(processor)).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return save_tiny_end_to_end(tmp_path_factory.mktemp("trust") / "model")
 
 
 def _tampered_copy(saved, tmp_path, model_type=None):

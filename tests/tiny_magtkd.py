@@ -50,6 +50,19 @@ TEXTS = [
 ]
 
 
+def save_tiny_end_to_end(folder):
+    """A seeded tiny end-to-end model and its processor, saved in `folder` as `magtkd-hf train all` saves them."""
+    import torch
+
+    from magtkd_hf import MagtkdForEmotionRecognition
+
+    processor = tiny_processor()
+    torch.manual_seed(0)
+    MagtkdForEmotionRecognition(tiny_config(processor)).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def write_conversation_rows(folder, lengths=(3, 2), seed=0, audio_seconds=None):
     """Dataset rows (the `load_meld` schema) over generated MP4 clips with a sound track; labels vary."""
     rows = []
