@@ -28,6 +28,8 @@ SPARE_COLOURS = ("#F0E442", "#56B4E9", "#009E73", "#CC79A7", "#000000", "#0072B2
 MAX_SPEAKERS = 60
 MAX_LABELLED_CUES = 60  # beyond this many cues the bars carry no text (a crowded timeline reads by colour)
 MIN_OPACITY = 0.3
+ROW_KEYS = ("cue", "start", "end", "speaker", "text", "label", "probabilities")
+TABLE_COLUMNS = ("cue", "start", "end", "speaker", "text", "emotion", "probability")
 DPI = 100
 LANE_INCHES = 0.5
 MIN_WIDTH_INCHES, MAX_WIDTH_INCHES, SECONDS_PER_INCH = 8.0, 40.0, 30.0
@@ -47,7 +49,7 @@ def _checked_cues(rows: Sequence[Mapping]) -> list[Mapping]:
         raise ValueError("The timeline needs at least one predicted row; got none.")
     for index, row in enumerate(rows):
         name = f"cue {row.get('cue', index)}"
-        missing = [key for key in ("cue", "start", "end", "speaker", "text", "label", "probabilities") if key not in row]
+        missing = [key for key in ROW_KEYS if key not in row]
         if missing:
             raise ValueError(f"{name}: the row has no {', '.join(missing)}; the timeline needs predicted rows with "
                              "cue, start and end (seconds).")
@@ -116,7 +118,7 @@ def timeline_figure(rows: Sequence[Mapping], title: str | None = None) -> Figure
     FigureCanvasAgg(figure)
     axes = figure.add_axes((1.6 / width, 0.65 / height, 1 - 1.9 / width, 1 - 1.0 / height))
     _draw_bars(axes, rows, lanes, colours, pixels_per_second=axes.get_position().width * width * DPI / (span * 1.02))
-    axes.set_yticks(list(lanes.values()), [speaker if len(speaker) <= 18 else speaker[:17] + "…" for speaker in lanes])
+    axes.set_yticks(list(lanes.values()), [name if len(name) <= 18 else name[:17] + "…" for name in lanes])
     axes.set_ylim(len(lanes) - 0.5, -0.5)
     axes.set_xlim(first - span * 0.01, last + span * 0.01)
     axes.xaxis.set_major_locator(MultipleLocator(_tick_step(span, width)))
@@ -153,7 +155,7 @@ def _facts_table(facts: Mapping) -> str:
 
 
 def _rows_table(rows: Sequence[Mapping], colours: Mapping[str, str]) -> str:
-    header = "".join(f"<th>{name}</th>" for name in ("cue", "start", "end", "speaker", "text", "emotion", "probability"))
+    header = "".join(f"<th>{name}</th>" for name in TABLE_COLUMNS)
     body = []
     for row in rows:
         emotion = (f'<span class="swatch" style="background:{colours[row["label"]]}"></span>'

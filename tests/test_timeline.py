@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from magtkd_hf.dataset_table import MELD_LABELS
-from magtkd_hf.timeline import MAX_WIDTH_INCHES, MIN_OPACITY, emotion_colours, html_report, timeline_figure, timeline_png
+from magtkd_hf.timeline import (MAX_WIDTH_INCHES, MIN_OPACITY, emotion_colours, html_report, timeline_figure,
+                                timeline_png)
 
 SPEAKERS = ("Chandler", "Monica", "Ross", "Rachel", "Phoebe", "Joey")
 
@@ -46,10 +47,10 @@ def test_bar_colour_is_the_emotion_and_opacity_its_probability():
     rows = generated_rows(40, 2, seed=3)
     colours = emotion_colours(MELD_LABELS)
     for row, bar in zip(rows, timeline_figure(rows).axes[0].patches):
-        red, green, blue, alpha = bar.get_facecolor()
-        assert "#{:02X}{:02X}{:02X}".format(*(round(channel * 255) for channel in (red, green, blue))) == colours[row["label"]]
+        *rgb, alpha = bar.get_facecolor()
+        assert "#{:02X}{:02X}{:02X}".format(*(round(channel * 255) for channel in rgb)) == colours[row["label"]]
         assert alpha == pytest.approx(MIN_OPACITY + (1 - MIN_OPACITY) * row["probabilities"][row["label"]])
-        assert bar.get_x() == pytest.approx(row["start"]) and bar.get_width() == pytest.approx(row["end"] - row["start"])
+        assert (bar.get_x(), bar.get_width()) == pytest.approx((row["start"], row["end"] - row["start"]))
 
 
 def test_palette_gives_every_label_its_own_colour():
@@ -97,7 +98,8 @@ def test_html_report_is_self_contained_escaped_and_lists_every_row(tmp_path):
     picture = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert base64.b64decode(picture.group(1))[:8] == b"\x89PNG\r\n\x1a\n"
     table_rows = re.findall(r'<tr><td class="number">(\d+)</td><td class="number">([\d.]+)</td>'
-                            r'<td class="number">([\d.]+)</td><td>.*?</td><td>.*?</td><td>.*?</span>(\w+)</td>'
+                            r'<td class="number">([\d.]+)</td><td>.*?</td><td>.*?</td>'
+                            r'<td>.*?</span>(\w+)</td>'
                             r'<td class="number">([\d.]+)</td></tr>', page)
     assert [(int(cue), emotion) for cue, _, _, emotion, _ in table_rows] == [(row["cue"], row["label"]) for row in rows]
     assert [float(probability) for *_, probability in table_rows] == pytest.approx(
