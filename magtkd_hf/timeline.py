@@ -28,8 +28,9 @@ SPARE_COLOURS = ("#F0E442", "#56B4E9", "#009E73", "#CC79A7", "#000000", "#0072B2
 MAX_SPEAKERS = 60
 MAX_LABELLED_CUES = 60  # beyond this many cues the bars carry no text (a crowded timeline reads by colour)
 MIN_OPACITY = 0.3
+MIN_BAR_PIXELS = 2
 ROW_KEYS = ("cue", "start", "end", "speaker", "text", "label", "probabilities")
-TABLE_COLUMNS = ("cue", "start", "end", "speaker", "text", "emotion", "probability")
+TABLE_COLUMNS = ("cue", "start (s)", "end (s)", "speaker", "text", "emotion", "probability")
 DPI = 100
 LANE_INCHES = 0.5
 MIN_WIDTH_INCHES, MAX_WIDTH_INCHES, SECONDS_PER_INCH = 8.0, 40.0, 30.0
@@ -87,9 +88,12 @@ def _tick_step(span: float, width_inches: float) -> int:
 
 
 def _draw_bars(axes, rows: Sequence[Mapping], lanes: dict[str, int], colours: Mapping[str, str], pixels_per_second):
-    """One bar per cue; with few cues, a bar wide enough for its emotion's name (about 6 pixels a letter) shows it."""
+    """
+    One bar per cue, at least MIN_BAR_PIXELS wide so that a short cue in a long video still shows; with few cues, a
+    bar wide enough for its emotion's name (about 6 pixels a letter) shows it.
+    """
     starts = [float(row["start"]) for row in rows]
-    widths = [float(row["end"]) - start for row, start in zip(rows, starts)]
+    widths = [max(float(row["end"]) - start, MIN_BAR_PIXELS / pixels_per_second) for row, start in zip(rows, starts)]
     faces = [to_rgba(colours[row["label"]], MIN_OPACITY + (1 - MIN_OPACITY) * _probability(row)) for row in rows]
     axes.barh([lanes[str(row["speaker"])] for row in rows], widths, left=starts, height=0.7, color=faces)
     if len(rows) > MAX_LABELLED_CUES:
@@ -113,10 +117,11 @@ def timeline_figure(rows: Sequence[Mapping], title: str | None = None) -> Figure
     first, last = min(float(row["start"]) for row in rows), max(float(row["end"]) for row in rows)
     span = max(last - first, 1.0)
     width = min(MAX_WIDTH_INCHES, max(MIN_WIDTH_INCHES, 3.0 + span / SECONDS_PER_INCH))
-    height = 1.3 + LANE_INCHES * len(lanes)
+    top = 0.6 if title else 0.35  # inches above the lanes: the legend, and the title above it
+    height = 0.95 + top + LANE_INCHES * len(lanes)
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
-    axes = figure.add_axes((1.6 / width, 0.65 / height, 1 - 1.9 / width, 1 - 1.0 / height))
+    axes = figure.add_axes((1.6 / width, 0.65 / height, 1 - 1.9 / width, 1 - (0.65 + top) / height))
     _draw_bars(axes, rows, lanes, colours, pixels_per_second=axes.get_position().width * width * DPI / (span * 1.02))
     axes.set_yticks(list(lanes.values()), [name if len(name) <= 18 else name[:17] + "…" for name in lanes])
     axes.set_ylim(len(lanes) - 0.5, -0.5)
@@ -129,7 +134,7 @@ def timeline_figure(rows: Sequence[Mapping], title: str | None = None) -> Figure
     axes.legend(handles=[Patch(color=colours[label], label=label) for label in label_names], loc="lower left",
                 bbox_to_anchor=(0, 1.0), ncol=len(label_names), frameon=False, fontsize=8, handlelength=1.2)
     if title:
-        figure.suptitle(title, x=0.01, ha="left", fontsize=10)
+        figure.suptitle(title, x=0.01, y=1 - 0.08 / height, ha="left", va="top", fontsize=10)
     return figure
 
 
