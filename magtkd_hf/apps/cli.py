@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, HfArgumentParser
 
-from .. import __version__, inference
+from .. import __version__, inference, subtitles
 from ..configuration_magtkd import DATASETS, FEATURE_SOURCES, dataset_facts
 from ..datasets_scripts.check import run_check_data
 from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
 from ..precision import DTYPE_CHOICES, resolve_dtype
 from ..predict_dataset import predict_dataset, read_prediction_input
-from ..prediction_files import ProcessGroup, check_output, output_lock
+from ..prediction_files import ProcessGroup, check_output, output_lock, write_output
 from ..processors import MagtkdProcessor
 from ..released import import_released_features, load_released_end_to_end, load_released_fusion
 from ..streaming import MagtkdStream
@@ -32,11 +32,12 @@ from .hub import add_push_command
 
 SAMPLE_CONVERSATION_FILE = SAMPLE_MELD_ROOT / "conversations" / "test_conversation.json"
 # The options naming files a command reads (folders are options of their own): each must be a regular file.
-FILE_OPTIONS = ("input", "fusion", *FEATURE_SOURCES, "speaker_map", "split_file", "files", "recipe")
+FILE_OPTIONS = ("input", "subtitles", "fusion", *FEATURE_SOURCES, "speaker_map", "split_file", "files", "recipe")
 # Errors a user can cause and fix: a short message and exit status 1 (`--debug`/MAGTKD_HF_DEBUG=1: the traceback).
 EXPECTED_ERRORS = (ValueError, OSError, KeyError, RuntimeError, MemoryError, pickle.UnpicklingError)
 # A stream line holds one utterance (its text is cut to max_text_tokens x 32 characters anyway): 1 MiB is far above.
 MAX_STREAM_LINE_BYTES = 1 << 20
+DATASET_MAX_UTTERANCES = 64
 DEBUG_HELP = "on an error, print the full traceback instead of one line (also: environment MAGTKD_HF_DEBUG=1)"
 
 
@@ -155,7 +156,9 @@ def _add_predict(subparsers) -> None:
         "--output FILE.jsonl or FILE.parquet: a JSON lines file (one such conversation per line), a folder saved with "
         "save_to_disk, or a MELD/IEMOCAP release folder (with --dataset); one row per utterance, conversations batched "
         "by size, media decoded in --num-workers processes, resumable (run the same command again after a stop), "
-        "shared between processes under `accelerate launch`.",
+        "shared between processes under `accelerate launch`. A VIDEO with --subtitles FILE (SRT or WebVTT): each cue "
+        "an utterance cut from the video by its timing, consecutive cues grouped into conversations; rows printed, "
+        "or written to every --output (see 'subtitles').",
     )
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="a folder saved by magtkd-hf (model and processor)")
     parser.add_argument("input", metavar="INPUT", nargs="?",
@@ -165,16 +168,34 @@ def _add_predict(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON (with every emotion's probability)")
     _add_model_options(parser)
     dataset = parser.add_argument_group("a whole dataset")
-    dataset.add_argument("--output", metavar="FILE", help="FILE.jsonl or FILE.parquet: one row per utterance")
+    dataset.add_argument("--output", metavar="FILE", action="append", help="FILE.jsonl or FILE.parquet: one row per "
+                         "utterance (with --subtitles: repeatable, see there)")
     dataset.add_argument("--dataset", choices=tuple(DATASETS), help="the dataset of a release folder")
     dataset.add_argument("--split", action="append", help="only this split (repeatable; default: every split)")
-    dataset.add_argument("--max-utterances", type=int, default=64, metavar="N",
-                         help="utterances per model call (conversations batched by size; default %(default)s)")
+    dataset.add_argument("--max-utterances", type=int, metavar="N", help="utterances per model call (conversations "
+                         f"batched by size; default {DATASET_MAX_UTTERANCES}); with --subtitles: cues per conversation")
     dataset.add_argument("--num-workers", type=int, help="DataLoader workers decoding media while the model runs "
                          "(default: up to 8 on a GPU; on the CPU 2, or 0 on a machine of 2 cores or fewer)")
     dataset.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     dataset.add_argument("--on-missing", choices=("raise", "drop"), default="raise",
                          help="release folders: missing or unreadable media files are an error (default) or dropped")
+    _add_subtitle_options(parser)
+
+
+def _add_subtitle_options(parser) -> None:
+    group = parser.add_argument_group(
+        "subtitles", "INPUT is a VIDEO and --subtitles its SRT or WebVTT file (UTF-8). Markup and line breaks are "
+        "dropped, sound descriptions in [] or () removed (a cue left empty is skipped); the speaker is a <v NAME> "
+        "voice tag, else a 'NAME:' prefix (1-3 words, upper-case first), else --speaker. Outputs by extension, any "
+        "number of --output: .jsonl, .csv, .parquet (one row per cue: the rows of predict plus 'cue', 'start', "
+        "'end'), .srt or .vtt (the subtitles in their own format, timing unchanged, each cue's text followed by "
+        "'[emotion probability]'); without --output the table is printed.")
+    group.add_argument("--subtitles", metavar="FILE", help="the VIDEO's subtitles: .srt or .vtt")
+    group.add_argument("--speaker", metavar="NAME", help="the speaker of cues without a voice tag or 'NAME:' prefix "
+                       "(default: such cues are refused)")
+    group.add_argument("--max-gap", type=float, metavar="S", help="a new conversation after a silence longer than S "
+                       f"seconds between cues (default {subtitles.DEFAULT_MAX_GAP}; --max-utterances default "
+                       f"{subtitles.DEFAULT_MAX_UTTERANCES}: both from MELD's dialogues, see magtkd_hf/subtitles.py)")
 
 
 def _check_device(device: str) -> None:
@@ -202,6 +223,12 @@ def _run_predict(args) -> None:
                          "give INPUT (a CONVERSATION.json or a dataset), or --sample for the shipped sample conversation")
     args.input = str(SAMPLE_CONVERSATION_FILE) if args.sample else args.input
     _check_device(args.device)
+    if args.subtitles is not None or args.speaker is not None or args.max_gap is not None:
+        return _run_predict_subtitles(args)
+    if args.output is not None and len(args.output) > 1:
+        raise ValueError(f"--output is given {len(args.output)} times: one file for a dataset (several only with "
+                         "--subtitles)")
+    args.output = args.output[0] if args.output else None
     if args.output is not None or Path(args.input).suffix != ".json":
         return _run_predict_dataset(args)
     conversation = inference.read_conversation_file(args.input)
@@ -231,11 +258,12 @@ def _predict_dataset_into(args) -> None:
     if args.device == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per launched process
         args.device = f"cuda:{os.environ['LOCAL_RANK']}"
     model, processor = _load_model_for_inference(args)
+    max_utterances = DATASET_MAX_UTTERANCES if args.max_utterances is None else args.max_utterances
     description = {"model": str(Path(args.model_dir).resolve()), "input": str(Path(args.input).resolve()),
                    "splits": args.split, "dtype": str(resolve_dtype(args.dtype, args.device)),
-                   "max_utterances": args.max_utterances}
+                   "max_utterances": max_utterances}
     workers = _default_decoding_workers(args.device) if args.num_workers is None else args.num_workers
-    summary = predict_dataset(model, processor, conversations, args.output, max_utterances=args.max_utterances,
+    summary = predict_dataset(model, processor, conversations, args.output, max_utterances=max_utterances,
                               num_workers=workers, overwrite=args.overwrite, run_description=description)
     if not summary["main_process"]:
         return
@@ -245,6 +273,70 @@ def _predict_dataset_into(args) -> None:
     processes = f" ({summary['processes']} processes)" if summary["processes"] > 1 else ""
     print(f"{summary['conversations']} conversations, {utterances} utterances -> {args.output}{processes}",
           file=sys.stderr)
+
+
+def _run_predict_subtitles(args) -> None:
+    if args.subtitles is None or args.sample:
+        raise ValueError("--speaker and --max-gap go with --subtitles FILE" if args.subtitles is None else
+                         "--subtitles FILE goes with a VIDEO as INPUT, not with --sample")
+    cues = subtitles.read_cues(args.subtitles, args.speaker)
+    outputs = [Path(output) for output in args.output or []]
+    _check_subtitle_outputs(outputs, subtitles.load_subtitles(args.subtitles).format, args.overwrite)
+    video = Path(args.input).resolve()
+    conversations = subtitles.subtitle_conversations(
+        cues, video, subtitles.video_duration(video),
+        subtitles.DEFAULT_MAX_GAP if args.max_gap is None else args.max_gap,
+        subtitles.DEFAULT_MAX_UTTERANCES if args.max_utterances is None else args.max_utterances, args.subtitles)
+    model, processor = _load_model_for_inference(args)
+    rows = []
+    for numbers, conversation in conversations:
+        predicted = inference.predict_emotions(model, processor, conversation)
+        rows += [{"cue": number, "start": utterance["start"], "end": utterance["end"], **row}
+                 for number, utterance, row in zip(numbers, conversation, predicted)]
+    if not outputs:
+        print(json.dumps(rows, indent=2, allow_nan=False) if args.json else inference.format_predictions(rows))
+    for output in outputs:
+        _write_subtitle_output(rows, args.subtitles, output)
+        print(f"{len(rows)} cues ({len(conversations)} conversations) -> {output}", file=sys.stderr)
+
+
+SUBTITLE_OUTPUTS = (".jsonl", ".csv", ".parquet", ".srt", ".vtt")
+
+
+def _check_subtitle_outputs(outputs: list[Path], subtitle_format: str, overwrite: bool) -> None:
+    """Every --output checked before any work: its extension, a subtitle output in the input's own format, each named
+    once, a folder in its way, an existing file without --overwrite, its folder missing or read-only."""
+    for index, output in enumerate(outputs):
+        if output.suffix not in SUBTITLE_OUTPUTS:
+            raise ValueError(f"--output {output}: must end in one of {SUBTITLE_OUTPUTS} (rows, or annotated subtitles).")
+        if output.suffix in (".srt", ".vtt") and output.suffix != f".{subtitle_format}":
+            raise ValueError(f"--output {output}: the annotated subtitles keep the input's format ({subtitle_format}): "
+                             f"name it {output.with_suffix('.' + subtitle_format).name}.")
+        if output.absolute() in [earlier.absolute() for earlier in outputs[:index]]:
+            raise ValueError(f"--output {output} is given twice.")
+        if output.suffix in (".jsonl", ".parquet"):
+            check_output(output, overwrite)
+        else:  # check_output's file checks, for the formats it does not know
+            _check_written_file(output, overwrite)
+
+
+def _check_written_file(output: Path, overwrite: bool) -> None:
+    if output.is_dir():
+        raise IsADirectoryError(f"{output} is a folder: --output names the file to write.")
+    if output.exists() and not overwrite:
+        raise FileExistsError(f"{output} exists: pass --overwrite to replace it.")
+    parent = output.absolute().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise FileNotFoundError(f"{output}: the folder {parent} does not exist or is not writable.")
+
+
+def _write_subtitle_output(rows: list[dict], subtitle_file: str, output: Path) -> None:
+    if output.suffix in (".srt", ".vtt"):
+        subtitles.annotate_subtitles(subtitle_file, rows, output)
+    elif output.suffix == ".csv":
+        subtitles.write_csv_rows(rows, output)
+    else:
+        write_output(rows, output)
 
 
 def _add_stream(subparsers) -> None:
