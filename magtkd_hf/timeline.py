@@ -44,23 +44,31 @@ def _clock(seconds: float, _position=None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _check_row(row: Mapping, name: str, label_names: list[str]):
+    missing = [key for key in ROW_KEYS if key not in row]
+    if missing:
+        raise ValueError(f"{name}: the row has no {', '.join(missing)}; the timeline needs predicted rows with "
+                         "cue, start and end (seconds).")
+    start, end = row["start"], row["end"]
+    if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and math.isfinite(start)
+            and math.isfinite(end) and 0 <= start < end):
+        raise ValueError(f"{name}: start {start!r} and end {end!r} must be finite seconds with 0 <= start < end.")
+    if not isinstance(row["cue"], int):
+        raise ValueError(f"{name}: the cue number must be an integer, got {row['cue']!r}.")
+    if list(row["probabilities"]) != label_names:
+        raise ValueError(f"{name}: its emotions {list(row['probabilities'])} differ from the first row's {label_names};"
+                         " one timeline shows one model's predictions.")
+    if row["label"] not in row["probabilities"]:
+        raise ValueError(f"{name}: the label {row['label']!r} is not among its emotions {label_names}.")
+
+
 def _checked_cues(rows: Sequence[Mapping]) -> list[Mapping]:
     """The rows, refused with one line naming the cue when a timeline cannot be drawn from them."""
     if not rows:
         raise ValueError("The timeline needs at least one predicted row; got none.")
+    label_names = list(rows[0].get("probabilities", {}))
     for index, row in enumerate(rows):
-        name = f"cue {row.get('cue', index)}"
-        missing = [key for key in ROW_KEYS if key not in row]
-        if missing:
-            raise ValueError(f"{name}: the row has no {', '.join(missing)}; the timeline needs predicted rows with "
-                             "cue, start and end (seconds).")
-        start, end = row["start"], row["end"]
-        if not (isinstance(start, (int, float)) and isinstance(end, (int, float)) and math.isfinite(start)
-                and math.isfinite(end) and 0 <= start < end):
-            raise ValueError(f"{name}: start {start!r} and end {end!r} must be finite seconds with 0 <= start < end.")
-        if row["label"] not in row["probabilities"]:
-            raise ValueError(f"{name}: the label {row['label']!r} is not among its probabilities "
-                             f"{sorted(row['probabilities'])}.")
+        _check_row(row, f"cue {row['cue']}" if "cue" in row else f"row {index}", label_names)
     speakers = len({str(row["speaker"]) for row in rows})
     if speakers > MAX_SPEAKERS:
         raise ValueError(f"The timeline draws at most {MAX_SPEAKERS} speaker lanes; the rows have {speakers} speakers.")

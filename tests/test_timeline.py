@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from magtkd_hf.dataset_table import MELD_LABELS
-from magtkd_hf.timeline import (MAX_WIDTH_INCHES, MIN_OPACITY, emotion_colours, html_report, timeline_figure,
-                                timeline_png)
+from magtkd_hf.timeline import (MAX_SPEAKERS, MAX_WIDTH_INCHES, MIN_BAR_PIXELS, MIN_OPACITY, emotion_colours,
+                                html_report, timeline_figure, timeline_png)
 
 SPEAKERS = ("Chandler", "Monica", "Ross", "Rachel", "Phoebe", "Joey")
 
@@ -53,6 +53,17 @@ def test_bar_colour_is_the_emotion_and_opacity_its_probability():
         assert (bar.get_x(), bar.get_width()) == pytest.approx((row["start"], row["end"] - row["start"]))
 
 
+def test_a_short_cue_in_a_long_video_stays_visible():
+    rows = generated_rows(3, 2)
+    rows[0]["end"] = rows[0]["start"] + 0.2
+    rows[-1] = {**rows[-1], "start": 3 * 3600.0, "end": 3 * 3600.0 + 5}
+    figure = timeline_figure(rows)
+    (left, _), (right, _) = figure.axes[0].transData.transform([(rows[0]["start"], 0), (rows[0]["end"], 0)])
+    assert right - left < 1
+    bar = figure.axes[0].patches[0].get_window_extent()
+    assert bar.width >= MIN_BAR_PIXELS - 0.01
+
+
 def test_palette_gives_every_label_its_own_colour():
     assert len(set(emotion_colours(MELD_LABELS).values())) == 7
     iemocap = ("happy", "sad", "neutral", "angry", "excited", "frustrated")
@@ -65,7 +76,9 @@ def test_palette_gives_every_label_its_own_colour():
 @pytest.mark.parametrize("change, message", [
     ({"start": float("nan")}, r"cue 2: start nan and end .* must be finite seconds with 0 <= start < end"),
     ({"end": 0.1}, r"cue 2: start .* and end 0.1 must be finite seconds"),
-    ({"label": "boredom"}, r"cue 2: the label 'boredom' is not among its probabilities"),
+    ({"label": "boredom"}, r"cue 2: the label 'boredom' is not among its emotions \['anger', 'disgust'"),
+    ({"cue": "2"}, r"cue 2: the cue number must be an integer, got '2'"),
+    ({"probabilities": {"calm": 0.4, "anger": 0.6}}, r"cue 2: its emotions \['calm', 'anger'\] differ from the first"),
 ])
 def test_bad_rows_are_refused_naming_the_cue(tmp_path, change, message):
     rows = generated_rows(3, 2)
@@ -76,11 +89,16 @@ def test_bad_rows_are_refused_naming_the_cue(tmp_path, change, message):
     assert not (tmp_path / "timeline.png").exists()
 
 
-def test_rows_without_timing_or_any_row_are_refused(tmp_path):
+def test_rows_without_timing_or_any_row_or_with_too_many_speakers_are_refused(tmp_path):
     rows = generated_rows(2, 1)
-    del rows[0]["start"]
+    del rows[0]["start"], rows[1]["cue"]
     with pytest.raises(ValueError, match="cue 1: the row has no start; the timeline needs predicted rows with cue"):
         html_report(rows, tmp_path / "report.html", {}, {})
+    with pytest.raises(ValueError, match="row 1: the row has no cue"):
+        html_report([generated_rows(1, 1)[0], rows[1]], tmp_path / "report.html", {}, {})
+    rows = [{**row, "speaker": f"speaker {row['cue']}"} for row in generated_rows(MAX_SPEAKERS + 1, 1)]
+    with pytest.raises(ValueError, match=f"at most {MAX_SPEAKERS} speaker lanes; the rows have {MAX_SPEAKERS + 1}"):
+        timeline_png(rows, tmp_path / "timeline.png")
     with pytest.raises(ValueError, match="at least one predicted row; got none"):
         timeline_png([], tmp_path / "timeline.png")
 
