@@ -1,7 +1,10 @@
 import base64
 import random
 import re
+import shutil
+import subprocess
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -122,3 +125,20 @@ def test_html_report_is_self_contained_escaped_and_lists_every_row(tmp_path):
     assert [(int(cue), emotion) for cue, _, _, emotion, _ in table_rows] == [(row["cue"], row["label"]) for row in rows]
     assert [float(probability) for *_, probability in table_rows] == pytest.approx(
         [row["probabilities"][row["label"]] for row in rows], abs=5e-4)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's `chromium` (installed by .ci/run)")
+def test_html_report_renders_in_a_headless_browser_without_network(tmp_path):
+    rows = generated_rows(10, 3)
+    rows[0]["text"] = "<script>document.title='ran'</script><img src='https://example.invalid/x.png'>"
+    path = html_report(rows, tmp_path / "report.html", {"model": "tiny"}, {"max_gap": 5.0})
+    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,800",
+               f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9", path.as_uri()]
+    dom = subprocess.run([*browser[:-1], "--dump-dom", browser[-1]], capture_output=True, text=True, timeout=120).stdout
+    assert "<title>Emotion timeline</title>" in dom and dom.count("<tr>") == 1 + len(rows) + 1 + 1
+    assert "&lt;script&gt;document.title" in dom and "<script" not in dom
+    subprocess.run([*browser[:-1], f"--screenshot={tmp_path / 'shot.png'}", browser[-1]], capture_output=True,
+                   timeout=120, check=True)
+    pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB"), dtype=np.int16)
+    # The coloured bars of the inline timeline (the swatches of 10 table rows are about 1,000 pixels).
+    assert ((pixels.max(axis=-1) - pixels.min(axis=-1)) > 60).sum() > 5000
