@@ -5,9 +5,10 @@ Parsing and writing use pysubs2 (well kept, pure Python, reads and writes SRT an
 untouched, in milliseconds), not hand-written parsing. How a cue becomes an utterance:
 
 - the file must be UTF-8 (with or without a BOM); other encodings are refused naming the file;
-- markup (`<i>`, `<b>`, `{\\an8}`, ...) is removed, line breaks become spaces, and sound descriptions in brackets or
-  parentheses (`[laughs]`, `(door slams)`) are removed; a cue left with no text (a sound description alone) is
-  skipped: it has no row and its annotation is left as it was;
+- markup (`<i>`, `<b>`, `{\\an8}`, ...) is removed, escapes (`&amp;`) read as their characters, line breaks become
+  spaces, and sound descriptions in brackets or parentheses (`[laughs]`, `(door slams)`) are removed; a cue left with
+  no text (a sound description alone, or `NAME:` and one) is skipped: no row, its annotation left as it was;
+- a cue holding a line with `-->` (a malformed timing, which pysubs2 would read as text) is refused;
 - the speaker is a WebVTT voice tag (`<v Anna>`), else a `NAME:` prefix (1 to 3 words, the first upper-case:
   `JOEY:`, `Mr. Geller:`), else `default_speaker` (`--speaker NAME`), else the cue is refused;
 - cues must follow one another: a cue ending at or before its start, starting before the previous one ends, or ending
@@ -17,6 +18,7 @@ untouched, in milliseconds), not hand-written parsing. How a cue becomes an utte
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -36,13 +38,15 @@ SUBTITLE_FORMATS = ("srt", "vtt")
 # 99th 12.14 s; a dialogue has 9.6 utterances on average, 20 at the 95th percentile, 23 at the 99th, 33 at most.
 DEFAULT_MAX_GAP = 5.0
 DEFAULT_MAX_UTTERANCES = 24
+# A film's SRT is about 100 KB: far larger is not subtitles, and is not read into memory.
+MAX_SUBTITLE_BYTES = 16 << 20
 # Past-the-end tolerance: subtitle times are whole milliseconds, a container's duration need not be.
 END_TOLERANCE = 0.001
 
 _VOICE_TAG = re.compile(r"<v(?:\.[^\s>]*)?\s+([^>]+)>")
 _TAG = re.compile(r"</?[^>]*>")
 _SOUND_DESCRIPTION = re.compile(r"\[[^\]]*\]|\([^)]*\)")
-_SPEAKER_PREFIX = re.compile(r"([A-Z][\w'.-]*(?: [\w'.-]+){0,2}):\s+(.+)")
+_SPEAKER_PREFIX = re.compile(r"([A-Z][\w'.-]*(?: [\w'.-]+){0,2}):(?:\s+(.*))?")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ def load_subtitles(path: str | Path, **options) -> pysubs2.SSAFile:
     """An SRT or WebVTT file read as UTF-8 (a BOM allowed) with pysubs2; one-line errors naming the file."""
     path = Path(path)
     check_regular_file(path)
+    if path.stat().st_size > MAX_SUBTITLE_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size:,} bytes, more than subtitles take (at most "
+                         f"{MAX_SUBTITLE_BYTES:,}).")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -90,6 +97,9 @@ def read_cues(path: str | Path, default_speaker: str | None = None) -> list[Cue]
             raise ValueError(f"{path}: cue {number} starts at {start:.3f} s, before cue {number - 1} ends "
                              f"({previous_end:.3f} s): cues must not overlap.")
         previous_end = end
+        if "-->" in event.plaintext:  # pysubs2 reads a malformed timing line as text of the cue before it
+            raise ValueError(f"{path}: cue {number} holds a line with '-->' that is not a valid timing "
+                             "(HH:MM:SS,mmm --> HH:MM:SS,mmm); fix it.")
         speaker, text = _speaker_and_text(event.plaintext)
         if not text:
             continue
@@ -103,11 +113,11 @@ def read_cues(path: str | Path, default_speaker: str | None = None) -> list[Cue]
 
 def _speaker_and_text(plaintext: str) -> tuple[str | None, str]:
     voice = _VOICE_TAG.search(plaintext)
-    text = _SOUND_DESCRIPTION.sub(" ", _TAG.sub("", plaintext))
+    text = _SOUND_DESCRIPTION.sub(" ", html.unescape(_TAG.sub("", plaintext)))
     text = " ".join(text.split())
     prefix = _SPEAKER_PREFIX.fullmatch(text)
     if prefix:
-        return (voice.group(1).strip() if voice else prefix.group(1)), prefix.group(2)
+        return (voice.group(1).strip() if voice else prefix.group(1)), prefix.group(2) or ""
     return (voice.group(1).strip() if voice else None), text
 
 

@@ -29,6 +29,10 @@ you?
 4
 00:00:02,600 --> 00:00:03,900
 Fine (sighs) thanks
+
+5
+00:00:03,910 --> 00:00:03,950
+JOEY: [gasps]
 """
 
 VTT = """WEBVTT
@@ -37,7 +41,7 @@ VTT = """WEBVTT
 <v Roger Bingham>We are in <b>New York</b> City
 
 00:00:02.000 --> 00:00:03.000
-<v.loud Neil>Hello
+<v.loud Neil>Hello &amp;
 there</v>
 """
 
@@ -50,12 +54,12 @@ def write(path, text, encoding="utf-8"):
 def test_srt_speakers_markup_line_breaks_and_sound_descriptions(tmp_path):
     cues = read_cues(write(tmp_path / "s.srt", SRT), default_speaker="Ross")
     assert cues == [Cue(1, 0.2, 1.1, "JOEY", "Hi there"), Cue(2, 1.3, 2.4, "Rachel Green", "How are you?"),
-                    Cue(4, 2.6, 3.9, "Ross", "Fine thanks")]  # cue 3, a sound description alone, is skipped
+                    Cue(4, 2.6, 3.9, "Ross", "Fine thanks")]  # cues 3 and 5, a sound description alone, are skipped
 
 
 def test_webvtt_voice_tags_and_a_byte_order_mark(tmp_path):
     cues = read_cues(write(tmp_path / "s.vtt", "\ufeff" + VTT))
-    assert cues == [Cue(1, 0.5, 1.5, "Roger Bingham", "We are in New York City"), Cue(2, 2.0, 3.0, "Neil", "Hello there")]
+    assert cues == [Cue(1, 0.5, 1.5, "Roger Bingham", "We are in New York City"), Cue(2, 2.0, 3.0, "Neil", "Hello & there")]
 
 
 BAD_SUBTITLES = {
@@ -65,6 +69,9 @@ BAD_SUBTITLES = {
                  "cue 2 ends at 2.500 s, not after its start (3.000 s)."),
     "overlapping": ("1\n00:00:01,000 --> 00:00:02,000\nA: hi\n\n2\n00:00:01,500 --> 00:00:02,500\nB: yo\n",
                     "cue 2 starts at 1.500 s, before cue 1 ends (2.000 s): cues must not overlap."),
+    "malformed timing": ("1\n00:00:01,000 --> 00:00:02,000\nA: hi\n\n2\n00:00:03,000 --> 0:0:4\nB: yo\n",
+                         "cue 1 holds a line with '-->' that is not a valid timing (HH:MM:SS,mmm --> HH:MM:SS,mmm); "
+                         "fix it."),
     "no speaker": ("1\n00:00:01,000 --> 00:00:02,000\nA: hi\n\n2\n00:00:02,000 --> 00:00:02,500\nwho said this\n",
                    "cue 2 has no speaker (no 'NAME:' prefix or <v NAME> tag): give --speaker NAME."),
 }
@@ -168,3 +175,10 @@ def test_the_cli_checks_every_output_and_option_before_any_work(clip, tmp_path, 
     short = write_mp4(tmp_path / "short.mp4", num_frames=16, fps=8)
     assert error_line(capsys, [model, short, "--subtitles", subtitles, "--speaker", "Ross"]) == (
         f"{subtitles}: cue 2 ends at 2.400 s, past the end of {short} (2.000 s).")
+
+
+def test_a_file_larger_than_subtitles_take_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setattr("magtkd_hf.subtitles.MAX_SUBTITLE_BYTES", 100)
+    path = write(tmp_path / "s.srt", SRT)
+    with pytest.raises(ValueError, match=f"^{path}: {len(SRT.encode()):,} bytes, more than subtitles take \\(at most 100\\)"):
+        read_cues(path)
