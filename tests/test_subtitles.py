@@ -2,8 +2,10 @@
 every bad subtitle file refused in one line naming the file and cue; cues grouped into conversations; the CLI end to
 end on a generated clip, its rows equal to predicting the equivalent conversation JSON."""
 
+import csv
 import json
 
+import pyarrow.parquet as pq
 import pysubs2
 import pytest
 from media_fixtures import write_mp4
@@ -138,8 +140,14 @@ def test_the_cli_rows_equal_predicting_the_equivalent_conversation(clip, tmp_pat
     model, video, subtitles = clip
     rows_file, annotated = tmp_path / "rows.jsonl", tmp_path / "annotated.srt"
     predict(capsys, model, video, "--subtitles", subtitles, "--speaker", "Ross", "--output", rows_file,
-            "--output", annotated)
+            "--output", annotated, "--output", tmp_path / "rows.csv", "--output", tmp_path / "rows.parquet")
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    assert pq.read_table(tmp_path / "rows.parquet").to_pylist() == rows
+    with open(tmp_path / "rows.csv", newline="", encoding="utf-8") as handle:
+        from_csv = list(csv.DictReader(handle))
+    assert [json.loads(row["probabilities"]) for row in from_csv] == [row["probabilities"] for row in rows]
+    assert [(int(row["cue"]), row["label"], float(row["score"])) for row in from_csv] == [
+        (row["cue"], row["label"], row["score"]) for row in rows]
     conversation = [{"speaker": cue.speaker, "text": cue.text, "video": str(video), "start": cue.start, "end": cue.end}
                     for cue in read_cues(subtitles, "Ross")]
     conversation_file = tmp_path / "conversation.json"
