@@ -178,7 +178,7 @@ def test_the_cli_checks_every_output_and_option_before_any_work(clip, tmp_path, 
     assert error_line(capsys, [*base, "--output", tmp_path / "new.jsonl", "--output", tmp_path / "old.csv"]) == (
         f"{tmp_path / 'old.csv'} exists: pass --overwrite to replace it.")
     assert not (tmp_path / "new.jsonl").exists()
-    assert error_line(capsys, [model, video, "--speaker", "Ross"]) == "--speaker and --max-gap go with --subtitles FILE"
+    assert error_line(capsys, [model, video, "--speaker", "Ross"]) == "--speaker and --max-gap go with --subtitles FILE."
     assert error_line(capsys, [*base, "--max-gap", "-1"]) == "--max-gap must be more than 0 seconds, got -1.0."
     short = write_mp4(tmp_path / "short.mp4", num_frames=16, fps=8)
     assert error_line(capsys, [model, short, "--subtitles", subtitles, "--speaker", "Ross"]) == (

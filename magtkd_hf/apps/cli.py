@@ -277,8 +277,8 @@ def _predict_dataset_into(args) -> None:
 
 def _run_predict_subtitles(args) -> None:
     if args.subtitles is None or args.sample:
-        raise ValueError("--speaker and --max-gap go with --subtitles FILE" if args.subtitles is None else
-                         "--subtitles FILE goes with a VIDEO as INPUT, not with --sample")
+        raise ValueError("--speaker and --max-gap go with --subtitles FILE." if args.subtitles is None else
+                         "--subtitles FILE goes with a VIDEO as INPUT, not with --sample.")
     cues = subtitles.read_cues(args.subtitles, args.speaker)
     outputs = [Path(output) for output in args.output or []]
     _check_subtitle_outputs(outputs, subtitles.load_subtitles(args.subtitles).format, args.overwrite)
