@@ -30,11 +30,11 @@ def part_file(partial: Path, rank: int) -> Path:
     return partial / f"rows-{rank:05d}.jsonl"
 
 
-def check_output(output: Path, overwrite: bool) -> None:
+def check_output(output: Path, overwrite: bool, formats: tuple[str, ...] = OUTPUT_FORMATS) -> None:
     """Every check on OUTPUT that needs no work done: its format, a folder in its way, an existing file without
     `overwrite` (unless a stopped run's rows wait beside it), a missing or read-only parent folder."""
-    if output.suffix not in OUTPUT_FORMATS:
-        raise ValueError(f"{output}: the output must end in one of {OUTPUT_FORMATS} (JSON lines or parquet).")
+    if output.suffix not in formats:
+        raise ValueError(f"{output}: the output must end in one of {formats}.")
     if output.is_dir():
         raise IsADirectoryError(f"{output} is a folder: --output names the file to write (FILE.jsonl or FILE.parquet).")
     resumable = (partial_folder(output) / MANIFEST_FILE).is_file()

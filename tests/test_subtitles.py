@@ -161,6 +161,19 @@ def test_the_cli_rows_equal_predicting_the_equivalent_conversation(clip, tmp_pat
     assert pysubs2.load(str(annotated))[0].text.endswith(f"[{rows[0]['label']} {rows[0]['score']:.2f}]")
 
 
+def test_the_cli_draws_the_timeline_and_writes_the_report_of_the_same_rows(clip, tmp_path, capsys):
+    model, video, subtitles = clip
+    rows_file, picture, report = tmp_path / "rows.jsonl", tmp_path / "timeline.png", tmp_path / "report.html"
+    predict(capsys, model, video, "--subtitles", subtitles, "--speaker", "Ross", "--output", rows_file,
+            "--output", picture, "--output", report)
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = report.read_text(encoding="utf-8")
+    assert "data:image/png;base64," in html and "http" not in html.replace(str(model), "")
+    assert all(f"{row['probabilities'][row['label']]:.3f}" in html and html.count(f">{row['cue']}<") >= 1 for row in rows)
+    assert "max_gap" in html and str(model) in html
+
+
 def error_line(capsys, arguments) -> str:
     assert main(["predict", *map(str, arguments)]) == 1
     err = capsys.readouterr().err
@@ -173,7 +186,8 @@ def test_the_cli_checks_every_output_and_option_before_any_work(clip, tmp_path, 
     base = [model, video, "--subtitles", subtitles, "--speaker", "Ross"]
     assert error_line(capsys, [*base, "--output", tmp_path / "a.vtt"]) == (
         f"--output {tmp_path / 'a.vtt'}: the annotated subtitles keep the input's format (srt): name it a.srt.")
-    assert error_line(capsys, [*base, "--output", tmp_path / "a.txt"]).endswith("(rows, or annotated subtitles).")
+    assert error_line(capsys, [*base, "--output", tmp_path / "a.txt"]).endswith(
+        "(rows, annotated subtitles, the timeline picture or an HTML report).")
     (tmp_path / "old.csv").write_text("x")
     assert error_line(capsys, [*base, "--output", tmp_path / "new.jsonl", "--output", tmp_path / "old.csv"]) == (
         f"{tmp_path / 'old.csv'} exists: pass --overwrite to replace it.")

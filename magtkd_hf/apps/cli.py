@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, HfArgumentParser
 
-from .. import __version__, inference, subtitles
+from .. import __version__, inference, subtitles, timeline
 from ..configuration_magtkd import DATASETS, FEATURE_SOURCES, dataset_facts
 from ..datasets_scripts.check import run_check_data
 from ..datasets_scripts.sample import SAMPLE_MELD_ROOT
@@ -283,10 +283,10 @@ def _run_predict_subtitles(args) -> None:
     outputs = [Path(output) for output in args.output or []]
     _check_subtitle_outputs(outputs, subtitles.load_subtitles(args.subtitles).format, args.overwrite)
     video = Path(args.input).resolve()
+    args.max_gap = subtitles.DEFAULT_MAX_GAP if args.max_gap is None else args.max_gap
+    args.max_utterances = subtitles.DEFAULT_MAX_UTTERANCES if args.max_utterances is None else args.max_utterances
     conversations = subtitles.subtitle_conversations(
-        cues, video, subtitles.video_duration(video),
-        subtitles.DEFAULT_MAX_GAP if args.max_gap is None else args.max_gap,
-        subtitles.DEFAULT_MAX_UTTERANCES if args.max_utterances is None else args.max_utterances, args.subtitles)
+        cues, video, subtitles.video_duration(video), args.max_gap, args.max_utterances, args.subtitles)
     model, processor = _load_model_for_inference(args)
     rows = []
     for numbers, conversation in conversations:
@@ -296,11 +296,11 @@ def _run_predict_subtitles(args) -> None:
     if not outputs:
         print(json.dumps(rows, indent=2, allow_nan=False) if args.json else inference.format_predictions(rows))
     for output in outputs:
-        _write_subtitle_output(rows, args.subtitles, output)
+        _write_subtitle_output(rows, args, output)
         print(f"{len(rows)} cues ({len(conversations)} conversations) -> {output}", file=sys.stderr)
 
 
-SUBTITLE_OUTPUTS = (".jsonl", ".csv", ".parquet", ".srt", ".vtt")
+SUBTITLE_OUTPUTS = (".jsonl", ".csv", ".parquet", ".srt", ".vtt", ".png", ".html")
 
 
 def _check_subtitle_outputs(outputs: list[Path], subtitle_format: str, overwrite: bool) -> None:
@@ -308,31 +308,24 @@ def _check_subtitle_outputs(outputs: list[Path], subtitle_format: str, overwrite
     once, a folder in its way, an existing file without --overwrite, its folder missing or read-only."""
     for index, output in enumerate(outputs):
         if output.suffix not in SUBTITLE_OUTPUTS:
-            raise ValueError(f"--output {output}: must end in one of {SUBTITLE_OUTPUTS} (rows, or annotated subtitles).")
+            raise ValueError(f"--output {output}: must end in one of {SUBTITLE_OUTPUTS} (rows, annotated subtitles, "
+                             "the timeline picture or an HTML report).")
         if output.suffix in (".srt", ".vtt") and output.suffix != f".{subtitle_format}":
             raise ValueError(f"--output {output}: the annotated subtitles keep the input's format ({subtitle_format}): "
                              f"name it {output.with_suffix('.' + subtitle_format).name}.")
         if output.absolute() in [earlier.absolute() for earlier in outputs[:index]]:
             raise ValueError(f"--output {output} is given twice.")
-        if output.suffix in (".jsonl", ".parquet"):
-            check_output(output, overwrite)
-        else:  # check_output's file checks, for the formats it does not know
-            _check_written_file(output, overwrite)
+        check_output(output, overwrite, SUBTITLE_OUTPUTS)
 
 
-def _check_written_file(output: Path, overwrite: bool) -> None:
-    if output.is_dir():
-        raise IsADirectoryError(f"{output} is a folder: --output names the file to write.")
-    if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} exists: pass --overwrite to replace it.")
-    parent = output.absolute().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise FileNotFoundError(f"{output}: the folder {parent} does not exist or is not writable.")
-
-
-def _write_subtitle_output(rows: list[dict], subtitle_file: str, output: Path) -> None:
+def _write_subtitle_output(rows: list[dict], args, output: Path) -> None:
     if output.suffix in (".srt", ".vtt"):
-        subtitles.annotate_subtitles(subtitle_file, rows, output)
+        subtitles.annotate_subtitles(args.subtitles, rows, output)
+    elif output.suffix == ".png":
+        timeline.timeline_png(rows, output, title=Path(args.input).name)
+    elif output.suffix == ".html":
+        settings = {name: getattr(args, name) for name in ("subtitles", "speaker", "max_gap", "max_utterances", "dtype")}
+        timeline.html_report(rows, output, {"model": str(Path(args.model_dir).resolve()), "video": args.input}, settings)
     elif output.suffix == ".csv":
         subtitles.write_csv_rows(rows, output)
     else:
