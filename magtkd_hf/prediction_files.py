@@ -3,7 +3,9 @@ merge into the output (JSON lines or parquet, written whole or not at all), and 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -172,17 +174,36 @@ def merge_rows(partial: Path, order: Sequence[tuple[str, int]]) -> list[dict]:
 
 
 def write_output(rows: Sequence[Mapping], output: Path) -> None:
-    """JSON lines or parquet (by `output`'s suffix), written beside and renamed: never a half-written OUTPUT."""
+    """JSON lines, CSV (nested values as JSON text) or parquet, by `output`'s suffix, written beside and renamed:
+    never a half-written OUTPUT."""
+    if output.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with _written_beside(output) as temporary:
+            pq.write_table(pa.Table.from_pylist(list(rows)), temporary)
+    elif output.suffix == ".csv":
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows({key: json.dumps(value) if isinstance(value, (dict, list)) else value
+                          for key, value in row.items()} for row in rows)
+        write_text_atomically(output, text.getvalue())
+    else:
+        write_text_atomically(output, "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
+
+
+def write_text_atomically(output: Path, text: str) -> None:
+    with _written_beside(output) as temporary:
+        temporary.write_text(text, encoding="utf-8", newline="")
+
+
+@contextmanager
+def _written_beside(output: Path):
+    """A temporary path beside `output`, renamed onto it when the block succeeds and removed in any case."""
     temporary = output.with_name(output.name + ".tmp")
     try:
-        if output.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            pq.write_table(pa.Table.from_pylist(list(rows)), temporary)
-        else:
-            with open(temporary, "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(row, allow_nan=False) + "\n" for row in rows)
+        yield temporary
         os.replace(temporary, output)
     finally:
         temporary.unlink(missing_ok=True)
@@ -223,4 +244,4 @@ class ProcessGroup:
 
 __all__ = ["ProcessGroup", "check_output", "completed_conversations", "conversations_fingerprint", "merge_rows",
            "output_lock", "part_file", "partial_folder", "read_partial_rows", "remove_partial", "start_or_resume",
-           "write_output"]
+           "write_output", "write_text_atomically"]

@@ -17,11 +17,7 @@ untouched, in milliseconds), not hand-written parsing. How a cue becomes an utte
 
 from __future__ import annotations
 
-import csv
 import html
-import io
-import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +27,7 @@ import av
 import pysubs2
 
 from .inference import check_regular_file
+from .prediction_files import write_text_atomically
 
 SUBTITLE_FORMATS = ("srt", "vtt")
 # From MELD's dialogues (benchmarks/meld_dialogue_stats.py on train/dev/test_sent_emo.csv: 1,432 dialogues, 13,708
@@ -167,27 +164,8 @@ def annotate_subtitles(source: str | Path, cues_rows: Sequence[Mapping], output:
     for row in cues_rows:
         event = subtitles.events[row["cue"] - 1]
         event.text = f"{event.text} [{row['label']} {row['score']:.2f}]"
-    _write_atomically(Path(output), subtitles.to_string(subtitles.format))
-
-
-def write_csv_rows(rows: Sequence[Mapping], output: str | Path) -> None:
-    """Rows as CSV, one column per key; nested values (probabilities, modalities) as JSON text."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows({key: json.dumps(value) if isinstance(value, (dict, list)) else value
-                      for key, value in row.items()} for row in rows)
-    _write_atomically(Path(output), text.getvalue())
-
-
-def _write_atomically(output: Path, text: str) -> None:
-    temporary = output.with_name(output.name + ".tmp")
-    try:
-        temporary.write_text(text, encoding="utf-8", newline="")
-        os.replace(temporary, output)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_text_atomically(Path(output), subtitles.to_string(subtitles.format))
 
 
 __all__ = ["DEFAULT_MAX_GAP", "DEFAULT_MAX_UTTERANCES", "Cue", "annotate_subtitles", "load_subtitles", "read_cues",
-           "subtitle_conversations", "video_duration", "write_csv_rows"]
+           "subtitle_conversations", "video_duration"]

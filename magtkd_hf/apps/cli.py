@@ -326,8 +326,6 @@ def _write_subtitle_output(rows: list[dict], args, output: Path) -> None:
     elif output.suffix == ".html":
         settings = {name: getattr(args, name) for name in ("subtitles", "speaker", "max_gap", "max_utterances", "dtype")}
         timeline.html_report(rows, output, {"model": str(Path(args.model_dir).resolve()), "video": args.input}, settings)
-    elif output.suffix == ".csv":
-        subtitles.write_csv_rows(rows, output)
     else:
         write_output(rows, output)
 
