@@ -13,6 +13,8 @@ from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 
+import pysubs2
+
 from .meld import MELD_SPLIT_FILES, meld_clip_path, read_meld_csv
 from .synthetic import write_meld_tree, write_mp4, write_scenes_mp4
 
@@ -21,6 +23,9 @@ SAMPLE_MELD_ROOT = Path(__file__).resolve().parent / "sample_meld"
 # for the text stages.
 MELD_TRANSCRIPTS_ROOT = Path(__file__).resolve().parent / "meld_transcripts"
 CUT_VIDEO_NAME = "test_conversation.mp4"
+# The README's "Your own video": the first test and dev conversations in one video with its subtitles.
+EPISODE_VIDEO_NAME, EPISODE_SUBTITLES_NAME = "episode.mp4", "episode.srt"
+PAUSE_SCENES = 2  # 6 s of silence between the two conversations: more than the default --max-gap
 
 # emotion -> (RGB colour of the clip's square, tone of its sound track in Hz)
 EMOTION_MEDIA = {
@@ -57,6 +62,7 @@ def write_sample_meld(root: str | Path) -> Path:
             clip = meld_clip_path(root / clip_folder, int(row["Dialogue_ID"]), int(row["Utterance_ID"]))
             write_mp4(clip, duration=1.0, size=64, fps=8, colour=colour, tone_hz=tone, audio_pts=True)
     write_conversation_files(root / "conversations", rows["test"])
+    write_episode(root / "conversations", [rows["test"], rows["validation"]])
     return root
 
 
@@ -80,3 +86,26 @@ def write_conversation_files(folder: Path, test_rows: list[dict[str, str]]) -> N
     # The same clips, one utterance per line, for `magtkd-hf stream` (paths relative to this folder: --base-dir).
     lines = "".join(json.dumps(utterance) + "\n" for utterance in clips)
     (folder / "test_conversation.jsonl").write_text(lines, encoding="utf-8")
+
+
+def write_episode(folder: Path, splits_rows: list[list[dict[str, str]]]) -> None:
+    """
+    `episode.mp4` and `episode.srt`: the first conversation of each of `splits_rows`, one after the other in one video
+    (`write_scenes_mp4`: utterance k speaks from 3k + 1 to 3k + 2 s), a silent pause of `PAUSE_SCENES` scenes between
+    them, and subtitles as films have them: `Name:` prefixes, a line break, italics, and a sound description alone
+    in the pause (a cue `predict --subtitles` skips).
+    """
+    conversations = [[row for row in rows if row["Dialogue_ID"] == "0"] for rows in splits_rows]
+    pause = [((0, 0, 0), None)] * PAUSE_SCENES
+    scenes = [*[EMOTION_MEDIA[row["Emotion"]] for row in conversations[0]], *pause,
+              *[EMOTION_MEDIA[row["Emotion"]] for conversation in conversations[1:] for row in conversation]]
+    write_scenes_mp4(folder / EPISODE_VIDEO_NAME, scenes)
+    lines = [f"{row['Speaker']}: {row['Utterance']}" for row in conversations[0]]
+    lines += ["[door slams]"] + [""] * (PAUSE_SCENES - 1)
+    lines += [f"{row['Speaker']}: {row['Utterance']}" for conversation in conversations[1:] for row in conversation]
+    lines[1] = lines[1].replace("? ", "?\\N", 1)  # a cue on two lines
+    lines[2] = f"{{\\i1}}{lines[2]}{{\\i0}}"  # in italics
+    subtitles = pysubs2.SSAFile()
+    subtitles.events = [pysubs2.SSAEvent(start=3000 * index + 1000, end=3000 * index + 2000, text=text)
+                        for index, text in enumerate(lines) if text]
+    (folder / EPISODE_SUBTITLES_NAME).write_text(subtitles.to_string("srt"), encoding="utf-8")

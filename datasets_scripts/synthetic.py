@@ -136,12 +136,13 @@ def write_scenes_mp4(
     path: PathLike, scenes: Sequence[tuple[Sequence[int], float]], size: int = 64, fps: int = 8, sample_rate=16000
 ) -> Path:
     """One video of `scenes`, each `(colour, tone_hz)` drawn as `write_mp4` draws a 1 s clip but slowed to 3 s (each
-    frame shown three times) with its tone in the middle second only: a conversation given as one video, each
-    utterance cut out by `start`/`end` (3k + 1, 3k + 2) with one second of its own picture around it."""
+    frame shown three times) with its tone (none when None) in the middle second only: a conversation given as one
+    video, each utterance cut out by `start`/`end` (3k + 1, 3k + 2) with one second of its own picture around it."""
     pictures = (_picture("grey", index, size, size, colour) for colour, _ in scenes for index in range(fps)
                 for _ in range(3))
     silence = np.zeros(sample_rate)
-    samples = np.concatenate([part for _, tone in scenes for part in (silence, _tone(1, sample_rate, tone), silence)])
+    samples = np.concatenate([part for _, tone in scenes
+                              for part in (silence, silence if tone is None else _tone(1, sample_rate, tone), silence)])
     return _write_video(path, pictures, fps, size, size, samples.astype(np.float32), sample_rate)
 
 

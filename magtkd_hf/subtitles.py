@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import pysubs2
 
-from .inference import check_regular_file
+from .inference import check_regular_file, predict_emotions
 from .prediction_files import write_text_atomically
 
 SUBTITLE_FORMATS = ("srt", "vtt")
@@ -156,6 +156,26 @@ def subtitle_conversations(cues: Sequence[Cue], video: str | Path, duration: flo
     return conversations
 
 
+def read_subtitled_video(video: str | Path, subtitles: str | Path, speaker: str | None = None,
+                         max_gap: float = DEFAULT_MAX_GAP,
+                         max_utterances: int = DEFAULT_MAX_UTTERANCES) -> list[tuple[list[int], list[dict]]]:
+    """A video and its subtitles -> its conversations (`subtitle_conversations`), every check made before a model is
+    needed."""
+    cues = read_cues(subtitles, speaker)
+    return subtitle_conversations(cues, video, video_duration(video), max_gap, max_utterances, subtitles)
+
+
+def predict_cues(model, processor, conversations: Sequence[tuple[list[int], list[dict]]]) -> list[dict]:
+    """`read_subtitled_video`'s conversations -> one row per cue: `inference.predict_emotions`' row plus `cue`,
+    `start` and `end` (seconds)."""
+    rows = []
+    for numbers, conversation in conversations:
+        predicted = predict_emotions(model, processor, conversation)
+        rows += [{"cue": number, "start": utterance["start"], "end": utterance["end"], **row}
+                 for number, utterance, row in zip(numbers, conversation, predicted)]
+    return rows
+
+
 def annotate_subtitles(source: str | Path, cues_rows: Sequence[Mapping], output: str | Path) -> None:
     """`source`'s subtitles written to `output` in the same format, every cue's timing and markup unchanged, each
     predicted cue's text followed by its emotion and probability ("[joy 0.83]"; rows carry `cue`, `label`, `score`).
@@ -167,5 +187,5 @@ def annotate_subtitles(source: str | Path, cues_rows: Sequence[Mapping], output:
     write_text_atomically(Path(output), subtitles.to_string(subtitles.format))
 
 
-__all__ = ["DEFAULT_MAX_GAP", "DEFAULT_MAX_UTTERANCES", "Cue", "annotate_subtitles", "load_subtitles", "read_cues",
-           "subtitle_conversations", "video_duration"]
+__all__ = ["DEFAULT_MAX_GAP", "DEFAULT_MAX_UTTERANCES", "Cue", "annotate_subtitles", "load_subtitles", "predict_cues",
+           "read_cues", "read_subtitled_video", "subtitle_conversations", "video_duration"]

@@ -5,7 +5,9 @@ import json
 import av
 
 from magtkd_hf import MELD_LABELS, load_meld
-from magtkd_hf.datasets_scripts.sample import EMOTION_MEDIA, SAMPLE_MELD_ROOT, sample_meld_rows, write_sample_meld
+from magtkd_hf.datasets_scripts.sample import (EMOTION_MEDIA, EPISODE_SUBTITLES_NAME, EPISODE_VIDEO_NAME, SAMPLE_MELD_ROOT,
+                                               sample_meld_rows, write_sample_meld)
+from magtkd_hf.subtitles import read_subtitled_video
 
 
 def test_the_shipped_tree_is_what_the_generator_writes(tmp_path):
@@ -40,3 +42,15 @@ def test_the_cut_video_covers_the_last_cut_and_its_context():
     cuts = json.loads((SAMPLE_MELD_ROOT / "conversations" / "test_conversation_cuts.json").read_text())["utterances"]
     with av.open(str(SAMPLE_MELD_ROOT / "conversations" / "test_conversation.mp4")) as container:
         assert float(container.duration / 1e6) >= cuts[-1]["end"] + 1.0
+
+
+def test_the_episode_splits_at_its_pause_into_the_test_and_dev_conversations():
+    """The README's "Your own video" sample: 15 cues, the sound description alone in the pause skipped, two
+    conversations with the speakers and transcripts of the shipped CSVs."""
+    folder = SAMPLE_MELD_ROOT / "conversations"
+    conversations = read_subtitled_video(folder / EPISODE_VIDEO_NAME, folder / EPISODE_SUBTITLES_NAME)
+    assert [numbers for numbers, _ in conversations] == [list(range(1, 8)), list(range(9, 16))]
+    rows = sample_meld_rows()
+    for (_, utterances), split in zip(conversations, ("test", "validation")):
+        expected = [(row["Speaker"], row["Utterance"]) for row in rows[split] if row["Dialogue_ID"] == "0"]
+        assert [(utterance["speaker"], utterance["text"]) for utterance in utterances] == expected

@@ -279,20 +279,14 @@ def _run_predict_subtitles(args) -> None:
     if args.subtitles is None or args.sample:
         raise ValueError("--speaker and --max-gap go with --subtitles FILE." if args.subtitles is None else
                          "--subtitles FILE goes with a VIDEO as INPUT, not with --sample.")
-    cues = subtitles.read_cues(args.subtitles, args.speaker)
     outputs = [Path(output) for output in args.output or []]
     _check_subtitle_outputs(outputs, subtitles.load_subtitles(args.subtitles).format, args.overwrite)
-    video = Path(args.input).resolve()
     args.max_gap = subtitles.DEFAULT_MAX_GAP if args.max_gap is None else args.max_gap
     args.max_utterances = subtitles.DEFAULT_MAX_UTTERANCES if args.max_utterances is None else args.max_utterances
-    conversations = subtitles.subtitle_conversations(
-        cues, video, subtitles.video_duration(video), args.max_gap, args.max_utterances, args.subtitles)
+    conversations = subtitles.read_subtitled_video(Path(args.input).resolve(), args.subtitles, args.speaker,
+                                                   args.max_gap, args.max_utterances)
     model, processor = _load_model_for_inference(args)
-    rows = []
-    for numbers, conversation in conversations:
-        predicted = inference.predict_emotions(model, processor, conversation)
-        rows += [{"cue": number, "start": utterance["start"], "end": utterance["end"], **row}
-                 for number, utterance, row in zip(numbers, conversation, predicted)]
+    rows = subtitles.predict_cues(model, processor, conversations)
     if not outputs:
         print(json.dumps(rows, indent=2, allow_nan=False) if args.json else inference.format_predictions(rows))
     for output in outputs:
