@@ -1,11 +1,12 @@
 """What a user gets for every kind of bad input: nothing silent, nothing executed (a script, not a test).
 
 Builds, in a temporary folder, a tiny random-weight model folder (`magtkd_hf.apps.tiny`), a short MP4 clip, and then
-one bad input per case: conversation files, damaged model folders, hostile feature pickles and damaged MELD-layout
-release folders. Each case runs `magtkd_hf.apps.cli.main(argv)` in-process with stdout and stderr captured and
-reports the exit status, whether the refusal was clean (exit 1, or 2 for usage and label-file faults; no
-"Traceback"; the message names the file, and the utterance or tensor where relevant), the seconds to refuse and the
-message (the first line of stderr; for `check-data`, which reports on stdout, the report line naming the fault).
+one bad input per case: conversation files, damaged model folders, hostile feature pickles, damaged MELD-layout
+release folders, and bad subtitle files, settings and videos for `predict VIDEO --subtitles FILE`. Each case runs
+`magtkd_hf.apps.cli.main(argv)` in-process with stdout and stderr captured and reports the exit status, whether the
+refusal was clean (exit 1, or 2 for usage and label-file faults; no "Traceback"; the message names the file, and the
+utterance, cue or tensor where relevant), the seconds to refuse and the message (the first line of stderr; for
+`check-data`, which reports on stdout, the report line naming the fault).
 The pickle bombs are refused 5 times each and the median is reported. Offline: HF_HUB_OFFLINE=1 and a temporary
 HF_HOME, removed at the end.
 
@@ -38,6 +39,7 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pysubs2  # noqa: E402
 import soundfile  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
@@ -368,6 +370,126 @@ CASES_23 = {
 }
 
 
+# --- the cases of issue 24: `predict MODEL VIDEO --subtitles FILE` with bad subtitles, settings or video ------------
+
+
+def srt_cue(number: int, timing: str, text: str) -> str:
+    return f"{number}\n{timing}\n{text}\n"
+
+
+GOOD_CUES = [srt_cue(1, "00:00:00,100 --> 00:00:00,400", "ANN: how are you"),
+             srt_cue(2, "00:00:00,500 --> 00:00:00,900", "BOB: fine thanks")]
+
+
+def srt(*cues: str) -> bytes:
+    return "\n".join(cues).encode()
+
+
+def cue_2(timing: str = "00:00:00,500 --> 00:00:00,900", text: str = "BOB: fine thanks") -> bytes:
+    """The good file with its cue 2 replaced."""
+    return srt(GOOD_CUES[0], srt_cue(2, timing, text))
+
+
+def subtitle_file(name: str, raw: bytes | None) -> Path:
+    path = ROOT / name
+    if raw is not None:
+        path.write_bytes(raw)
+    return path
+
+
+def predict_subtitles(subtitles: Path, *options: str, video: Path = CLIP) -> list[str]:
+    return ["predict", str(MODEL), str(video), "--subtitles", str(subtitles), *options]
+
+
+def subtitle_case(name: str, raw: bytes, names=(), options=()):
+    """`predict MODEL clip.mp4 --subtitles NAME` with NAME holding `raw`: the message names NAME and `names`."""
+    def build():
+        path = subtitle_file(name, raw)
+        return predict_subtitles(path, *options), [path.name, *names]
+    return build
+
+
+def subtitle_fifo_case():
+    path = ROOT / "fifo.srt"
+    os.mkfifo(path)
+    return predict_subtitles(path), [path.name]
+
+
+def oversized_subtitles_case():
+    path = subtitle_file("huge.srt", srt(*GOOD_CUES))
+    with path.open("r+b") as file:
+        file.truncate(17 << 20)  # sparse: 17 MiB by its size, nothing written
+    return predict_subtitles(path), [path.name]
+
+
+def output_case(name: str):
+    """Good subtitles, one bad --output: the message names the output."""
+    def build():
+        output = ROOT / name
+        return predict_subtitles(subtitle_file("good.srt", srt(*GOOD_CUES)), "--output", str(output)), [output.name]
+    return build
+
+
+def setting_case(option: str, value: str):
+    return lambda: (predict_subtitles(subtitle_file("good.srt", srt(*GOOD_CUES)), option, value), [option, value])
+
+
+def video_case(video_name: str, write, names):
+    """Good subtitles with a VIDEO that is not one (`write(path)` makes it) or missing (`write` None): the message
+    names the VIDEO and one of `names` (what is wrong with it)."""
+    def build():
+        subtitles = subtitle_file("good.srt", srt(*GOOD_CUES))
+        video = ROOT / video_name
+        if write is not None:
+            write(video)
+        return predict_subtitles(subtitles, video=video), [video.name, names]
+    return build
+
+
+def ass_case():
+    """Advanced SubStation Alpha, written by pysubs2 (so pysubs2 reads it back)."""
+    path, subtitles = ROOT / "other.ass", pysubs2.SSAFile()
+    subtitles.events.append(pysubs2.SSAEvent(start=100, end=400, text="ANN: how are you"))
+    path.write_text(subtitles.to_string("ass"), encoding="utf-8")
+    return predict_subtitles(path), [path.name, "ass"]
+
+
+def sound_only(path: Path) -> None:
+    soundfile.write(path, np.zeros(16000, np.float32), 16000)
+
+
+NO_VIDEO_STREAM = ("no video stream", "no video track")
+CASES_24 = {
+    "subtitles: an empty file": subtitle_case("empty.srt", b""),
+    "subtitles: not UTF-8 (CP1252, an accented name)": subtitle_case(
+        "cp1252.srt", srt(srt_cue(1, "00:00:00,100 --> 00:00:00,400", "REN\u00c9: bonjour")).decode().encode("cp1252")),
+    "subtitles: binary garbage": subtitle_case("garbage.srt", bytes(range(256)) * 16),
+    "subtitles: UTF-8 text that is not subtitles": subtitle_case("notes.srt", b"shopping list\nmilk\neggs\n"),
+    "subtitles: an .ass file (another format pysubs2 reads)": ass_case,
+    "subtitles: reversed cue (end before start)": subtitle_case(
+        "reversed.srt", cue_2("00:00:00,900 --> 00:00:00,500"), ["cue 2"]),
+    "subtitles: overlapping cues": subtitle_case("overlap.srt", cue_2("00:00:00,300 --> 00:00:00,900"), ["cue 2"]),
+    "subtitles: a cue past the video's end": subtitle_case(
+        "past-end.srt", cue_2("00:00:00,500 --> 00:00:05,000"), ["cue 2", CLIP.name]),
+    "subtitles: malformed timing '00:00:01,000 -> 00:00:02'": subtitle_case(
+        "bad-timing.srt", srt(*GOOD_CUES, srt_cue(3, "00:00:01,000 -> 00:00:02", "ANN: and you")),
+        [("cue 2", "cue 3")]),
+    "subtitles: a cue without a speaker, no --speaker": subtitle_case(
+        "no-speaker.srt", cue_2(text="fine thanks"), ["cue 2"]),
+    "subtitles: a FIFO": subtitle_fifo_case,
+    "subtitles: a 17 MiB file": oversized_subtitles_case,
+    "subtitles: --output .vtt for an .srt input": output_case("annotated.vtt"),
+    "subtitles: --output .txt": output_case("rows.txt"),
+    "subtitles: --max-gap 0": setting_case("--max-gap", "0"),
+    "subtitles: --max-utterances 0": setting_case("--max-utterances", "0"),
+    "subtitles: VIDEO is the SRT file itself": video_case("good.srt", None, NO_VIDEO_STREAM),
+    "subtitles: VIDEO is a text file": video_case(
+        "notes.txt", lambda path: path.write_text("not a video at all\n"), ("Invalid data", "not a video")),
+    "subtitles: VIDEO is a WAV (sound only)": video_case("sound.wav", sound_only, NO_VIDEO_STREAM),
+    "subtitles: VIDEO missing": video_case("no-video.mp4", None, ("No such file", "no such file")),
+}
+
+
 def fusion_folder() -> Path:
     folder = ROOT / "fusion-only"
     MagtkdFusionModel(MagtkdFusionConfig.from_preset(
@@ -468,7 +590,7 @@ def main_script(argv=None) -> int:
         warm = run_cli(["predict", str(MODEL), str(conversation("good.json"))])  # warm-up; must predict
         if warm[0] != 0:
             raise SystemExit(f"the good conversation does not predict (exit {warm[0]}):\n{warm[2]}")
-        results = [run_case(name, build) for name, build in {**CASES, **CASES_23}.items()]
+        results = [run_case(name, build) for name, build in {**CASES, **CASES_23, **CASES_24}.items()]
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
     table = markdown_table(results)
