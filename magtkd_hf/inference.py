@@ -129,10 +129,13 @@ def _refuse_lone_surrogates(text: str, where: str) -> None:
 
 
 def load_emotion_model(
-    model_dir: str | Path, device: str | torch.device | None = None, trust_remote_code: bool = False
+    model_dir: str | Path, device: str | torch.device | None = None, trust_remote_code: bool = False, dtype=None
 ):
-    """(model, processor) from a folder saved by magtkd-hf, in eval mode on `device`. No code from the folder runs
-    unless `trust_remote_code=True`; weights that do not fit the model are refused (see `magtkd_hf.loading`)."""
+    """(model, processor) from a folder saved by magtkd-hf, in eval mode on `device`, in `dtype` (`precision.
+    resolve_dtype`'s choices; None: as saved). No code from the folder runs unless `trust_remote_code=True`; weights
+    that do not fit the model are refused (see `magtkd_hf.loading`)."""
+    from .precision import resolve_dtype
+
     from .loading import load_model, load_processor, quiet_loading
     from .modeling_magtkd import MagtkdForEmotionRecognition
 
@@ -148,7 +151,8 @@ def load_emotion_model(
         processor.check_fits_model(model.eval())
     except ValueError as error:
         raise ValueError(f"{folder}: {error}") from None
-    return model.to(device or "cpu"), processor
+    dtype = resolve_dtype(dtype, device or "cpu")
+    return model.to(device or "cpu", dtype), processor
 
 
 @torch.inference_mode()

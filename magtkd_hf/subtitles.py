@@ -43,6 +43,8 @@ END_TOLERANCE = 0.001
 _VOICE_TAG = re.compile(r"<v(?:\.[^\s>]*)?\s+([^>]+)>")
 _TAG = re.compile(r"</?[^>]*>")
 _SOUND_DESCRIPTION = re.compile(r"\[[^\]]*\]|\([^)]*\)")
+# A timing line, valid or not ("00:00:01,000 -> 00:00:02"): pysubs2 reads a malformed one as the text of the cue before.
+_TIMING_LINE = re.compile(r"^.*(?:\d:\d\d(?:[,.]\d+)?\s*-+>|-->).*$", re.M)
 _SPEAKER_PREFIX = re.compile(r"([A-Z][\w'.-]*(?: [\w'.-]+){0,2}):(?:\s+(.*))?")
 
 
@@ -94,9 +96,10 @@ def read_cues(path: str | Path, default_speaker: str | None = None) -> list[Cue]
             raise ValueError(f"{path}: cue {number} starts at {start:.3f} s, before cue {number - 1} ends "
                              f"({previous_end:.3f} s): cues must not overlap.")
         previous_end = end
-        if "-->" in event.plaintext:  # pysubs2 reads a malformed timing line as text of the cue before it
-            raise ValueError(f"{path}: cue {number} holds a line with '-->' that is not a valid timing "
-                             "(HH:MM:SS,mmm --> HH:MM:SS,mmm); fix it.")
+        timing = _TIMING_LINE.search(event.plaintext)
+        if timing:
+            raise ValueError(f"{path}: cue {number} is followed by a line that is not a valid timing "
+                             f"({timing.group().strip()!r}; expected HH:MM:SS,mmm --> HH:MM:SS,mmm): fix it.")
         speaker, text = _speaker_and_text(event.plaintext)
         if not text:
             continue
@@ -122,6 +125,8 @@ def video_duration(path: str | Path) -> float:
     """The video's length in seconds, from its container header (PyAV; nothing is decoded)."""
     try:
         with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path}: no video stream: INPUT is the VIDEO (its subtitles go in --subtitles).")
             if container.duration is not None:
                 return container.duration / av.time_base
             stream = container.streams.video[0]

@@ -12,7 +12,7 @@ from media_fixtures import write_mp4
 from tiny_magtkd import save_tiny_end_to_end
 
 from magtkd_hf.apps.cli import main
-from magtkd_hf.subtitles import Cue, annotate_subtitles, read_cues, subtitle_conversations
+from magtkd_hf.subtitles import Cue, annotate_subtitles, read_cues, subtitle_conversations, video_duration
 
 SRT = """1
 00:00:00,200 --> 00:00:01,100
@@ -72,8 +72,11 @@ BAD_SUBTITLES = {
     "overlapping": ("1\n00:00:01,000 --> 00:00:02,000\nA: hi\n\n2\n00:00:01,500 --> 00:00:02,500\nB: yo\n",
                     "cue 2 starts at 1.500 s, before cue 1 ends (2.000 s): cues must not overlap."),
     "malformed timing": ("1\n00:00:01,000 --> 00:00:02,000\nA: hi\n\n2\n00:00:03,000 --> 0:0:4\nB: yo\n",
-                         "cue 1 holds a line with '-->' that is not a valid timing (HH:MM:SS,mmm --> HH:MM:SS,mmm); "
-                         "fix it."),
+                         "cue 1 is followed by a line that is not a valid timing ('00:00:03,000 --> 0:0:4'; expected "
+                         "HH:MM:SS,mmm --> HH:MM:SS,mmm): fix it."),
+    "one-dash timing": ("1\n00:00:01,000 --> 00:00:02,000\nA: hi\n\n2\n00:00:03,000 -> 00:00:04\nB: yo\n",
+                        "cue 1 is followed by a line that is not a valid timing ('00:00:03,000 -> 00:00:04'; expected "
+                        "HH:MM:SS,mmm --> HH:MM:SS,mmm): fix it."),
     "no speaker": ("1\n00:00:01,000 --> 00:00:02,000\nA: hi\n\n2\n00:00:02,000 --> 00:00:02,500\nwho said this\n",
                    "cue 2 has no speaker (no 'NAME:' prefix or <v NAME> tag): give --speaker NAME."),
 }
@@ -205,3 +208,10 @@ def test_a_file_larger_than_subtitles_take_is_not_read(tmp_path, monkeypatch):
     path = write(tmp_path / "s.srt", SRT)
     with pytest.raises(ValueError, match=f"^{path}: {len(SRT.encode()):,} bytes, more than subtitles take \\(at most 100\\)"):
         read_cues(path)
+
+
+def test_a_file_without_a_video_stream_as_the_video_is_refused_before_the_model_loads(tmp_path):
+    subtitles = write(tmp_path / "s.srt", SRT)
+    with pytest.raises(ValueError) as error:
+        video_duration(subtitles)
+    assert str(error.value) == f"{subtitles}: no video stream: INPUT is the VIDEO (its subtitles go in --subtitles)."

@@ -28,6 +28,7 @@ from ..training.assemble import evaluate_saved_fusion
 from .cli_cache import run_cache_frames
 from .cli_train import add_train_command
 from .fusion_demo import print_fusion_demo_report, run_fusion_demo
+from . import web
 from .hub import add_push_command
 
 SAMPLE_CONVERSATION_FILE = SAMPLE_MELD_ROOT / "conversations" / "test_conversation.json"
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
     for add_command in (_add_demo, _add_predict, _add_fusion_demo, _add_convert_released, _add_import_released_features,
                         _add_check_data, add_train_command, _add_cache_frames, _add_stream, _add_evaluate,
-                        add_push_command):
+                        add_push_command, _add_app):
         add_command(subparsers)
     return parser
 
@@ -143,6 +144,30 @@ def _add_model_options(parser) -> None:
                         "(transformers' meaning)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a folder whose model_type is not "
                         "magtkd-hf's to run its own code (off: such folders are refused)")
+
+
+def _add_app(subparsers) -> None:
+    parser = _command(
+        subparsers, "app", _run_app, "the web demo: a video and its subtitles in, emotions and a timeline out",
+        "Serves the web demo (Gradio; pip install -e \".[app]\") on this machine: run the shipped sample with one "
+        "click, or upload a video with its SRT/WebVTT subtitles, or a conversation JSON with the media it names; "
+        "shows the table of emotions and the timeline, and offers the annotated subtitles and an HTML report. The "
+        "predictions are `magtkd-hf predict`'s. app.py at the repository root serves the same page as a Hugging "
+        f"Face Space does, the model named by ${web.MODEL_ENV}.",
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR", nargs="?", help="a folder saved by magtkd-hf (model and "
+                        f"processor), or a Hub model id (default: ${web.MODEL_ENV})")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to serve on (default %(default)s: this "
+                        "machine only; 0.0.0.0 for every network interface)")
+    parser.add_argument("--port", type=int, help="the port (default: Gradio's, 7860, or the next free one)")
+    _add_model_options(parser)
+
+
+def _run_app(args) -> None:
+    _check_device(args.device)
+    app = web.EmotionApp(args.model_dir or web.model_from_environment(), args.device, args.dtype,
+                         args.trust_remote_code)
+    web.serve(web.build_demo(app), args.host, args.port)
 
 
 def _add_predict(subparsers) -> None:
@@ -211,10 +236,7 @@ def _check_device(device: str) -> None:
 
 
 def _load_model_for_inference(args):
-    model, processor = inference.load_emotion_model(args.model_dir, args.device,
-                                                    trust_remote_code=args.trust_remote_code)
-    dtype = resolve_dtype(args.dtype, args.device)
-    return (model if dtype is None else model.to(dtype)), processor
+    return inference.load_emotion_model(args.model_dir, args.device, args.trust_remote_code, args.dtype)
 
 
 def _run_predict(args) -> None:
