@@ -123,6 +123,7 @@ def _speaker_and_text(plaintext: str) -> tuple[str | None, str]:
 
 def video_duration(path: str | Path) -> float:
     """The video's length in seconds, from its container header (PyAV; nothing is decoded)."""
+    check_regular_file(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

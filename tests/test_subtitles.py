@@ -215,3 +215,8 @@ def test_a_file_without_a_video_stream_as_the_video_is_refused_before_the_model_
     with pytest.raises(ValueError) as error:
         video_duration(subtitles)
     assert str(error.value) == f"{subtitles}: no video stream: INPUT is the VIDEO (its subtitles go in --subtitles)."
+
+
+def test_a_missing_video_is_refused_as_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'gone.mp4'}: no such file.$"):
+        video_duration(tmp_path / "gone.mp4")
