@@ -165,3 +165,18 @@ def test_a_conversation_naming_a_file_not_uploaded_is_refused(model_dir, tmp_pat
     assert table == [] and files == [None, None, None]
     message, *_ = app.predict_conversation([str(SAMPLE_VIDEO)])
     assert message.startswith("**Error:** Upload one conversation .json file")
+
+
+def test_app_py_builds_the_page_from_the_environment_as_a_space_does(model_dir, monkeypatch):
+    """The Spaces entry point: `demo` at module level, its model named by MAGTKD_MODEL; unset, one line says so."""
+    import runpy
+
+    import gradio
+
+    app_py = str(Path(__file__).resolve().parents[1] / "app.py")
+    monkeypatch.delenv("MAGTKD_MODEL", raising=False)
+    with pytest.raises(SystemExit, match="^Set MAGTKD_MODEL to a folder saved by magtkd-hf"):
+        runpy.run_path(app_py)
+    monkeypatch.setenv("MAGTKD_MODEL", str(model_dir))
+    demo = runpy.run_path(app_py)["demo"]  # not __main__: built, not launched
+    assert isinstance(demo, gradio.Blocks) and demo.title == "magtkd-hf: emotions in a conversation"

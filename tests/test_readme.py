@@ -2,6 +2,7 @@
 (`magtkd-hf demo`), `predict` and `check-data` are run as written, and every Python block runs (the Hub push is
 exercised offline in tests/test_hub.py instead)."""
 
+import csv
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import pytest
 from magtkd_hf.apps.cli import build_parser
 from magtkd_hf.apps.cli import main as cli
 from magtkd_hf.apps.demo import print_demo_report, run_demo
+from magtkd_hf.datasets_scripts.sample import sample_meld_rows
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -77,12 +79,19 @@ def test_readme_demo_predict_and_python_blocks_run(tmp_path, monkeypatch, capsys
                 monkeypatch.setattr("sys.stdin", open(stdin, encoding="utf-8"))
             assert cli(arguments) == 0, arguments
             predicted.append(capsys.readouterr().out)
-    # the clips, the cuts of one video (--json), the test split to a file, the stream, the online evaluation, the
-    # sample's data check
-    assert len(predicted) == 6
-    streamed = [json.loads(line) for line in predicted[3].splitlines()]
+    # the clips, the cuts of one video (--json), the test split to a file, the episode's subtitles to files, the
+    # stream, the online evaluation, the sample's data check
+    assert len(predicted) == 7
+    streamed = [json.loads(line) for line in predicted[4].splitlines()]
     assert len(streamed) == 7 and all(row["context"] == "prefix" for row in streamed)
-    assert "weighted F1" in predicted[4] or "weighted_f1" in predicted[4]
+    assert "weighted F1" in predicted[5] or "weighted_f1" in predicted[5]
+    episode = list(csv.DictReader(open(tmp_path / "episode.csv", encoding="utf-8")))
+    truth = [row["Emotion"] for split in ("test", "validation") for row in sample_meld_rows()[split]
+             if row["Dialogue_ID"] == "0"]
+    assert [int(row["cue"]) for row in episode] == [*range(1, 8), *range(9, 16)]
+    assert sum(row["label"] == emotion for row, emotion in zip(episode, truth)) >= 10
+    assert (tmp_path / "episode.emotions.srt").read_text().count("[") == 15  # 14 predictions + [door slams]
+    assert all((tmp_path / name).stat().st_size > 1000 for name in ("timeline.png", "report.html"))
     table = predicted[0]
     cuts = json.loads(predicted[1])
     from_clips = [line.split()[-2] for line in table.splitlines()[1:]]

@@ -59,12 +59,12 @@ class EmotionApp:
         self.results = Path(tempfile.mkdtemp(prefix="magtkd-app-"))
         self.dtype = str(self.model.dtype).removeprefix("torch.")
 
-    def predict_video(self, video: str | None, subtitle_file: str | None, speaker: str = "",
+    def predict_video(self, video: str | None, subtitle_file: str | None, speaker: str | None = None,
                       max_gap: float | None = None, max_utterances: float | None = None):
         """A video and its SRT/WebVTT subtitles, as `magtkd-hf predict VIDEO --subtitles FILE`."""
         if not video or not subtitle_file:
             return _failure("Upload a video and its subtitles (.srt or .vtt), or run the sample.")
-        settings = {"subtitles": Path(subtitle_file).name, "speaker": speaker.strip() or None,
+        settings = {"subtitles": Path(subtitle_file).name, "speaker": (speaker or "").strip() or None,
                     "max_gap": subtitles.DEFAULT_MAX_GAP if max_gap is None else float(max_gap),
                     "max_utterances": subtitles.DEFAULT_MAX_UTTERANCES if max_utterances is None else int(max_utterances)}
         try:
