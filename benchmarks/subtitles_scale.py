@@ -312,13 +312,16 @@ def parse_args():
     parser.add_argument("--models", nargs="+", choices=("demo", "paper"), default=["demo", "paper"])
     parser.add_argument("--paper-cues", type=int, default=6, help="cues the paper-size model runs (at least 2)")
     parser.add_argument("--cues-per-minute", type=int, default=15)
-    parser.add_argument("--unique-minutes", type=float, default=1.0, help="minutes encoded (the rest repeats them)")
+    parser.add_argument("--unique-minutes", type=float, default=1.0,
+                        help="minutes encoded; a longer video repeats them (--minutes must be multiples)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the command (OMP_NUM_THREADS)")
     parser.add_argument("--work", type=Path, help="keep the media and models here and reuse them (default: temporary)")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args()
     if args.paper_cues < 2:
         parser.error("--paper-cues must be at least 2 (the rate is measured against a one-cue run).")
+    if any(minutes % args.unique_minutes for minutes in args.minutes):
+        parser.error(f"--minutes {args.minutes}: each must be a multiple of --unique-minutes {args.unique_minutes:g}.")
     return args
 
 
