@@ -18,19 +18,21 @@ Generates in a temporary folder (or `--work DIR`, where files already there are 
 
 Then runs the real command in a child process for each (model, video):
 `magtkd-hf predict MODEL VIDEO --subtitles SRT --output rows.jsonl --overwrite`, once with a single cue (the middle
-one), once with every cue (the paper model: `--paper-cues` consecutive cues from the middle of the video) and, for the
-demo model on a longer video, once with as many cues as the shortest video has, from the middle (peak RSS compared at
-equal work), checks that rows.jsonl has one row per cue, and measures the wall time and the child's peak RSS (`os.wait4`'s rusage: model
-loading, media decoding and prediction included). The one-cue run gives the start-up cost (Python, imports, model
-loading, one cue); the cues/s column is the rate after it: (cues - 1) / (wall - one-cue wall). The paper model's rows
-for 300 cues are extrapolated from those two runs (one-cue wall + 299 / rate) and marked so. Peak RSS is shown at every
+one), once with every cue (the paper model: `--paper-cues` consecutive cues from the middle of the video, read as one
+conversation: by default 24, the largest conversation the command forms, so its peak RSS is the most the defaults
+need) and, for the demo model on a longer video, once with as many cues as the shortest video has, from the middle
+(peak RSS compared at equal work), checks that rows.jsonl has one row per cue, and measures the wall time and the
+child's peak RSS (`os.wait4`'s rusage: model loading, media decoding and prediction included). The one-cue run gives
+the start-up cost (Python, imports, model loading, one cue); the cues/s column is the rate after it:
+(cues - 1) / (wall - one-cue wall). The paper model's wall time for 300 cues is extrapolated from those two runs
+(one-cue wall + 299 / rate) and marked so; its peak RSS is not extrapolated. Peak RSS is shown at every
 length side by side for the same number of cues: it must not grow with the video (cues are read by seeking to their
 window, never by decoding the whole video).
 
 Everything runs under `nice -n 10` (the script renices itself) with `--threads` torch and decoder threads.
 
 Usage:
-    python benchmarks/subtitles_scale.py [--minutes 5 20] [--models demo paper] [--paper-cues 6]
+    python benchmarks/subtitles_scale.py [--minutes 5 20] [--models demo paper] [--paper-cues 24]
                                          [--cues-per-minute 15] [--unique-minutes 1] [--threads 2]
                                          [--work DIR] [--json FILE]
 """
@@ -51,6 +53,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pysubs2
+
+from magtkd_hf.subtitles import DEFAULT_MAX_UTTERANCES
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]
@@ -223,10 +227,10 @@ def model_folder(work: Path, name: str) -> Path:
     return folder
 
 
-def run_predict(model: Path, video: Path, srt: Path, output: Path, threads: int) -> dict:
+def run_predict(model: Path, video: Path, srt: Path, output: Path, threads: int, options: tuple = ()) -> dict:
     """The command in a child process: its wall time (s) and peak RSS (MB); the rows it wrote, checked per cue."""
     command = [shutil.which("magtkd-hf") or "magtkd-hf", "predict", str(model), str(video), "--subtitles", str(srt),
-               "--output", str(output), "--overwrite"]
+               "--output", str(output), "--overwrite", *options]
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log = output.with_suffix(".log")
     started = time.perf_counter()
@@ -263,9 +267,11 @@ def measure(name: str, model: Path, minutes: int, video: Path, cues: list, fewes
                       folder / f"{tag}_1cue.jsonl", args.threads)
     print(f"  {name}, {minutes} min: 1 cue in {one['wall_s']:.1f} s, peak RSS {one['peak_rss_mb']:.0f} MB", flush=True)
     rows = []
+    # The paper model's cues are one conversation: its peak RSS is that of the largest one the defaults form.
+    options = ("--max-gap", "3600", "--max-utterances", str(args.paper_cues)) if name == "paper" else ()
     for chosen in cue_selections(name, cues, fewest, args.paper_cues):
         run = run_predict(model, video, write_srt(folder / f"{tag}_{len(chosen)}cues.srt", chosen),
-                          folder / f"{tag}_{len(chosen)}cues.jsonl", args.threads)
+                          folder / f"{tag}_{len(chosen)}cues.jsonl", args.threads, options)
         rate = (run["cues"] - 1) / max(run["wall_s"] - one["wall_s"], 1e-9)
         rows.append({"model": name, "video_minutes": minutes, "cues": run["cues"], "wall_s": run["wall_s"],
                      "one_cue_wall_s": one["wall_s"], "cues_per_s": rate,
@@ -276,7 +282,7 @@ def measure(name: str, model: Path, minutes: int, video: Path, cues: list, fewes
     if name == "paper":
         wall = one["wall_s"] + (len(cues) - 1) / rows[0]["cues_per_s"]
         rows.append({**rows[0], "cues": len(cues), "wall_s": wall, "overall_cues_per_s": len(cues) / wall,
-                     "extrapolated": True})
+                     "peak_rss_mb": None, "extrapolated": True})
     return rows
 
 
@@ -285,9 +291,10 @@ def markdown_table(rows: list[dict]) -> str:
              "| peak RSS MB | extrapolated to 300 cues? |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in rows:
         extrapolated = "yes (from the runs above)" if row["extrapolated"] else "no"
+        peak = "not measured" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}"
         lines.append(f"| {row['model']} | {row['video_minutes']} | {row['cues']} | {row['wall_s']:.1f} | "
                      f"{row['one_cue_wall_s']:.1f} | {row['cues_per_s']:.2f} | {row['overall_cues_per_s']:.2f} | "
-                     f"{row['peak_rss_mb']:.0f} | {extrapolated} |")
+                     f"{peak} | {extrapolated} |")
     return "\n".join(lines)
 
 
@@ -310,7 +317,9 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=int, nargs="+", default=[5, 20], help="video lengths")
     parser.add_argument("--models", nargs="+", choices=("demo", "paper"), default=["demo", "paper"])
-    parser.add_argument("--paper-cues", type=int, default=6, help="cues the paper-size model runs (at least 2)")
+    parser.add_argument("--paper-cues", type=int, default=DEFAULT_MAX_UTTERANCES,
+                        help="cues the paper-size model runs, as one conversation (at least 2; default: the largest "
+                             "conversation predict forms, --max-utterances' default)")
     parser.add_argument("--cues-per-minute", type=int, default=15)
     parser.add_argument("--unique-minutes", type=float, default=1.0,
                         help="minutes encoded; a longer video repeats them (--minutes must be multiples)")
