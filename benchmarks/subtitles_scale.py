@@ -267,7 +267,7 @@ def measure(name: str, model: Path, minutes: int, video: Path, cues: list, fewes
                       folder / f"{tag}_1cue.jsonl", args.threads)
     print(f"  {name}, {minutes} min: 1 cue in {one['wall_s']:.1f} s, peak RSS {one['peak_rss_mb']:.0f} MB", flush=True)
     rows = []
-    # The paper model's cues are one conversation: its peak RSS is that of the largest one the defaults form.
+    # The paper model's cues are read as one conversation (by default 24: the largest the command's defaults form).
     options = ("--max-gap", "3600", "--max-utterances", str(args.paper_cues)) if name == "paper" else ()
     for chosen in cue_selections(name, cues, fewest, args.paper_cues):
         run = run_predict(model, video, write_srt(folder / f"{tag}_{len(chosen)}cues.srt", chosen),
